@@ -1,0 +1,47 @@
+# Two commands do everything on a fresh machine:
+#   make run    start the local control plane, install Peon's CRDs and game catalogue,
+#               run the operator and apply an example game server
+#   make test   unit tests, then integration tests against a real control plane
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test unit integration venv testbed cluster-up cluster-down bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+testbed:
+	tools/testbed/build >/dev/null
+
+cluster-up: testbed
+	tools/cluster up
+
+cluster-down:
+	tools/cluster down
+
+unit: venv
+	$(BIN)/pytest tests/unit -q
+
+# Integration tests use KUBECONFIG when it is set; otherwise the test session starts the bed itself.
+integration: venv testbed
+	$(BIN)/pytest tests/integration -q
+
+test: venv testbed
+	$(BIN)/pytest tests -q
+
+run: venv cluster-up
+	$(BIN)/python -m peon.devrun
+
+bench: venv cluster-up
+	$(BIN)/python bench/converge.py
+
+clean: cluster-down
+	rm -rf $(VENV) .pytest_cache

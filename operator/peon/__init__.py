@@ -1,0 +1,16 @@
+"""Peon: a Kubernetes operator that runs self-hosted game servers."""
+
+GROUP = "peon.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Every write the operator makes goes through server-side apply under this one manager.
+FIELD_MANAGER = "peon-operator"
+
+# Labels on every child. `peon.dev/gameserver` is what the operator selects and watches by.
+LABEL_GAMESERVER = "peon.dev/gameserver"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "peon-operator"
+
+ANNOTATION_RESTARTED_AT = "peon.dev/restartedAt"
+ANNOTATION_SETTINGS_HASH = "peon.dev/settings-hash"

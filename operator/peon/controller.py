@@ -1,0 +1,317 @@
+"""The reconcile loop: from a GameServer to its children, in one obvious path.
+
+kopf's watch streams feed `Cache` (handlers.py); every event that concerns a GameServer puts
+its key on `WorkQueue`; workers run `Controller.reconcile(key)`, which
+
+    parses the GameServer and its Game (model) → renders the children (render)
+    → applies only those that differ from what the cache holds (kube) → writes status if it changed.
+
+Level-triggered and idempotent: a missed event is healed by the next, a deleted or edited child
+comes back, and when nothing changed nothing is written.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from kubernetes.client.rest import ApiException
+from kubernetes.utils import parse_quantity
+
+from . import LABEL_GAMESERVER, status as st
+from .kube import Kube
+from .model import Game, InvalidSpec, parse_game, parse_gameserver
+from .render import ReferencedSecrets, render
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_APPLIED = "peon.dev/applied-hash"
+CHILD_KINDS = ("Secret", "ConfigMap", "PersistentVolumeClaim", "Deployment", "Service")
+Key = tuple[str, str]  # (namespace, name) of a GameServer
+
+
+def newer(a: dict | None, b: dict) -> bool:
+    """Is b at least as new as a? resourceVersions are opaque, but etcd's are integers."""
+    if a is None:
+        return True
+    ra, rb = a["metadata"].get("resourceVersion", ""), b["metadata"].get("resourceVersion", "")
+    if ra.isdigit() and rb.isdigit():
+        return int(rb) >= int(ra)
+    return True
+
+
+@dataclass
+class Cache:
+    """What the watches have shown, keyed for the reconcile. Written from the event loop,
+    read from worker threads (dict operations are atomic under the GIL)."""
+    gameservers: dict[Key, dict] = field(default_factory=dict)
+    games: dict[str, dict] = field(default_factory=dict)
+    children: dict[tuple[str, str, str], dict] = field(default_factory=dict)  # (kind, ns, name)
+    pods: dict[Key, dict] = field(default_factory=dict)
+
+    def put(self, store: dict, key, obj: dict, deleted: bool) -> None:
+        if deleted:
+            store.pop(key, None)
+        elif newer(store.get(key), obj):
+            store[key] = obj
+
+    def game(self, uid: str) -> dict | None:
+        if uid in self.games:
+            return self.games[uid]
+        return next((g for g in list(self.games.values())
+                     if uid in (g.get("spec") or {}).get("aliases", [])), None)
+
+    def pods_of(self, ns: str, gs_name: str) -> list[dict]:
+        return [p for (pns, _), p in list(self.pods.items())
+                if pns == ns and p["metadata"].get("labels", {}).get(LABEL_GAMESERVER) == gs_name]
+
+    def gameservers_of_game(self, game: dict) -> list[Key]:
+        names = {game["metadata"]["name"], *(game.get("spec") or {}).get("aliases", [])}
+        return [k for k, gs in list(self.gameservers.items())
+                if (gs.get("spec") or {}).get("gameUid") in names]
+
+    def gameservers_referencing_secret(self, ns: str, name: str) -> list[Key]:
+        return [k for k, gs in list(self.gameservers.items()) if k[0] == ns and any(
+            (s.get("secretRef") or {}).get("name") == name
+            for s in (gs.get("spec") or {}).get("settings", []))]
+
+
+class WorkQueue:
+    """Keys to reconcile. A key is never worked on twice at once; adds while it is being
+    worked on coalesce into one more run (client-go's workqueue, in miniature)."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._pending: set[Key] = set()
+        self._active: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+
+    def add(self, key: Key) -> None:
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._pending:
+            self._pending.add(key)
+            self._queue.put_nowait(key)
+
+    def add_after(self, key: Key, delay: float) -> None:
+        old = self._timers.pop(key, None)
+        if old:
+            old.cancel()
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, self.add, key)
+
+    async def get(self) -> Key:
+        key = await self._queue.get()
+        self._pending.discard(key)
+        self._active.add(key)
+        return key
+
+    def done(self, key: Key) -> None:
+        self._active.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+    def idle(self) -> bool:
+        return not (self._pending or self._active or self._dirty)
+
+
+def is_subset(want: Any, have: Any) -> bool:
+    """Does `have` (what the server holds, with defaults filled in) already say all of `want`?"""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(k in have and is_subset(v, have[k])
+                                              for k, v in want.items())
+    if isinstance(want, list):
+        return (isinstance(have, list) and len(want) == len(have)
+                and all(is_subset(w, h) for w, h in zip(want, have)))
+    if isinstance(want, (int, float)) and isinstance(have, str) or \
+            isinstance(have, (int, float)) and isinstance(want, str):
+        return str(want) == str(have)
+    return want == have
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Controller:
+    def __init__(self, kube: Kube, workers: int = 8):
+        self.kube = kube
+        self.cache = Cache()
+        self.queue = WorkQueue()
+        self.workers = workers
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
+        self._applied: dict[tuple[str, str, str], tuple[str, str]] = {}  # key -> (hash, rv)
+        self._tasks: list[asyncio.Task] = []
+        self.on_reconciled: Callable[[Key, str], None] | None = None  # (key, phase), for metrics
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _worker(self, n: int) -> None:
+        loop = asyncio.get_running_loop()
+        failures: dict[Key, int] = {}
+        while True:
+            key = await self.queue.get()
+            try:
+                requeue = await loop.run_in_executor(self._executor, self.reconcile, key)
+                failures.pop(key, None)
+                if requeue:
+                    self.queue.add_after(key, requeue)
+            except Exception as e:  # transient: back off, never storm
+                n_fail = failures[key] = failures.get(key, 0) + 1
+                delay = min(60.0, 0.5 * 2 ** n_fail) * (0.8 + 0.4 * random.random())
+                log.warning("reconcile %s/%s failed (%s); retrying in %.1fs", *key, _brief(e), delay)
+                self.queue.add_after(key, delay)
+            finally:
+                self.queue.done(key)
+
+    # --- one reconcile ---------------------------------------------------------------------------
+
+    def reconcile(self, key: Key) -> float | None:
+        """Bring one GameServer's children and status to what its spec says. Returns seconds
+        after which to look again, or None."""
+        body = self.cache.gameservers.get(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None  # owner references let the garbage collector remove the children
+        ns, name = key
+        try:
+            gs = parse_gameserver(body)
+            game_obj = self.cache.game(gs.game_uid)
+            if game_obj is None:
+                raise InvalidSpec("UnknownGame", f"no Game named {gs.game_uid!r} in the catalogue "
+                                  "(kubectl get games lists them)")
+            game = parse_game(game_obj)
+            desired = render(gs, game, self.referenced_secrets(ns, gs.secret_refs))
+        except InvalidSpec as e:
+            self.write_status(body, invalid=e)
+            return None
+        changed = [d["kind"] for d in desired if self.ensure(d)]
+        if changed:
+            self.kube.event(body, "Normal", "Applied", f"applied {', '.join(changed)}")
+        self.write_status(body, game=game, image=gs.image or game.image,
+                          want_running=gs.state == "Running", host_ports=gs.network.host_ports)
+        return None
+
+    def referenced_secrets(self, ns: str, names: tuple[str, ...]) -> ReferencedSecrets:
+        keys, digests = {}, {}
+        for n in names:
+            secret = self.kube.get("Secret", ns, n)
+            if secret is None:
+                raise InvalidSpec("SecretNotFound", f"Secret {n!r} named by secretRef does not "
+                                  f"exist in namespace {ns}")
+            data = secret.get("data") or {}
+            bad = [k for k in data if not k.replace("_", "").replace("-", "").replace(".", "").isalnum()]
+            if bad:
+                raise InvalidSpec("InvalidSetting", f"Secret {n!r} has keys that are not variable "
+                                  f"names: {', '.join(sorted(bad))}")
+            keys[n] = frozenset(data)
+            digests[n] = digest(data)
+        return ReferencedSecrets(keys, digests)
+
+    def ensure(self, desired: dict) -> bool:
+        """Apply `desired` unless the cluster already holds it. True when it wrote."""
+        meta = desired["metadata"]
+        ckey = (desired["kind"], meta["namespace"], meta["name"])
+        actual = self.cache.children.get(ckey)
+        if desired["kind"] == "PersistentVolumeClaim" and actual is not None:
+            desired = claim_update(desired, actual)
+        h = digest(desired)
+        meta.setdefault("annotations", {})[ANNOTATION_APPLIED] = h
+        if actual is not None:
+            memo = self._applied.get(ckey)
+            if memo == (h, actual["metadata"].get("resourceVersion")):
+                return False
+            if (actual["metadata"].get("annotations", {}).get(ANNOTATION_APPLIED) == h
+                    and is_subset(desired, actual)):
+                return False
+        result = self.kube.apply(desired)
+        self._applied[ckey] = (h, result["metadata"]["resourceVersion"])
+        self.cache.put(self.cache.children, ckey, result, False)
+        return actual is None or result["metadata"]["resourceVersion"] != actual["metadata"].get(
+            "resourceVersion")
+
+    def write_status(self, body: dict, invalid: InvalidSpec | None = None, game: Game | None = None,
+                     image: str = "", want_running: bool = True, host_ports: bool = False) -> None:
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        gen = body["metadata"].get("generation", 0)
+        old = body.get("status") or {}
+        now = st.now_iso()
+        if invalid is not None:
+            new: dict[str, Any] = {"phase": st.ERROR, "observedGeneration": gen}
+            conds = [st.condition("Valid", False, invalid.reason, invalid.message, gen),
+                     st.condition("Ready", False, "Invalid", "the spec cannot be built; see Valid", gen)]
+        else:
+            dep = self.cache.children.get(("Deployment", ns, name))
+            svc = self.cache.children.get(("Service", ns, name))
+            pods = self.cache.pods_of(ns, name)
+            phase, why = st.server_phase(want_running, dep, pods)
+            eps = st.endpoints(svc, pods, host_ports,
+                               [{"name": p.name, "containerPort": p.container_port,
+                                 "protocol": p.protocol} for p in game.ports])
+            new = {"phase": phase, "observedGeneration": gen, "game": game.uid, "image": image,
+                   "endpoints": eps, "endpoint": st.summary_endpoint(eps)}
+            conds = [st.condition("Valid", True, "Resolved", f"game {game.uid}, image {image}", gen),
+                     st.condition("Ready", phase == st.RUNNING, phase, why, gen)]
+        new["conditions"] = st.merge_conditions(old.get("conditions"), conds, now)
+        if not st.status_differs(old, new):
+            return
+        try:
+            self.kube.patch_status("GameServer", ns, name, new)
+        except ApiException as e:
+            if e.status == 404:  # deleted meanwhile
+                return
+            raise
+        if old.get("phase") != new["phase"]:
+            if invalid is not None:
+                self.kube.event(body, "Warning", invalid.reason, invalid.message)
+            else:
+                self.kube.event(body, "Normal", new["phase"], conds[1]["message"])
+        elif invalid is not None and _cond(old, "Valid").get("message") != invalid.message:
+            self.kube.event(body, "Warning", invalid.reason, invalid.message)
+        if self.on_reconciled:
+            self.on_reconciled((ns, name), new["phase"])
+
+
+def claim_update(desired: dict, actual: dict) -> dict:
+    """A claim's spec is immutable once made, except that it may grow. Server-side apply drops
+    fields a manager stops sending, so the existing values are sent back unchanged; only labels,
+    owner references and a larger size change. A smaller size is ignored (volumes never shrink)."""
+    meta = {k: v for k, v in desired["metadata"].items() if k != "annotations"}
+    have_spec = actual.get("spec", {})
+    want = desired["spec"]["resources"]["requests"]["storage"]
+    have = have_spec.get("resources", {}).get("requests", {}).get("storage")
+    spec: dict[str, Any] = {
+        "accessModes": have_spec.get("accessModes", desired["spec"]["accessModes"]),
+        "resources": {"requests": {"storage": want if have is None or
+                                   parse_quantity(want) > parse_quantity(have) else have}}}
+    if have_spec.get("storageClassName"):
+        spec["storageClassName"] = have_spec["storageClassName"]
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
+
+
+def _cond(status: dict, type_: str) -> dict:
+    return next((c for c in status.get("conditions", []) if c.get("type") == type_), {})
+
+
+def _brief(e: Exception) -> str:
+    if isinstance(e, ApiException):
+        try:
+            return f"{e.status} {json.loads(e.body).get('message')}"
+        except Exception:
+            return f"{e.status} {e.reason}"
+    return f"{type(e).__name__}: {e}"

@@ -1,0 +1,58 @@
+"""PEON's REST payload → a GameServer manifest (pure)."""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from . import API_VERSION
+
+
+class PayloadError(ValueError):
+    pass
+
+
+def dns_label(text: str) -> str:
+    """A Kubernetes object name from a free-form server name: lowercase, '-' for the rest."""
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63].rstrip("-")
+    if not name:
+        raise PayloadError(f"cannot make an object name from {text!r}")
+    return name
+
+
+def convert(payload: Mapping[str, Any], namespace: str | None = None,
+            secret_env: bool = False) -> list[dict[str, Any]]:
+    """The GameServer for a PEON payload. With `secret_env`, env settings go into a Secret
+    manifest of their own and the GameServer names it by secretRef (keep that one out of Git)."""
+    for key in ("game_uid", "servername"):
+        if not payload.get(key):
+            raise PayloadError(f"the payload has no {key!r}")
+    name = dns_label(payload["servername"])
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    out: list[dict[str, Any]] = []
+    settings = []
+    for i, s in enumerate(payload.get("settings") or []):
+        kind = s.get("type")
+        if kind not in ("env", "json", "txt"):
+            raise PayloadError(f"settings[{i}]: type must be env, json or txt, not {kind!r}")
+        sname = s.get("name") or f"{kind}-{i}"
+        if kind == "env" and secret_env:
+            secret_name = f"{name}-{dns_label(sname)}"
+            out.append({"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {**meta, "name": secret_name}, "type": "Opaque",
+                        "stringData": {k: str(v) for k, v in (s.get("content") or {}).items()}})
+            settings.append({"type": "env", "name": sname, "secretRef": {"name": secret_name}})
+        elif kind == "env":
+            settings.append({"type": "env", "name": sname,
+                             "content": {k: str(v) for k, v in (s.get("content") or {}).items()}})
+        else:
+            settings.append({"type": kind, "name": sname, "content": s.get("content")})
+    spec: dict[str, Any] = {"gameUid": str(payload["game_uid"]).lower(),
+                            "serverName": payload["servername"]}
+    if payload.get("description"):
+        spec["description"] = payload["description"]
+    if settings:
+        spec["settings"] = settings
+    out.append({"apiVersion": API_VERSION, "kind": "GameServer", "metadata": meta, "spec": spec})
+    return out

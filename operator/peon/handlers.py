@@ -1,0 +1,85 @@
+"""kopf handlers: thin. They feed the watch streams into the controller's cache and queue;
+the work is in controller.py."""
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from . import GROUP, LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, VERSION
+from .controller import Controller
+from .kube import Kube
+
+log = logging.getLogger(__name__)
+controller: Controller | None = None
+WORKERS = 8
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, **_):
+    global controller
+    # Only event-watching handlers are registered, so kopf itself writes nothing to GameServers
+    # (no progress annotations, no finalizers); Events are the controller's own.
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 600
+    settings.networking.request_timeout = 60
+    controller = Controller(Kube(), workers=WORKERS)
+    controller.start()
+
+
+@kopf.on.cleanup()
+async def stop(**_):
+    if controller:
+        await controller.stop()
+
+
+def _deleted(event) -> bool:
+    return event.get("type") == "DELETED"
+
+
+@kopf.on.event(GROUP, VERSION, "gameservers")
+async def gameserver_event(event, body, namespace, name, **_):
+    controller.cache.put(controller.cache.gameservers, (namespace, name), dict(body), _deleted(event))
+    controller.queue.add((namespace, name))
+
+
+@kopf.on.event(GROUP, VERSION, "games")
+async def game_event(event, body, name, **_):
+    controller.cache.put(controller.cache.games, name, dict(body), _deleted(event))
+    for key in controller.cache.gameservers_of_game(body):
+        controller.queue.add(key)
+
+
+def _child_event(kind: str):
+    async def handler(event, body, namespace, name, **_):
+        owner = (body.get("metadata", {}).get("labels") or {}).get(LABEL_GAMESERVER)
+        controller.cache.put(controller.cache.children, (kind, namespace, name), dict(body),
+                             _deleted(event))
+        if owner:
+            controller.queue.add((namespace, owner))
+    return handler
+
+
+_managed = {LABEL_MANAGED_BY: MANAGED_BY}
+kopf.on.event("apps", "v1", "deployments", labels=_managed, id="deployment")(_child_event("Deployment"))
+kopf.on.event("", "v1", "services", labels=_managed, id="service")(_child_event("Service"))
+kopf.on.event("", "v1", "configmaps", labels=_managed, id="configmap")(_child_event("ConfigMap"))
+kopf.on.event("", "v1", "persistentvolumeclaims", labels=_managed, id="pvc")(
+    _child_event("PersistentVolumeClaim"))
+
+
+@kopf.on.event("", "v1", "secrets", id="secret")
+async def secret_event(event, body, namespace, name, **_):
+    labels = body.get("metadata", {}).get("labels") or {}
+    if labels.get(LABEL_MANAGED_BY) == MANAGED_BY:
+        await _child_event("Secret")(event=event, body=body, namespace=namespace, name=name)
+        return
+    # A user's Secret named by secretRef: a change rolls the servers that use it.
+    for key in controller.cache.gameservers_referencing_secret(namespace, name):
+        controller.queue.add(key)
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_GAMESERVER: kopf.PRESENT}, id="pod")
+async def pod_event(event, body, namespace, name, **_):
+    controller.cache.put(controller.cache.pods, (namespace, name), dict(body), _deleted(event))
+    controller.queue.add((namespace, body["metadata"]["labels"][LABEL_GAMESERVER]))

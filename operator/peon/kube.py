@@ -1,0 +1,168 @@
+"""The operator's few kinds of API call, on the official `kubernetes` client.
+
+Writes are server-side apply under one field manager (peon-operator) and merge-patches of a
+GameServer's status subresource; nothing here can write a GameServer's spec.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from typing import Any
+
+import kubernetes
+from kubernetes.client import ApiClient
+from kubernetes.client.rest import ApiException
+
+from . import API_VERSION, FIELD_MANAGER
+
+log = logging.getLogger(__name__)
+
+# kind -> (api prefix, plural, namespaced)
+KINDS: dict[str, tuple[str, str, bool]] = {
+    "Secret": ("/api/v1", "secrets", True),
+    "ConfigMap": ("/api/v1", "configmaps", True),
+    "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims", True),
+    "Service": ("/api/v1", "services", True),
+    "Pod": ("/api/v1", "pods", True),
+    "Event": ("/api/v1", "events", True),
+    "Node": ("/api/v1", "nodes", False),
+    "Namespace": ("/api/v1", "namespaces", False),
+    "ServiceAccount": ("/api/v1", "serviceaccounts", True),
+    "ReplicaSet": ("/apis/apps/v1", "replicasets", True),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+    "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
+    "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
+    "CustomResourceDefinition": ("/apis/apiextensions.k8s.io/v1", "customresourcedefinitions", False),
+    "Deployment": ("/apis/apps/v1", "deployments", True),
+    "Job": ("/apis/batch/v1", "jobs", True),
+    "GameServer": (f"/apis/{API_VERSION}", "gameservers", True),
+    "Game": (f"/apis/{API_VERSION}", "games", False),
+    "GameServerBackup": (f"/apis/{API_VERSION}", "gameserverbackups", True),
+    "GameServerRestore": (f"/apis/{API_VERSION}", "gameserverrestores", True),
+}
+
+
+class WriteCounter:
+    """Counts the API writes this process makes, by verb and kind (for metrics and the bench)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def add(self, verb: str, kind: str) -> None:
+        with self._lock:
+            self.counts[(verb, kind)] = self.counts.get((verb, kind), 0) + 1
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.counts.values())
+
+
+writes = WriteCounter()
+
+
+def path(kind: str, namespace: str | None = None, name: str | None = None,
+         subresource: str | None = None) -> str:
+    prefix, plural, namespaced = KINDS[kind]
+    p = prefix + (f"/namespaces/{namespace}" if namespaced and namespace else "") + f"/{plural}"
+    if name:
+        p += f"/{name}"
+    if subresource:
+        p += f"/{subresource}"
+    return p
+
+
+class Kube:
+    """A thread-safe handle on the API. One per process; calls block (run them off the loop)."""
+
+    def __init__(self, api_client: ApiClient | None = None):
+        if api_client is None:
+            cfg = kubernetes.client.Configuration()
+            try:
+                kubernetes.config.load_incluster_config(client_configuration=cfg)
+            except kubernetes.config.ConfigException:
+                kubernetes.config.load_kube_config(client_configuration=cfg)
+            cfg.connection_pool_maxsize = 32
+            api_client = ApiClient(cfg)
+        self.api = api_client
+
+    def _call(self, method: str, url: str, body: Any = None, query: list | None = None,
+              content_type: str = "application/json") -> Any:
+        method, full_url, headers, body, post = self.api.param_serialize(
+            method, url, query_params=query or [], body=body,
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            auth_settings=["BearerToken"])
+        resp = self.api.call_api(method, full_url, header_params=headers, body=body,
+                                 post_params=post, _request_timeout=60)
+        data = resp.read()
+        if not 200 <= resp.status < 300:
+            raise ApiException(http_resp=resp, body=data.decode(errors="replace") if data else None)
+        return json.loads(data) if data else None
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict | None:
+        try:
+            return self._call("GET", path(kind, namespace, name))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def list(self, kind: str, namespace: str | None = None, selector: str | None = None) -> list[dict]:
+        q = [("labelSelector", selector)] if selector else []
+        return self._call("GET", path(kind, namespace), query=q)["items"]
+
+    def apply(self, obj: dict[str, Any]) -> dict:
+        """Server-side apply: the server merges, and a no-op apply changes nothing."""
+        kind, meta = obj["kind"], obj["metadata"]
+        writes.add("apply", kind)
+        return self._call("PATCH", path(kind, meta.get("namespace"), meta["name"]), body=obj,
+                          query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                          content_type="application/apply-patch+yaml")
+
+    def create(self, obj: dict[str, Any]) -> dict:
+        writes.add("create", obj["kind"])
+        return self._call("POST", path(obj["kind"], obj["metadata"].get("namespace")), body=obj,
+                          query=[("fieldManager", FIELD_MANAGER)])
+
+    def delete(self, kind: str, namespace: str | None, name: str,
+               propagation: str = "Background") -> bool:
+        writes.add("delete", kind)
+        try:
+            self._call("DELETE", path(kind, namespace, name),
+                       body={"propagationPolicy": propagation})
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    def patch_status(self, kind: str, namespace: str | None, name: str, status: dict) -> dict:
+        writes.add("status", kind)
+        return self._call("PATCH", path(kind, namespace, name, "status"), body={"status": status},
+                          content_type="application/merge-patch+json")
+
+    def patch_metadata(self, kind: str, namespace: str | None, name: str, metadata: dict) -> dict:
+        writes.add("metadata", kind)
+        return self._call("PATCH", path(kind, namespace, name), body={"metadata": metadata},
+                          content_type="application/merge-patch+json")
+
+    def event(self, involved: dict, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on `involved`, as `kubectl describe` shows them."""
+        meta = involved["metadata"]
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            self.create({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+                "involvedObject": {"apiVersion": involved["apiVersion"], "kind": involved["kind"],
+                                   "name": meta["name"], "namespace": meta["namespace"],
+                                   "uid": meta.get("uid")},
+                "type": type_, "reason": reason, "message": message[:1024],
+                "source": {"component": FIELD_MANAGER}, "reportingComponent": FIELD_MANAGER,
+                "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            })
+        except ApiException as e:  # an Event that cannot be posted must not stop a reconcile
+            log.warning("could not post event %s on %s: %s", reason, meta["name"], e.reason)

@@ -1,0 +1,39 @@
+"""`peon-operator`: run the operator against the current kubeconfig (or in-cluster config)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+import kopf
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="peon-operator", description=__doc__)
+    ap.add_argument("-n", "--namespace", action="append", default=[],
+                    help="watch only this namespace (repeatable); all namespaces when omitted")
+    ap.add_argument("--workers", type=int, default=8, help="GameServers reconciled at once")
+    ap.add_argument("--peering", default=None,
+                    help="kopf peering name for running several replicas (one is active)")
+    ap.add_argument("--liveness", default=None,
+                    help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kopf's own per-event debug chatter drowns the operator's messages.
+    logging.getLogger("kopf").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    from . import handlers  # registers the handlers
+    handlers.WORKERS = args.workers
+    asyncio.run(kopf.operator(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        liveness_endpoint=args.liveness,
+    ))
+
+
+if __name__ == "__main__":
+    main()

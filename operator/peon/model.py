@@ -1,0 +1,219 @@
+"""Typed views of Game and GameServer objects, parsed and checked once.
+
+The CRD schemas and CEL rules reject most bad input at admission. What they cannot see
+(a value's type inside free-form `content`, a required variable that lives in a Secret, two
+settings aiming at one file) is checked here and raised as `InvalidSpec`, which the operator
+turns into a status condition and an Event.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+FILE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+STATE_RUNNING = "Running"
+STATE_STOPPED = "Stopped"
+
+
+class InvalidSpec(Exception):
+    """A GameServer that cannot be built as written. `reason` is a CamelCase word for the
+    condition and Event; the message tells the user what to change."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Port:
+    name: str
+    container_port: int
+    protocol: str = "UDP"
+
+
+@dataclass(frozen=True)
+class GameEnv:
+    name: str
+    default: str | None = None
+    required: bool = False
+    secret: bool = False
+    # Other names a setting may give it by (PEON's plans said PASSWORD where an image reads
+    # SERVER_PASS); the value is passed on with Kubernetes' own $(NAME) expansion.
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Query:
+    protocol: str = "none"  # a2s | minecraft | none
+    port: str | None = None  # name of the port to ask
+
+
+@dataclass(frozen=True)
+class Game:
+    uid: str
+    image: str
+    ports: tuple[Port, ...]
+    data_path: str
+    config_path: str
+    title: str = ""
+    env: tuple[GameEnv, ...] = ()
+    files: Mapping[str, str] = field(default_factory=dict)  # setting name -> absolute path
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    storage_size: str = "10Gi"
+    security_context: Mapping[str, Any] = field(default_factory=dict)
+    readiness_probe: Mapping[str, Any] | None = None
+    query: Query = Query()
+    aliases: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Setting:
+    type: str  # env | json | txt
+    name: str
+    content: Any = None
+    secret_ref: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class Storage:
+    size: str | None = None
+    storage_class: str | None = None
+    retain_on_delete: bool = True
+    existing_claim: str | None = None
+
+
+@dataclass(frozen=True)
+class Network:
+    type: str = "LoadBalancer"  # LoadBalancer | NodePort | ClusterIP
+    host_ports: bool = False
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    node_ports: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GameServer:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    game_uid: str
+    server_name: str
+    description: str = ""
+    state: str = STATE_RUNNING
+    image: str | None = None
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    storage: Storage = Storage()
+    network: Network = Network()
+    settings: tuple[Setting, ...] = ()
+    restarted_at: str | None = None
+
+    @property
+    def env_settings(self) -> tuple[Setting, ...]:
+        return tuple(s for s in self.settings if s.type == "env")
+
+    @property
+    def file_settings(self) -> tuple[Setting, ...]:
+        return tuple(s for s in self.settings if s.type in ("json", "txt"))
+
+    @property
+    def secret_refs(self) -> tuple[str, ...]:
+        return tuple(s.secret_ref for s in self.env_settings if s.secret_ref)
+
+
+def parse_game(obj: Mapping[str, Any]) -> Game:
+    spec = obj.get("spec") or {}
+    q = spec.get("query") or {}
+    return Game(
+        uid=obj["metadata"]["name"],
+        title=spec.get("title", ""),
+        image=spec["image"],
+        ports=tuple(Port(p["name"], int(p["containerPort"]), p.get("protocol", "UDP"))
+                    for p in spec.get("ports", [])),
+        data_path=spec["dataPath"],
+        config_path=spec.get("configPath") or spec["dataPath"],
+        env=tuple(GameEnv(e["name"], e.get("default"), bool(e.get("required", False)),
+                          bool(e.get("secret", False)), tuple(e.get("aliases", [])))
+                  for e in spec.get("env", [])),
+        files={f["name"]: f["path"] for f in spec.get("files", [])},
+        resources=spec.get("resources") or {},
+        storage_size=(spec.get("storage") or {}).get("size", "10Gi"),
+        security_context=spec.get("securityContext") or {},
+        readiness_probe=spec.get("readinessProbe"),
+        query=Query(q.get("protocol", "none"), q.get("port")),
+        aliases=tuple(spec.get("aliases", [])),
+        command=tuple(spec.get("command", [])),
+        args=tuple(spec.get("args", [])),
+    )
+
+
+def parse_gameserver(obj: Mapping[str, Any]) -> GameServer:
+    """Parse and check what the CRD schema cannot. Raises InvalidSpec."""
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    settings = tuple(_parse_setting(s) for s in spec.get("settings", []))
+    _check_unique_targets(settings)
+    st, net = spec.get("storage") or {}, spec.get("network") or {}
+    return GameServer(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta.get("uid", ""),
+        generation=int(meta.get("generation", 0)),
+        game_uid=spec["gameUid"],
+        server_name=spec.get("serverName") or meta["name"],
+        description=spec.get("description", ""),
+        state=spec.get("state", STATE_RUNNING),
+        image=spec.get("image"),
+        resources=spec.get("resources") or {},
+        storage=Storage(st.get("size"), st.get("storageClassName"),
+                        bool(st.get("retainOnDelete", True)), st.get("existingClaim")),
+        network=Network(net.get("type", "LoadBalancer"), bool(net.get("hostPorts", False)),
+                        net.get("annotations") or {}, net.get("nodePorts") or {}),
+        settings=settings,
+        restarted_at=(meta.get("annotations") or {}).get("peon.dev/restartedAt"),
+    )
+
+
+def _parse_setting(s: Mapping[str, Any]) -> Setting:
+    kind, name, content = s.get("type"), s.get("name", ""), s.get("content")
+    ref = (s.get("secretRef") or {}).get("name")
+    where = f"setting {name!r}"
+    if kind == "env":
+        if ref is None:
+            if not isinstance(content, Mapping):
+                raise InvalidSpec("InvalidSetting", f"{where}: env content must be a map of "
+                                  "variable names to strings")
+            for k, v in content.items():
+                if not ENV_NAME.match(k):
+                    raise InvalidSpec("InvalidSetting", f"{where}: {k!r} is not a valid "
+                                      "environment variable name")
+                if not isinstance(v, str):
+                    raise InvalidSpec("InvalidSetting", f"{where}: the value of {k} must be a "
+                                      f"string (quote it in YAML), not {type(v).__name__}")
+    elif kind == "json":
+        if not isinstance(content, (Mapping, list)):
+            raise InvalidSpec("InvalidSetting", f"{where}: json content must be an object or a list")
+    elif kind == "txt":
+        if not isinstance(content, str):
+            raise InvalidSpec("InvalidSetting", f"{where}: txt content must be a string")
+    else:
+        raise InvalidSpec("InvalidSetting", f"{where}: type must be env, json or txt")
+    if kind != "env" and (not FILE_NAME.match(name) or name in (".", "..")):
+        raise InvalidSpec("InvalidSetting", f"{where}: a file setting's name must be a plain file "
+                          "name; use `path` to place it elsewhere")
+    return Setting(kind, name, content, ref, s.get("path"))
+
+
+def _check_unique_targets(settings: tuple[Setting, ...]) -> None:
+    seen: dict[str, str] = {}
+    for s in settings:
+        if s.path:
+            if s.path in seen:
+                raise InvalidSpec("InvalidSetting", f"settings {seen[s.path]!r} and {s.name!r} "
+                                  f"both write {s.path}")
+            seen[s.path] = s.name

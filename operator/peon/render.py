@@ -1,0 +1,249 @@
+"""Pure rendering: a GameServer and its Game in, the child manifests out. No I/O here.
+
+    GameServer ──┬─ Secret      <gs>-env     inline env settings
+                 ├─ ConfigMap   <gs>-config  json settings serialised, txt verbatim
+                 ├─ PVC         <gs>-data    the world (unless an existing claim is adopted)
+                 ├─ Deployment  <gs>         one replica or zero, strategy Recreate
+                 └─ Service     <gs>         the game's ports
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from . import (ANNOTATION_RESTARTED_AT, ANNOTATION_SETTINGS_HASH, API_VERSION,
+               LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY)
+from .model import STATE_RUNNING, Game, GameServer, InvalidSpec, Setting
+
+CONTAINER = "server"
+
+
+@dataclass(frozen=True)
+class ReferencedSecrets:
+    """What the renderer needs to know of the Secrets that env settings name by secretRef:
+    their keys (for required variables) and a digest of their data (to roll on change).
+    The values themselves never reach the renderer."""
+    keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    digests: Mapping[str, str] = field(default_factory=dict)
+
+
+def child_names(gs_name: str) -> dict[str, str]:
+    return {"Secret": f"{gs_name}-env", "ConfigMap": f"{gs_name}-config",
+            "PersistentVolumeClaim": f"{gs_name}-data", "Deployment": gs_name, "Service": gs_name}
+
+
+def labels(gs: GameServer, game_uid: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": game_uid,
+        "app.kubernetes.io/instance": gs.name,
+        "app.kubernetes.io/component": "game-server",
+        "app.kubernetes.io/part-of": "peon",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_GAMESERVER: gs.name,
+    }
+
+
+def owner_reference(gs: GameServer) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": "GameServer", "name": gs.name, "uid": gs.uid,
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def render(gs: GameServer, game: Game, secrets: ReferencedSecrets = ReferencedSecrets(),
+           running: bool | None = None) -> list[dict[str, Any]]:
+    """Every child the GameServer should have, in the order they should be applied.
+    `running` overrides spec.state (the uptime policy decides it); raises InvalidSpec."""
+    if running is None:
+        running = gs.state == STATE_RUNNING
+    env_data = inline_env(gs)
+    check_required_env(gs, game, set(env_data) | {k for r in gs.secret_refs
+                                                  for k in secrets.keys.get(r, ())})
+    config_data = config_files(gs)
+    out: list[dict[str, Any]] = []
+    if env_data:
+        out.append(env_secret(gs, game, env_data))
+    if config_data:
+        out.append(config_map(gs, game, config_data))
+    if not gs.storage.existing_claim:
+        out.append(data_claim(gs, game))
+    out.append(deployment(gs, game, env_data, config_data, secrets, running))
+    if game.ports:
+        out.append(service(gs, game))
+    return out
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+def inline_env(gs: GameServer) -> dict[str, str]:
+    """All inline env settings merged in order; a later setting wins, as in PEON."""
+    data: dict[str, str] = {}
+    for s in gs.env_settings:
+        if s.secret_ref is None:
+            data.update(s.content)
+    return data
+
+
+def check_required_env(gs: GameServer, game: Game, provided: set[str]) -> None:
+    missing = [e.name for e in game.env if e.required and e.default is None
+               and e.name not in provided and not provided.intersection(e.aliases)]
+    if missing:
+        raise InvalidSpec("MissingVariable", f"game {game.uid} requires {', '.join(missing)}: "
+                          "add them to an env setting (inline or in the Secret named by secretRef)")
+
+
+def config_files(gs: GameServer) -> dict[str, str]:
+    return {s.name: (json.dumps(s.content, indent=2, sort_keys=True) + "\n"
+                     if s.type == "json" else s.content)
+            for s in gs.file_settings}
+
+
+def file_path(s: Setting, game: Game) -> str:
+    return s.path or game.files.get(s.name) or f"{game.config_path.rstrip('/')}/{s.name}"
+
+
+def settings_hash(gs: GameServer, env_data: Mapping[str, str], config_data: Mapping[str, str],
+                  secrets: ReferencedSecrets) -> str:
+    """Changes whenever a setting's content changes, so the pod template changes and the
+    server rolls. Salted with the object's uid: it must not let anyone guess a short password."""
+    h = hashlib.sha256(gs.uid.encode())
+    h.update(json.dumps([env_data, config_data, [(r, secrets.digests.get(r, ""))
+                                                 for r in gs.secret_refs]], sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+# --- children ------------------------------------------------------------------------------------
+
+def _meta(gs: GameServer, game: Game, kind: str, owned: bool = True) -> dict[str, Any]:
+    m: dict[str, Any] = {"name": child_names(gs.name)[kind], "namespace": gs.namespace,
+                         "labels": labels(gs, game.uid)}
+    if owned:
+        m["ownerReferences"] = [owner_reference(gs)]
+    return m
+
+
+def env_secret(gs: GameServer, game: Game, env_data: Mapping[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(gs, game, "Secret"),
+            "type": "Opaque",
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(env_data.items())}}
+
+
+def config_map(gs: GameServer, game: Game, config_data: Mapping[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(gs, game, "ConfigMap"),
+            "data": dict(sorted(config_data.items()))}
+
+
+def data_claim(gs: GameServer, game: Game) -> dict[str, Any]:
+    # Without an owner reference the world outlives its GameServer (destroy keeps files);
+    # retainOnDelete: false adds one, so the garbage collector removes it (eradicate).
+    meta = _meta(gs, game, "PersistentVolumeClaim", owned=not gs.storage.retain_on_delete)
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": gs.storage.size or game.storage_size}}}
+    if gs.storage.storage_class:
+        spec["storageClassName"] = gs.storage.storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
+
+
+def claim_name(gs: GameServer) -> str:
+    return gs.storage.existing_claim or child_names(gs.name)["PersistentVolumeClaim"]
+
+
+def deployment(gs: GameServer, game: Game, env_data: Mapping[str, str],
+               config_data: Mapping[str, str], secrets: ReferencedSecrets,
+               running: bool) -> dict[str, Any]:
+    names = child_names(gs.name)
+    provided = set(env_data) | {k for r in gs.secret_refs for k in secrets.keys.get(r, ())}
+    # Explicit env entries win over envFrom, so a game default is only set where the user gave
+    # nothing. PEON_* come first so defaults can say "$(PEON_SERVER_NAME)".
+    env = [{"name": "PEON_SERVER_NAME", "value": gs.server_name},
+           {"name": "PEON_DESCRIPTION", "value": gs.description},
+           {"name": "PEON_GAMESERVER", "value": gs.name}]
+    for e in game.env:
+        if e.name in provided:
+            continue
+        alias = next((a for a in e.aliases if a in provided), None)
+        if alias:
+            env.append({"name": e.name, "value": f"$({alias})"})
+        elif e.default is not None:
+            env.append({"name": e.name, "value": e.default})
+    env_from = []
+    if env_data:
+        env_from.append({"secretRef": {"name": names["Secret"]}})
+    env_from += [{"secretRef": {"name": r}} for r in gs.secret_refs]
+
+    mounts = [{"name": "data", "mountPath": game.data_path}]
+    mounts += [{"name": "config", "mountPath": file_path(s, game), "subPath": s.name,
+                "readOnly": True} for s in gs.file_settings]
+    volumes: list[dict[str, Any]] = [{"name": "data",
+                                      "persistentVolumeClaim": {"claimName": claim_name(gs)}}]
+    if config_data:
+        volumes.append({"name": "config", "configMap": {"name": names["ConfigMap"]}})
+
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": gs.image or game.image,
+        "ports": [_container_port(p, gs.network.host_ports) for p in game.ports],
+        "env": env,
+        "volumeMounts": mounts,
+    }
+    if env_from:
+        container["envFrom"] = env_from
+    if game.command:
+        container["command"] = list(game.command)
+    if game.args:
+        container["args"] = list(game.args)
+    resources = gs.resources or game.resources
+    if resources:
+        container["resources"] = dict(resources)
+    if game.readiness_probe:
+        container["readinessProbe"] = dict(game.readiness_probe)
+
+    annotations = {ANNOTATION_SETTINGS_HASH: settings_hash(gs, env_data, config_data, secrets)}
+    if gs.restarted_at:
+        annotations[ANNOTATION_RESTARTED_AT] = gs.restarted_at
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        # Service links would inject variables such as <NAME>_PORT that collide with games'
+        # own PORT-style settings.
+        "enableServiceLinks": False,
+        # Game servers save the world on SIGTERM; give them time to.
+        "terminationGracePeriodSeconds": 60,
+    }
+    if game.security_context:
+        pod_spec["securityContext"] = dict(game.security_context)
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(gs, game, "Deployment"),
+        "spec": {
+            "replicas": 1 if running else 0,
+            # Two pods on one ReadWriteOnce world corrupt it: the old pod stops before the new starts.
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": {LABEL_GAMESERVER: gs.name}},
+            "template": {"metadata": {"labels": labels(gs, game.uid), "annotations": annotations},
+                         "spec": pod_spec},
+        },
+    }
+
+
+def _container_port(p, host_ports: bool) -> dict[str, Any]:
+    port = {"name": p.name, "containerPort": p.container_port, "protocol": p.protocol}
+    if host_ports:
+        port["hostPort"] = p.container_port
+    return port
+
+
+def service(gs: GameServer, game: Game) -> dict[str, Any]:
+    meta = _meta(gs, game, "Service")
+    if gs.network.annotations:
+        meta["annotations"] = dict(gs.network.annotations)
+    ports = []
+    for p in game.ports:
+        sp: dict[str, Any] = {"name": p.name, "port": p.container_port, "targetPort": p.name,
+                              "protocol": p.protocol}
+        if gs.network.type in ("NodePort", "LoadBalancer") and p.name in gs.network.node_ports:
+            sp["nodePort"] = gs.network.node_ports[p.name]
+        ports.append(sp)
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+            "spec": {"type": gs.network.type, "selector": {LABEL_GAMESERVER: gs.name},
+                     "ports": ports}}

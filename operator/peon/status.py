@@ -1,0 +1,93 @@
+"""Pure status computation: what the children show in, the GameServer's status out."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Iterable, Mapping
+
+PENDING, STARTING, RUNNING, STOPPING, STOPPED, ERROR = (
+    "Pending", "Starting", "Running", "Stopping", "Stopped", "Error")
+
+
+def now_iso(now: dt.datetime | None = None) -> str:
+    return (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(type_: str, ok: bool | None, reason: str, message: str, generation: int) -> dict:
+    return {"type": type_, "status": "Unknown" if ok is None else ("True" if ok else "False"),
+            "reason": reason, "message": message, "observedGeneration": generation}
+
+
+def merge_conditions(old: Iterable[Mapping], new: Iterable[dict], now: str) -> list[dict]:
+    """New conditions keep their old lastTransitionTime unless their status changed."""
+    before = {c["type"]: c for c in old or ()}
+    out = []
+    for c in new:
+        prev = before.get(c["type"])
+        c = dict(c)
+        c["lastTransitionTime"] = (prev.get("lastTransitionTime")
+                                   if prev and prev.get("status") == c["status"] else now)
+        out.append(c)
+    return out
+
+
+def server_phase(want_running: bool, deployment: Mapping | None, pods: list[Mapping]) -> tuple[str, str]:
+    """The phase and a sentence saying why."""
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")
+            and p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
+    if not want_running:
+        if pods or (deployment and deployment.get("status", {}).get("replicas", 0)):
+            return STOPPING, "waiting for the server's pod to stop"
+        return STOPPED, "the server is stopped; its world is kept"
+    if deployment is None:
+        return PENDING, "creating the server"
+    st, gen = deployment.get("status", {}), deployment["metadata"].get("generation")
+    rolled = st.get("observedGeneration") == gen and st.get("updatedReplicas", 0) >= 1
+    if rolled and st.get("readyReplicas", 0) >= 1 and st.get("replicas", 0) == 1:
+        return RUNNING, "the server is up"
+    if any(p.get("spec", {}).get("nodeName") for p in live):
+        return STARTING, "the server's pod is starting"
+    for p in live:
+        for c in p.get("status", {}).get("conditions", []):
+            if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                return PENDING, f"the pod cannot be scheduled: {c.get('message', c.get('reason'))}"
+    return PENDING, "waiting for the server's pod to be scheduled"
+
+
+def endpoints(service: Mapping | None, pods: list[Mapping], host_ports: bool,
+              ports: list[Mapping]) -> list[dict]:
+    """Where each named port is reached, by the Service's type (Agones-style addresses)."""
+    host_ip = next((p.get("status", {}).get("hostIP") for p in pods
+                    if p.get("status", {}).get("hostIP")), None)
+    out = []
+    if host_ports:
+        if host_ip:
+            out = [{"name": p["name"], "address": host_ip, "port": p["containerPort"],
+                    "protocol": p.get("protocol", "UDP")} for p in ports]
+        return out
+    if not service:
+        return out
+    spec = service.get("spec", {})
+    kind = spec.get("type", "ClusterIP")
+    ingress = (service.get("status", {}).get("loadBalancer", {}).get("ingress") or [{}])[0]
+    lb_addr = ingress.get("ip") or ingress.get("hostname")
+    for sp in spec.get("ports", []):
+        if kind == "LoadBalancer" and lb_addr:
+            addr, port = lb_addr, sp["port"]
+        elif kind in ("NodePort", "LoadBalancer") and host_ip and sp.get("nodePort"):
+            addr, port = host_ip, sp["nodePort"]
+        elif spec.get("clusterIP") and spec["clusterIP"] != "None":
+            addr, port = spec["clusterIP"], sp["port"]
+        else:
+            continue
+        out.append({"name": sp["name"], "address": addr, "port": port,
+                    "protocol": sp.get("protocol", "TCP")})
+    return out
+
+
+def summary_endpoint(eps: list[Mapping]) -> str:
+    return f"{eps[0]['address']}:{eps[0]['port']}" if eps else ""
+
+
+def status_differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """True when writing `new` would change what `old` says (fields the operator owns only)."""
+    return any(old.get(k) != v for k, v in new.items())

@@ -1,0 +1,109 @@
+"""Integration fixtures: a real control plane (the test bed, or any cluster KUBECONFIG points
+at), a fresh namespace per test, and the operator running as users run it."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import yaml
+
+from kube_helpers import K, client_for, wait_for
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+STATE = pathlib.Path(os.environ.get("PEON_CLUSTER_STATE", ROOT / ".cluster"))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig():
+    """KUBECONFIG when set (kind, k3d, a cloud); otherwise the test bed, started here and
+    stopped at the end unless it was already running or PEON_KEEP_CLUSTER is set."""
+    if os.environ.get("KUBECONFIG"):
+        yield os.environ["KUBECONFIG"]
+        return
+    was_running = subprocess.run([str(ROOT / "tools/cluster"), "status"],
+                                 capture_output=True).returncode == 0
+    subprocess.run([str(ROOT / "tools/cluster"), "up"], check=True)
+    yield str(STATE / "kubeconfig")
+    if not was_running and not os.environ.get("PEON_KEEP_CLUSTER"):
+        subprocess.run([str(ROOT / "tools/cluster"), "down"], check=False)
+
+
+@pytest.fixture(scope="session")
+def kubectl_bin(kubeconfig) -> str:
+    info = STATE / "cluster.json"
+    if not os.environ.get("KUBECONFIG") and info.exists():
+        return str(pathlib.Path(json.loads(info.read_text())["bin"]) / "kubectl")
+    return "kubectl"
+
+
+@pytest.fixture(scope="session")
+def kube(kubeconfig) -> K:
+    return K(client_for(kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def kubectl(kubeconfig, kubectl_bin):
+    def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([kubectl_bin, "--kubeconfig", kubeconfig, *args], input=input,
+                              capture_output=True, text=True, check=check)
+    return run
+
+
+@pytest.fixture
+def namespace(kube):
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    yield name
+    kube.delete("Namespace", None, name)
+
+
+@pytest.fixture(scope="session")
+def crds(kube, kubectl):
+    """Peon's CRDs and game catalogue, installed once."""
+    kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(ROOT / "crds"))
+    kubectl("apply", "--server-side", "-f", str(ROOT / "examples" / "games"))
+    return True
+
+
+class Operator:
+    """`peon-operator` in a subprocess, as a user runs it."""
+
+    def __init__(self, kubeconfig: str, log_path: pathlib.Path, args: list[str] = ()):
+        self.log_path = log_path
+        env = dict(os.environ, KUBECONFIG=kubeconfig)
+        self.proc = subprocess.Popen([sys.executable, "-m", "peon.main", *args],
+                                     stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def operator(kubeconfig, crds, tmp_path_factory):
+    op = Operator(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+    time.sleep(0.5)
+    assert op.proc.poll() is None, op.log()
+    yield op
+    op.stop()
+    # Whatever a test did, the operator must not have printed a password.
+    assert "hunter22" not in op.log() and "password123" not in op.log()

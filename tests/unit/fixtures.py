@@ -1,0 +1,20 @@
+"""Objects shaped as the API server returns them, for the pure tests."""
+import copy
+import pathlib
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def game(name="valheim"):
+    return yaml.safe_load((ROOT / "examples" / "games" / f"{name}.yaml").read_text())
+
+
+def gameserver(**spec):
+    base = {"gameUid": "valheim", "serverName": "Friends of Odin",
+            "settings": [{"type": "env", "name": "env", "content": {"SERVER_PASS": "hunter22"}}]}
+    base.update(spec)
+    return {"apiVersion": "peon.dev/v1alpha1", "kind": "GameServer",
+            "metadata": {"name": "odin", "namespace": "games", "uid": "u-1", "generation": 1},
+            "spec": copy.deepcopy(base)}

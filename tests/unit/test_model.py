@@ -1,0 +1,50 @@
+import pytest
+
+from peon.model import InvalidSpec, parse_game, parse_gameserver
+from fixtures import game, gameserver
+
+
+def test_defaults_follow_the_payload():
+    gs = parse_gameserver(gameserver())
+    assert gs.state == "Running"
+    assert gs.storage.retain_on_delete is True
+    assert gs.server_name == "Friends of Odin"
+    assert gs.network.type == "LoadBalancer"
+
+
+def test_server_name_defaults_to_object_name():
+    obj = gameserver()
+    del obj["spec"]["serverName"]
+    assert parse_gameserver(obj).server_name == "odin"
+
+
+@pytest.mark.parametrize("setting, words", [
+    ({"type": "env", "name": "e", "content": {"PORT": 2456}}, "must be a string"),
+    ({"type": "env", "name": "e", "content": {"1BAD": "x"}}, "not a valid environment variable"),
+    ({"type": "env", "name": "e", "content": "A=B"}, "map of variable names"),
+    ({"type": "json", "name": "c.json", "content": "text"}, "object or a list"),
+    ({"type": "txt", "name": "t.txt", "content": {"a": 1}}, "must be a string"),
+    ({"type": "txt", "name": "../etc/passwd", "content": "x"}, "plain file name"),
+    ({"type": "txt", "name": "..", "content": "x"}, "plain file name"),
+    ({"type": "yaml", "name": "x", "content": "x"}, "env, json or txt"),
+])
+def test_bad_settings_are_refused_with_a_clear_message(setting, words):
+    with pytest.raises(InvalidSpec) as e:
+        parse_gameserver(gameserver(settings=[setting]))
+    assert e.value.reason == "InvalidSetting"
+    assert words in e.value.message
+
+
+def test_two_files_aimed_at_one_path_are_refused():
+    settings = [{"type": "txt", "name": "a.txt", "content": "a", "path": "/etc/x"},
+                {"type": "txt", "name": "b.txt", "content": "b", "path": "/etc/x"}]
+    with pytest.raises(InvalidSpec, match="both write /etc/x"):
+        parse_gameserver(gameserver(settings=settings))
+
+
+def test_game_parses_ports_env_and_aliases():
+    g = parse_game(game("valheim"))
+    assert [(p.name, p.container_port, p.protocol) for p in g.ports] == [
+        ("game", 2456, "UDP"), ("query", 2457, "UDP"), ("crossplay", 2458, "UDP")]
+    assert "valhiem" in g.aliases
+    assert next(e for e in g.env if e.name == "SERVER_PASS").aliases == ("PASSWORD",)

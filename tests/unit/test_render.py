@@ -1,0 +1,146 @@
+import base64
+import json
+
+import pytest
+
+from peon.model import InvalidSpec, parse_game, parse_gameserver
+from peon.render import ReferencedSecrets, render
+from fixtures import game, gameserver
+
+
+def children(gs_obj, game_name="valheim", secrets=ReferencedSecrets(), running=None):
+    out = render(parse_gameserver(gs_obj), parse_game(game(game_name)), secrets, running)
+    return {o["kind"]: o for o in out}
+
+
+def container(kids):
+    return kids["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_of(kids):
+    return {e["name"]: e["value"] for e in container(kids)["env"]}
+
+
+def test_payload_becomes_secret_configmap_claim_deployment_service():
+    kids = children(gameserver(settings=[
+        {"type": "env", "name": "container environment",
+         "content": {"SERVERNAME": "My-Valhiem-Server", "PASSWORD": "password123"}},
+        {"type": "json", "name": "config.json", "content": {"somekey": "somevalue"}},
+        {"type": "txt", "name": "textfile.txt", "content": "Some text\twith a tab\n"}]))
+    assert set(kids) == {"Secret", "ConfigMap", "PersistentVolumeClaim", "Deployment", "Service"}
+    secret = kids["Secret"]
+    assert secret["metadata"]["name"] == "odin-env"
+    assert base64.b64decode(secret["data"]["PASSWORD"]).decode() == "password123"
+    cm = kids["ConfigMap"]["data"]
+    assert json.loads(cm["config.json"]) == {"somekey": "somevalue"}
+    assert cm["textfile.txt"] == "Some text\twith a tab\n"  # verbatim
+    c = container(kids)
+    assert c["envFrom"] == [{"secretRef": {"name": "odin-env"}}]
+    # PEON's names reach the image's own variables through Kubernetes' $(NAME) expansion.
+    assert env_of(kids)["SERVER_PASS"] == "$(PASSWORD)"
+    assert env_of(kids)["SERVER_NAME"] == "$(SERVERNAME)"
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/config"]["name"] == "data"
+    assert mounts["/config/peon/config.json"]["subPath"] == "config.json"
+    assert mounts["/config/peon/textfile.txt"]["readOnly"] is True
+
+
+def test_passwords_never_leave_the_secret():
+    kids = children(gameserver())
+    dumped = json.dumps({k: v for k, v in kids.items() if k != "Secret"})
+    assert "hunter22" not in dumped
+
+
+def test_deployment_is_one_replica_recreate_and_zero_when_stopped():
+    dep = children(gameserver())["Deployment"]
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert children(gameserver(state="Stopped"))["Deployment"]["spec"]["replicas"] == 0
+    assert children(gameserver(state="Stopped"), running=True)["Deployment"]["spec"]["replicas"] == 1
+
+
+def test_changed_setting_changes_the_pod_template_hash():
+    def h(obj):
+        return children(obj)["Deployment"]["spec"]["template"]["metadata"]["annotations"][
+            "peon.dev/settings-hash"]
+    a = gameserver(settings=[{"type": "env", "name": "e", "content": {"SERVER_PASS": "one-1"}}])
+    b = gameserver(settings=[{"type": "env", "name": "e", "content": {"SERVER_PASS": "two-2"}}])
+    assert h(a) != h(b)
+    assert h(a) == h(a)
+
+
+def test_referenced_secret_change_rolls_and_counts_for_required_vars():
+    obj = gameserver(settings=[{"type": "env", "name": "pw", "secretRef": {"name": "valheim-pw"}}])
+    with pytest.raises(InvalidSpec) as e:
+        children(obj)
+    assert e.value.reason == "MissingVariable" and "SERVER_PASS" in e.value.message
+    s1 = ReferencedSecrets({"valheim-pw": frozenset({"SERVER_PASS"})}, {"valheim-pw": "aaa"})
+    s2 = ReferencedSecrets({"valheim-pw": frozenset({"SERVER_PASS"})}, {"valheim-pw": "bbb"})
+    k1, k2 = children(obj, secrets=s1), children(obj, secrets=s2)
+    assert "Secret" not in k1  # no inline env: no Secret of ours
+    assert container(k1)["envFrom"] == [{"secretRef": {"name": "valheim-pw"}}]
+    ann = lambda k: k["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert ann(k1)["peon.dev/settings-hash"] != ann(k2)["peon.dev/settings-hash"]
+
+
+def test_user_value_wins_over_game_default():
+    kids = children(gameserver(settings=[{"type": "env", "name": "e", "content": {
+        "SERVER_PASS": "hunter22", "WORLD_NAME": "Midgard"}}]))
+    assert "WORLD_NAME" not in env_of(kids)  # envFrom supplies it; an env entry would win
+    assert env_of(children(gameserver()))["WORLD_NAME"] == "Dedicated"
+
+
+def test_service_ports_and_types():
+    svc = children(gameserver())["Service"]
+    assert svc["spec"]["type"] == "LoadBalancer"
+    assert [(p["name"], p["port"], p["protocol"]) for p in svc["spec"]["ports"]] == [
+        ("game", 2456, "UDP"), ("query", 2457, "UDP"), ("crossplay", 2458, "UDP")]
+    np = children(gameserver(network={"type": "NodePort", "nodePorts": {"game": 30456}}))["Service"]
+    assert np["spec"]["ports"][0]["nodePort"] == 30456
+    hp = children(gameserver(network={"type": "ClusterIP", "hostPorts": True}))
+    assert container(hp)["ports"][0]["hostPort"] == 2456
+
+
+def test_claim_is_retained_unless_eradicate_is_asked():
+    kept = children(gameserver())["PersistentVolumeClaim"]
+    assert "ownerReferences" not in kept["metadata"]
+    assert kept["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    gone = children(gameserver(storage={"retainOnDelete": False, "size": "20Gi"}))
+    assert gone["PersistentVolumeClaim"]["metadata"]["ownerReferences"][0]["kind"] == "GameServer"
+    assert gone["PersistentVolumeClaim"]["spec"]["resources"]["requests"]["storage"] == "20Gi"
+
+
+def test_existing_claim_is_used_not_created():
+    kids = children(gameserver(storage={"existingClaim": "old-world"}))
+    assert "PersistentVolumeClaim" not in kids
+    vols = kids["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    assert vols[0]["persistentVolumeClaim"]["claimName"] == "old-world"
+
+
+def test_restart_annotation_reaches_the_pod_template():
+    obj = gameserver()
+    obj["metadata"]["annotations"] = {"peon.dev/restartedAt": "2026-11-28T10:00:00Z"}
+    ann = children(obj)["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert ann["peon.dev/restartedAt"] == "2026-11-28T10:00:00Z"
+
+
+def test_image_override_and_labels():
+    kids = children(gameserver(image="ghcr.io/lloesche/valheim-server:v2"))
+    assert container(kids)["image"] == "ghcr.io/lloesche/valheim-server:v2"
+    for k in kids.values():
+        assert k["metadata"]["labels"]["peon.dev/gameserver"] == "odin"
+        assert k["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "peon-operator"
+
+
+def test_file_setting_path_override():
+    kids = children(gameserver(settings=[
+        {"type": "env", "name": "e", "content": {"SERVER_PASS": "hunter22"}},
+        {"type": "txt", "name": "adminlist.txt", "content": "76561198000000000\n",
+         "path": "/config/adminlist.txt"}]))
+    paths = [m["mountPath"] for m in container(kids)["volumeMounts"]]
+    assert "/config/adminlist.txt" in paths
+
+
+def test_game_args_may_use_variables():
+    kids = children(gameserver(gameUid="terraria", settings=[]), game_name="terraria")
+    assert container(kids)["args"][-1] == "$(WORLD_SIZE)"

@@ -1,0 +1,55 @@
+from peon import status as st
+
+
+def dep(ready=1, replicas=1, gen=2, observed=2):
+    return {"metadata": {"generation": gen},
+            "status": {"observedGeneration": observed, "replicas": replicas,
+                       "updatedReplicas": replicas, "readyReplicas": ready}}
+
+
+def pod(node="kwok-node-0", host_ip="127.0.0.1", deleting=False):
+    meta = {"name": "p"}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"metadata": meta, "spec": {"nodeName": node},
+            "status": {"phase": "Running", "hostIP": host_ip}}
+
+
+def test_phases():
+    assert st.server_phase(True, None, [])[0] == "Pending"
+    assert st.server_phase(True, dep(), [pod()])[0] == "Running"
+    assert st.server_phase(True, dep(ready=0), [pod()])[0] == "Starting"
+    assert st.server_phase(True, dep(observed=1), [pod()])[0] == "Starting"  # not rolled out yet
+    assert st.server_phase(False, dep(replicas=0, ready=0), [pod(deleting=True)])[0] == "Stopping"
+    assert st.server_phase(False, dep(replicas=0, ready=0), [])[0] == "Stopped"
+
+
+def test_unschedulable_pod_says_why():
+    p = {"metadata": {"name": "p"}, "spec": {}, "status": {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "message": "0/2 nodes: Insufficient cpu"}]}}
+    phase, why = st.server_phase(True, dep(ready=0), [p])
+    assert phase == "Pending" and "Insufficient cpu" in why
+
+
+def test_endpoints_by_service_type():
+    ports = [{"name": "game", "containerPort": 2456, "protocol": "UDP"}]
+    lb = {"spec": {"type": "LoadBalancer", "clusterIP": "10.0.0.5",
+                   "ports": [{"name": "game", "port": 2456, "nodePort": 31000, "protocol": "UDP"}]},
+          "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}}
+    assert st.endpoints(lb, [pod()], False, ports) == [
+        {"name": "game", "address": "203.0.113.7", "port": 2456, "protocol": "UDP"}]
+    lb["status"] = {}
+    assert st.endpoints(lb, [pod()], False, ports)[0]["port"] == 31000  # no LB yet: node port
+    lb["spec"]["type"] = "ClusterIP"
+    assert st.endpoints(lb, [], False, ports)[0]["address"] == "10.0.0.5"
+    assert st.endpoints(lb, [pod(host_ip="192.0.2.1")], True, ports)[0] == {
+        "name": "game", "address": "192.0.2.1", "port": 2456, "protocol": "UDP"}
+    assert st.summary_endpoint(st.endpoints(lb, [], False, ports)) == "10.0.0.5:2456"
+
+
+def test_condition_transition_time_kept_while_status_unchanged():
+    old = [{"type": "Ready", "status": "True", "lastTransitionTime": "T0"}]
+    same = st.merge_conditions(old, [st.condition("Ready", True, "Running", "up", 3)], "T1")
+    assert same[0]["lastTransitionTime"] == "T0"
+    flipped = st.merge_conditions(old, [st.condition("Ready", False, "Stopped", "down", 3)], "T1")
+    assert flipped[0]["lastTransitionTime"] == "T1"
