@@ -34,7 +34,10 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60, interval: fl
 
 
 class K(Kube):
-    """Kube plus a few verbs only tests need."""
+    """Kube plus a few verbs only tests need. Writes as `kubectl`, as a user would: a test must
+    never pass for the operator by writing under the operator's own field manager."""
+
+    field_manager = "kubectl"
 
     def raw(self, method: str, url: str, body=None, content_type="application/json", query=None):
         return self._call(method, url, body=body, content_type=content_type, query=query)

@@ -1,5 +1,7 @@
 """Peon: a Kubernetes operator that runs self-hosted game servers."""
 
+__version__ = "0.1.0"
+
 GROUP = "peon.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"

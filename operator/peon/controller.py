@@ -27,7 +27,7 @@ from kubernetes.utils import parse_quantity
 from . import LABEL_GAMESERVER, status as st
 from .kube import Kube
 from .model import Game, InvalidSpec, parse_game, parse_gameserver
-from .render import ReferencedSecrets, render
+from .render import ReferencedSecrets, child_names, render
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,8 @@ class WorkQueue:
 def is_subset(want: Any, have: Any) -> bool:
     """Does `have` (what the server holds, with defaults filled in) already say all of `want`?"""
     if isinstance(want, dict):
-        return isinstance(have, dict) and all(k in have and is_subset(v, have[k])
+        # The API server omits empty values ("", false, 0, [], {}) when it serialises.
+        return isinstance(have, dict) and all(is_subset(v, have[k]) if k in have else not v
                                               for k, v in want.items())
     if isinstance(want, list):
         return (isinstance(have, list) and len(want) == len(have)
@@ -148,6 +149,7 @@ class Controller:
         self.workers = workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
         self._applied: dict[tuple[str, str, str], tuple[str, str]] = {}  # key -> (hash, rv)
+        self._failures: dict[Key, int] = {}
         self._tasks: list[asyncio.Task] = []
         self.on_reconciled: Callable[[Key, str], None] | None = None  # (key, phase), for metrics
 
@@ -164,16 +166,19 @@ class Controller:
 
     async def _worker(self, n: int) -> None:
         loop = asyncio.get_running_loop()
-        failures: dict[Key, int] = {}
         while True:
             key = await self.queue.get()
             try:
                 requeue = await loop.run_in_executor(self._executor, self.reconcile, key)
-                failures.pop(key, None)
+                self._failures.pop(key, None)
                 if requeue:
                     self.queue.add_after(key, requeue)
-            except Exception as e:  # transient: back off, never storm
-                n_fail = failures[key] = failures.get(key, 0) + 1
+            except Exception as e:
+                if _namespace_terminating(e):
+                    log.debug("%s/%s: namespace is terminating; leaving it be", *key)
+                    continue
+                # Transient: back off per key, exponentially, so a broken API is never stormed.
+                n_fail = self._failures[key] = self._failures.get(key, 0) + 1
                 delay = min(60.0, 0.5 * 2 ** n_fail) * (0.8 + 0.4 * random.random())
                 log.warning("reconcile %s/%s failed (%s); retrying in %.1fs", *key, _brief(e), delay)
                 self.queue.add_after(key, delay)
@@ -201,6 +206,7 @@ class Controller:
             self.write_status(body, invalid=e)
             return None
         changed = [d["kind"] for d in desired if self.ensure(d)]
+        changed += [f"-{k}" for k in self.remove_unwanted(ns, name, {d["kind"] for d in desired})]
         if changed:
             self.kube.event(body, "Normal", "Applied", f"applied {', '.join(changed)}")
         self.write_status(body, game=game, image=gs.image or game.image,
@@ -223,15 +229,30 @@ class Controller:
             digests[n] = digest(data)
         return ReferencedSecrets(keys, digests)
 
+    def remove_unwanted(self, ns: str, name: str, wanted: set[str]) -> list[str]:
+        """Delete our Secret, ConfigMap or Service once the spec no longer asks for it (the last
+        env or file setting removed). The world's claim is never deleted here."""
+        removed = []
+        for kind in ("Secret", "ConfigMap", "Service"):
+            if kind in wanted:
+                continue
+            obj = self.cache.children.get((kind, ns, render_child_name(name, kind)))
+            if obj and any(r.get("kind") == "GameServer" and r.get("name") == name
+                           for r in obj["metadata"].get("ownerReferences", [])):
+                self.kube.delete(kind, ns, obj["metadata"]["name"])
+                self.cache.put(self.cache.children, (kind, ns, obj["metadata"]["name"]), obj, True)
+                removed.append(kind)
+        return removed
+
     def ensure(self, desired: dict) -> bool:
         """Apply `desired` unless the cluster already holds it. True when it wrote."""
         meta = desired["metadata"]
         ckey = (desired["kind"], meta["namespace"], meta["name"])
         actual = self.cache.children.get(ckey)
+        h = digest(desired)  # of the rendered intent, before any shaping for the server
         if desired["kind"] == "PersistentVolumeClaim" and actual is not None:
             desired = claim_update(desired, actual)
-        h = digest(desired)
-        meta.setdefault("annotations", {})[ANNOTATION_APPLIED] = h
+        desired["metadata"].setdefault("annotations", {})[ANNOTATION_APPLIED] = h
         if actual is not None:
             memo = self._applied.get(ckey)
             if memo == (h, actual["metadata"].get("resourceVersion")):
@@ -271,7 +292,9 @@ class Controller:
         if not st.status_differs(old, new):
             return
         try:
-            self.kube.patch_status("GameServer", ns, name, new)
+            updated = self.kube.patch_status("GameServer", ns, name, new)
+            # Keep what was written: the next reconcile must not act on the status it replaced.
+            self.cache.put(self.cache.gameservers, (ns, name), updated, False)
         except ApiException as e:
             if e.status == 404:  # deleted meanwhile
                 return
@@ -302,6 +325,14 @@ def claim_update(desired: dict, actual: dict) -> dict:
     if have_spec.get("storageClassName"):
         spec["storageClassName"] = have_spec["storageClassName"]
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
+
+
+def render_child_name(gs_name: str, kind: str) -> str:
+    return child_names(gs_name)[kind]
+
+
+def _namespace_terminating(e: Exception) -> bool:
+    return isinstance(e, ApiException) and e.status == 403 and "being terminated" in (e.body or "")
 
 
 def _cond(status: dict, type_: str) -> dict:

@@ -15,7 +15,7 @@ import kubernetes
 from kubernetes.client import ApiClient
 from kubernetes.client.rest import ApiException
 
-from . import API_VERSION, FIELD_MANAGER
+from . import API_VERSION, FIELD_MANAGER, __version__
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ class Kube:
                 kubernetes.config.load_kube_config(client_configuration=cfg)
             cfg.connection_pool_maxsize = 32
             api_client = ApiClient(cfg)
+            api_client.user_agent = f"{FIELD_MANAGER}/{__version__}"
         self.api = api_client
 
     def _call(self, method: str, url: str, body: Any = None, query: list | None = None,
@@ -119,13 +120,15 @@ class Kube:
         kind, meta = obj["kind"], obj["metadata"]
         writes.add("apply", kind)
         return self._call("PATCH", path(kind, meta.get("namespace"), meta["name"]), body=obj,
-                          query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                          query=[("fieldManager", self.field_manager), ("force", "true")],
                           content_type="application/apply-patch+yaml")
+
+    field_manager = FIELD_MANAGER
 
     def create(self, obj: dict[str, Any]) -> dict:
         writes.add("create", obj["kind"])
         return self._call("POST", path(obj["kind"], obj["metadata"].get("namespace")), body=obj,
-                          query=[("fieldManager", FIELD_MANAGER)])
+                          query=[("fieldManager", self.field_manager)])
 
     def delete(self, kind: str, namespace: str | None, name: str,
                propagation: str = "Background") -> bool:

@@ -84,7 +84,8 @@ class Operator:
     def __init__(self, kubeconfig: str, log_path: pathlib.Path, args: list[str] = ()):
         self.log_path = log_path
         env = dict(os.environ, KUBECONFIG=kubeconfig)
-        self.proc = subprocess.Popen([sys.executable, "-m", "peon.main", *args],
+        exe = pathlib.Path(sys.executable).parent / "peon-operator"  # the console script
+        self.proc = subprocess.Popen([str(exe), *args],
                                      stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env)
 
     def log(self) -> str:

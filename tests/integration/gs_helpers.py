@@ -1,0 +1,59 @@
+"""Helpers for GameServer tests: wait for phases, read what the operator wrote."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+from kube_helpers import wait_for
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+AUDIT = ROOT / ".cluster" / "logs" / "audit.log"
+
+
+def gameserver(name: str, ns: str, **spec) -> dict:
+    base = {"gameUid": "valheim", "serverName": name,
+            "settings": [{"type": "env", "name": "env", "content": {"SERVER_PASS": "hunter22"}}]}
+    base.update(spec)
+    return {"apiVersion": "peon.dev/v1alpha1", "kind": "GameServer",
+            "metadata": {"name": name, "namespace": ns}, "spec": base}
+
+
+def apply_as_user(kube, obj: dict) -> dict:
+    """Apply as a user would (kubectl's field manager), never as the operator."""
+    kind, meta = obj["kind"], obj["metadata"]
+    from peon.kube import path
+    return kube.raw("PATCH", path(kind, meta.get("namespace"), meta["name"]), obj,
+                    content_type="application/apply-patch+yaml",
+                    query=[("fieldManager", "kubectl"), ("force", "true")])
+
+
+def wait_phase(kube, ns: str, name: str, phase: str, timeout: float = 60) -> dict:
+    def reached():
+        gs = kube.get("GameServer", ns, name)
+        st = (gs or {}).get("status") or {}
+        if st.get("phase") == phase and st.get("observedGeneration") == gs["metadata"]["generation"]:
+            return gs
+        return f"phase {st.get('phase')!r}, conditions {st.get('conditions')}"
+    return wait_for(f"{ns}/{name} to be {phase}", reached, timeout)
+
+
+def condition(gs: dict, type_: str) -> dict:
+    return next(c for c in gs["status"]["conditions"] if c["type"] == type_)
+
+
+def events_for(kube, ns: str, name: str) -> list[dict]:
+    return [e for e in kube.list("Event", ns) if e["involvedObject"]["name"] == name]
+
+
+def operator_writes(ns: str | None = None) -> list[dict]:
+    """Writes the operator made, read from the test bed's apiserver audit log."""
+    out = []
+    for line in AUDIT.read_text().splitlines():
+        e = json.loads(line)
+        ua = e.get("userAgent", "")
+        if not (ua.startswith("peon-operator") or ua.startswith("kopf")):
+            continue
+        if ns and e.get("objectRef", {}).get("namespace") != ns:
+            continue
+        out.append(e)
+    return out
