@@ -38,10 +38,10 @@ test: venv testbed
 	$(BIN)/pytest tests -q
 
 run: venv cluster-up
-	$(BIN)/python -m peon.devrun
+	tools/run
 
 bench: venv cluster-up
-	$(BIN)/python bench/converge.py
+	$(BIN)/python bench/converge.py $(ARGS)
 
 clean: cluster-down
 	rm -rf $(VENV) .pytest_cache

@@ -17,14 +17,15 @@ import hashlib
 import json
 import logging
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 
-from . import LABEL_GAMESERVER, status as st
+from . import LABEL_GAMESERVER, metrics, status as st
 from .kube import Kube
 from .model import Game, InvalidSpec, parse_game, parse_gameserver
 from .render import ReferencedSecrets, child_names, render
@@ -151,7 +152,7 @@ class Controller:
         self._applied: dict[tuple[str, str, str], tuple[str, str]] = {}  # key -> (hash, rv)
         self._failures: dict[Key, int] = {}
         self._tasks: list[asyncio.Task] = []
-        self.on_reconciled: Callable[[Key, str], None] | None = None  # (key, phase), for metrics
+        self.phases: dict[Key, str] = {}  # last phase seen of every GameServer, for metrics
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -168,12 +169,15 @@ class Controller:
         loop = asyncio.get_running_loop()
         while True:
             key = await self.queue.get()
+            started = time.monotonic()
             try:
                 requeue = await loop.run_in_executor(self._executor, self.reconcile, key)
+                metrics.RECONCILES.labels("ok").inc()
                 self._failures.pop(key, None)
                 if requeue:
                     self.queue.add_after(key, requeue)
             except Exception as e:
+                metrics.RECONCILES.labels("error").inc()
                 if _namespace_terminating(e):
                     log.debug("%s/%s: namespace is terminating; leaving it be", *key)
                     continue
@@ -183,6 +187,8 @@ class Controller:
                 log.warning("reconcile %s/%s failed (%s); retrying in %.1fs", *key, _brief(e), delay)
                 self.queue.add_after(key, delay)
             finally:
+                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+                metrics.count_servers(self.phases)
                 self.queue.done(key)
 
     # --- one reconcile ---------------------------------------------------------------------------
@@ -192,6 +198,7 @@ class Controller:
         after which to look again, or None."""
         body = self.cache.gameservers.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self.phases.pop(key, None)
             return None  # owner references let the garbage collector remove the children
         ns, name = key
         try:
@@ -289,6 +296,7 @@ class Controller:
             conds = [st.condition("Valid", True, "Resolved", f"game {game.uid}, image {image}", gen),
                      st.condition("Ready", phase == st.RUNNING, phase, why, gen)]
         new["conditions"] = st.merge_conditions(old.get("conditions"), conds, now)
+        self.phases[(ns, name)] = new["phase"]
         if not st.status_differs(old, new):
             return
         try:
@@ -306,8 +314,6 @@ class Controller:
                 self.kube.event(body, "Normal", new["phase"], conds[1]["message"])
         elif invalid is not None and _cond(old, "Valid").get("message") != invalid.message:
             self.kube.event(body, "Warning", invalid.reason, invalid.message)
-        if self.on_reconciled:
-            self.on_reconciled((ns, name), new["phase"])
 
 
 def claim_update(desired: dict, actual: dict) -> dict:

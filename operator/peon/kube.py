@@ -8,14 +8,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
 from typing import Any
 
 import kubernetes
 from kubernetes.client import ApiClient
 from kubernetes.client.rest import ApiException
 
-from . import API_VERSION, FIELD_MANAGER, __version__
+from . import API_VERSION, FIELD_MANAGER, __version__, metrics
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +45,10 @@ KINDS: dict[str, tuple[str, str, bool]] = {
 
 
 class WriteCounter:
-    """Counts the API writes this process makes, by verb and kind (for metrics and the bench)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts: dict[tuple[str, str], int] = {}
+    """Counts the API writes this process makes, by verb and kind (exported as a metric)."""
 
     def add(self, verb: str, kind: str) -> None:
-        with self._lock:
-            self.counts[(verb, kind)] = self.counts.get((verb, kind), 0) + 1
-
-    def total(self) -> int:
-        with self._lock:
-            return sum(self.counts.values())
+        metrics.API_WRITES.labels(verb, kind).inc()
 
 
 writes = WriteCounter()

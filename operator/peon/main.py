@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="kopf peering name for running several replicas (one is active)")
     ap.add_argument("--liveness", default=None,
                     help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz")
+    ap.add_argument("--metrics-port", type=int, default=None,
+                    help="serve Prometheus metrics on this port (off when omitted)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
 
@@ -24,8 +26,10 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # kopf's own per-event debug chatter drowns the operator's messages.
     logging.getLogger("kopf").setLevel(logging.INFO if args.verbose else logging.WARNING)
-    from . import handlers  # registers the handlers
+    from . import handlers, metrics  # importing handlers registers them
     handlers.WORKERS = args.workers
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
     asyncio.run(kopf.operator(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
