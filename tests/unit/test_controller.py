@@ -1,0 +1,54 @@
+"""The controller's pure parts: change detection, claim updates, the work queue."""
+import asyncio
+
+from peon.controller import WorkQueue, claim_update, is_subset, newer
+
+
+def test_subset_ignores_server_defaults_and_omitted_empties():
+    have = {"spec": {"replicas": 1, "revisionHistoryLimit": 10,
+                     "template": {"spec": {"containers": [{"name": "c", "env": [{"name": "D"}],
+                                                           "imagePullPolicy": "Always"}]}}}}
+    want = {"spec": {"replicas": 1, "template": {"spec": {"containers": [
+        {"name": "c", "env": [{"name": "D", "value": ""}]}]}}}}
+    assert is_subset(want, have)
+    assert not is_subset({"spec": {"replicas": 0}}, {"spec": {"replicas": 1}})
+    assert not is_subset({"spec": {"replicas": 1}}, {"spec": {}})
+    assert is_subset({"cpu": 2}, {"cpu": "2"})
+    assert not is_subset({"ports": [1, 2]}, {"ports": [1]})
+
+
+def test_claim_update_sends_immutable_fields_back_and_only_grows():
+    desired = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+               "metadata": {"name": "w", "namespace": "n", "labels": {"a": "b"}},
+               "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "5Gi"}}}}
+    actual = {"spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard",
+                       "resources": {"requests": {"storage": "10Gi"}}}}
+    out = claim_update(desired, actual)
+    assert out["spec"]["resources"]["requests"]["storage"] == "10Gi"  # never shrinks
+    assert out["spec"]["storageClassName"] == "standard"
+    desired["spec"]["resources"]["requests"]["storage"] = "20Gi"
+    assert claim_update(desired, actual)["spec"]["resources"]["requests"]["storage"] == "20Gi"
+
+
+def test_newer_compares_resource_versions():
+    a = {"metadata": {"resourceVersion": "10"}}
+    assert newer(a, {"metadata": {"resourceVersion": "11"}})
+    assert not newer(a, {"metadata": {"resourceVersion": "9"}})
+    assert newer(None, a)
+
+
+def test_work_queue_never_runs_a_key_twice_at_once_and_coalesces():
+    async def scenario():
+        q = WorkQueue()
+        q.add(("ns", "a"))
+        q.add(("ns", "a"))  # coalesced while pending
+        key = await q.get()
+        q.add(("ns", "a"))  # while active: remembered, not queued twice
+        q.add(("ns", "a"))
+        assert q._queue.qsize() == 0
+        q.done(key)
+        assert q._queue.qsize() == 1
+        await q.get()
+        q.done(key)
+        assert q.idle()
+    asyncio.run(scenario())
