@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import yaml
@@ -21,6 +22,34 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_archive(args) -> int:
+    """Run by backup and restore Jobs. Prints one JSON line and writes it to the container's
+    termination message, where the operator reads size and sha256."""
+    from . import archive
+    try:
+        if args.action == "create":
+            result = archive.create(args.source, args.archive)
+        elif args.action == "restore":
+            result = archive.restore(args.archive, args.target, args.sha256)
+        else:
+            result = {"archive": args.archive, "deleted": archive.delete(args.archive)}
+    except archive.ArchiveError as e:
+        print(f"peon archive {args.action}: {e}", file=sys.stderr)
+        _termination_message(json.dumps({"error": str(e)}))
+        return 1
+    line = result.json() if hasattr(result, "json") else json.dumps(result)
+    print(line)
+    _termination_message(line)
+    return 0
+
+
+def _termination_message(text: str) -> None:
+    path = "/dev/termination-log"
+    if os.path.exists(path) and os.access(path, os.W_OK):
+        with open(path, "w") as f:
+            f.write(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="peon", description="Peon's commands for game-server users.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -30,6 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--secret-env", action="store_true",
                    help="put env settings in a Secret of their own, named by secretRef")
     c.set_defaults(fn=cmd_convert)
+    a = sub.add_parser("archive", help="archive a world, restore it, or delete an archive (Jobs run this)")
+    asub = a.add_subparsers(dest="action", required=True)
+    ac = asub.add_parser("create", help="archive SOURCE_DIR into ARCHIVE")
+    ac.add_argument("source")
+    ac.add_argument("archive")
+    ar = asub.add_parser("restore", help="verify ARCHIVE, then replace TARGET_DIR's contents with it")
+    ar.add_argument("archive")
+    ar.add_argument("target")
+    ar.add_argument("--sha256", help="the checksum the archive must have")
+    ad = asub.add_parser("delete", help="remove ARCHIVE and its checksum file")
+    ad.add_argument("archive")
+    a.set_defaults(fn=cmd_archive)
     args = ap.parse_args(argv)
     return args.fn(args)
 
