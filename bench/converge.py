@@ -64,7 +64,7 @@ def wait(what: str, done, timeout: float) -> float:
     while time.monotonic() - start < timeout:
         if done():
             return time.monotonic()
-        time.sleep(0.25)
+        time.sleep(1.0)  # each check lists every object; polling faster would load the API
     raise SystemExit(f"bench: timed out waiting for {what}")
 
 

@@ -19,22 +19,26 @@ import logging
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 
-from . import LABEL_GAMESERVER, metrics, status as st
+from . import LABEL_GAMESERVER, __version__, metrics, status as st
+from .backup import LABEL_BACKUP, LABEL_RESTORE
 from .kube import Kube
 from .model import Game, InvalidSpec, parse_game, parse_gameserver
 from .render import ReferencedSecrets, child_names, render
+from .runs import Runs, policy_of
 
 log = logging.getLogger(__name__)
 
 ANNOTATION_APPLIED = "peon.dev/applied-hash"
+# Backup and restore Jobs run `peon archive` from the operator's own image.
+DEFAULT_JOB_IMAGE = f"ghcr.io/peon-dev/peon-operator:{__version__}"
 CHILD_KINDS = ("Secret", "ConfigMap", "PersistentVolumeClaim", "Deployment", "Service")
-Key = tuple[str, str]  # (namespace, name) of a GameServer
+Key = tuple[str, str, str]  # (kind, namespace, name): GameServer, GameServerBackup or -Restore
 
 
 def newer(a: dict | None, b: dict) -> bool:
@@ -51,10 +55,13 @@ def newer(a: dict | None, b: dict) -> bool:
 class Cache:
     """What the watches have shown, keyed for the reconcile. Written from the event loop,
     read from worker threads (dict operations are atomic under the GIL)."""
-    gameservers: dict[Key, dict] = field(default_factory=dict)
+    gameservers: dict[tuple[str, str], dict] = field(default_factory=dict)  # (ns, name)
     games: dict[str, dict] = field(default_factory=dict)
     children: dict[tuple[str, str, str], dict] = field(default_factory=dict)  # (kind, ns, name)
-    pods: dict[Key, dict] = field(default_factory=dict)
+    pods: dict[tuple[str, str], dict] = field(default_factory=dict)
+    backups: dict[tuple[str, str], dict] = field(default_factory=dict)
+    restores: dict[tuple[str, str], dict] = field(default_factory=dict)
+    jobs: dict[tuple[str, str], dict] = field(default_factory=dict)
 
     def put(self, store: dict, key, obj: dict, deleted: bool) -> None:
         if deleted:
@@ -69,16 +76,27 @@ class Cache:
                      if uid in (g.get("spec") or {}).get("aliases", [])), None)
 
     def pods_of(self, ns: str, gs_name: str) -> list[dict]:
-        return [p for (pns, _), p in list(self.pods.items())
-                if pns == ns and p["metadata"].get("labels", {}).get(LABEL_GAMESERVER) == gs_name]
+        """The server's own pods (not its backup or restore Jobs' pods)."""
+        out = []
+        for (pns, _), p in list(self.pods.items()):
+            labels = p["metadata"].get("labels", {})
+            if pns == ns and labels.get(LABEL_GAMESERVER) == gs_name and \
+                    LABEL_BACKUP not in labels and LABEL_RESTORE not in labels:
+                out.append(p)
+        return out
+
+    @staticmethod
+    def runs_of(store: dict, ns: str, gs_name: str) -> list[dict]:
+        return [r for (rns, _), r in list(store.items())
+                if rns == ns and (r.get("spec") or {}).get("gameServer") == gs_name]
 
     def gameservers_of_game(self, game: dict) -> list[Key]:
         names = {game["metadata"]["name"], *(game.get("spec") or {}).get("aliases", [])}
-        return [k for k, gs in list(self.gameservers.items())
+        return [("GameServer", *k) for k, gs in list(self.gameservers.items())
                 if (gs.get("spec") or {}).get("gameUid") in names]
 
     def gameservers_referencing_secret(self, ns: str, name: str) -> list[Key]:
-        return [k for k, gs in list(self.gameservers.items()) if k[0] == ns and any(
+        return [("GameServer", *k) for k, gs in list(self.gameservers.items()) if k[0] == ns and any(
             (s.get("secretRef") or {}).get("name") == name
             for s in (gs.get("spec") or {}).get("settings", []))]
 
@@ -143,7 +161,7 @@ def digest(obj: Any) -> str:
 
 
 class Controller:
-    def __init__(self, kube: Kube, workers: int = 8):
+    def __init__(self, kube: Kube, workers: int = 8, job_image: str = DEFAULT_JOB_IMAGE):
         self.kube = kube
         self.cache = Cache()
         self.queue = WorkQueue()
@@ -153,6 +171,7 @@ class Controller:
         self._failures: dict[Key, int] = {}
         self._tasks: list[asyncio.Task] = []
         self.phases: dict[Key, str] = {}  # last phase seen of every GameServer, for metrics
+        self.runs = Runs(self, job_image)
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -179,12 +198,12 @@ class Controller:
             except Exception as e:
                 metrics.RECONCILES.labels("error").inc()
                 if _namespace_terminating(e):
-                    log.debug("%s/%s: namespace is terminating; leaving it be", *key)
+                    log.debug("%s %s/%s: namespace is terminating; leaving it be", *key)
                     continue
                 # Transient: back off per key, exponentially, so a broken API is never stormed.
                 n_fail = self._failures[key] = self._failures.get(key, 0) + 1
                 delay = min(60.0, 0.5 * 2 ** n_fail) * (0.8 + 0.4 * random.random())
-                log.warning("reconcile %s/%s failed (%s); retrying in %.1fs", *key, _brief(e), delay)
+                log.warning("reconcile %s %s/%s failed (%s); retrying in %.1fs", *key, _brief(e), delay)
                 self.queue.add_after(key, delay)
             finally:
                 metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
@@ -194,21 +213,37 @@ class Controller:
     # --- one reconcile ---------------------------------------------------------------------------
 
     def reconcile(self, key: Key) -> float | None:
-        """Bring one GameServer's children and status to what its spec says. Returns seconds
-        after which to look again, or None."""
-        body = self.cache.gameservers.get(key)
+        """One reconcile of one object. Returns seconds after which to look again, or None."""
+        kind, ns, name = key
+        if kind == "GameServerBackup":
+            return self.runs.reconcile_backup(ns, name)
+        if kind == "GameServerRestore":
+            return self.runs.reconcile_restore(ns, name)
+        return self.reconcile_gameserver(ns, name)
+
+    def reconcile_gameserver(self, ns: str, name: str) -> float | None:
+        """Bring one GameServer's children and status to what its spec says."""
+        key = ("GameServer", ns, name)
+        body = self.cache.gameservers.get((ns, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.phases.pop(key, None)
+            if body is not None:
+                self.runs.before_eradication(body)
             return None  # owner references let the garbage collector remove the children
-        ns, name = key
         try:
             gs = parse_gameserver(body)
+            policy = policy_of(body)
             game_obj = self.cache.game(gs.game_uid)
             if game_obj is None:
                 raise InvalidSpec("UnknownGame", f"no Game named {gs.game_uid!r} in the catalogue "
                                   "(kubectl get games lists them)")
             game = parse_game(game_obj)
-            desired = render(gs, game, self.referenced_secrets(ns, gs.secret_refs))
+            secrets = self.referenced_secrets(ns, gs.secret_refs)
+            self.runs.ensure_finalizer(body, gs, policy)
+            image, updated = self.runs.image_to_run(body, gs, gs.image or game.image, policy)
+            restore = self.runs.restoring(ns, name)
+            running = gs.state == "Running" and restore is None
+            desired = render(replace(gs, image=image), game, secrets, running=running)
         except InvalidSpec as e:
             self.write_status(body, invalid=e)
             return None
@@ -216,9 +251,13 @@ class Controller:
         changed += [f"-{k}" for k in self.remove_unwanted(ns, name, {d["kind"] for d in desired})]
         if changed:
             self.kube.event(body, "Normal", "Applied", f"applied {', '.join(changed)}")
-        self.write_status(body, game=game, image=gs.image or game.image,
-                          want_running=gs.state == "Running", host_ports=gs.network.host_ports)
-        return None
+        requeue, backup_status = self.runs.schedule_and_retain(body, policy)
+        why_stopped = (f"restoring backup {restore['spec']['backup']} ({restore['metadata']['name']})"
+                       if restore else None)
+        self.write_status(body, game=game, image=image, want_running=running,
+                          host_ports=gs.network.host_ports, extra=[updated],
+                          backup=backup_status, why_stopped=why_stopped)
+        return requeue
 
     def referenced_secrets(self, ns: str, names: tuple[str, ...]) -> ReferencedSecrets:
         keys, digests = {}, {}
@@ -274,7 +313,9 @@ class Controller:
             "resourceVersion")
 
     def write_status(self, body: dict, invalid: InvalidSpec | None = None, game: Game | None = None,
-                     image: str = "", want_running: bool = True, host_ports: bool = False) -> None:
+                     image: str = "", want_running: bool = True, host_ports: bool = False,
+                     extra: list[dict] = (), backup: dict | None = None,
+                     why_stopped: str | None = None) -> None:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         gen = body["metadata"].get("generation", 0)
         old = body.get("status") or {}
@@ -288,15 +329,19 @@ class Controller:
             svc = self.cache.children.get(("Service", ns, name))
             pods = self.cache.pods_of(ns, name)
             phase, why = st.server_phase(want_running, dep, pods)
+            if why_stopped and phase in (st.STOPPING, st.STOPPED):
+                why = why_stopped
             eps = st.endpoints(svc, pods, host_ports,
                                [{"name": p.name, "containerPort": p.container_port,
                                  "protocol": p.protocol} for p in game.ports])
             new = {"phase": phase, "observedGeneration": gen, "game": game.uid, "image": image,
                    "endpoints": eps, "endpoint": st.summary_endpoint(eps)}
             conds = [st.condition("Valid", True, "Resolved", f"game {game.uid}, image {image}", gen),
-                     st.condition("Ready", phase == st.RUNNING, phase, why, gen)]
+                     st.condition("Ready", phase == st.RUNNING, phase, why, gen), *extra]
+            if backup:
+                new["backup"] = backup
         new["conditions"] = st.merge_conditions(old.get("conditions"), conds, now)
-        self.phases[(ns, name)] = new["phase"]
+        self.phases[("GameServer", ns, name)] = new["phase"]
         if not st.status_differs(old, new):
             return
         try:

@@ -7,12 +7,14 @@ import logging
 import kopf
 
 from . import GROUP, LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, VERSION
+from .backup import FINISHED, LABEL_BACKUP, LABEL_RESTORE
 from .controller import Controller
 from .kube import Kube
 
 log = logging.getLogger(__name__)
 controller: Controller | None = None
 WORKERS = 8
+JOB_IMAGE: str | None = None
 
 
 @kopf.on.startup()
@@ -23,7 +25,8 @@ async def start(settings: kopf.OperatorSettings, **_):
     settings.posting.enabled = False
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 60
-    controller = Controller(Kube(), workers=WORKERS)
+    controller = Controller(Kube(), workers=WORKERS,
+                            **({"job_image": JOB_IMAGE} if JOB_IMAGE else {}))
     controller.start()
 
 
@@ -40,7 +43,7 @@ def _deleted(event) -> bool:
 @kopf.on.event(GROUP, VERSION, "gameservers")
 async def gameserver_event(event, body, namespace, name, **_):
     controller.cache.put(controller.cache.gameservers, (namespace, name), dict(body), _deleted(event))
-    controller.queue.add((namespace, name))
+    controller.queue.add(("GameServer", namespace, name))
 
 
 @kopf.on.event(GROUP, VERSION, "games")
@@ -56,7 +59,7 @@ def _child_event(kind: str):
         controller.cache.put(controller.cache.children, (kind, namespace, name), dict(body),
                              _deleted(event))
         if owner:
-            controller.queue.add((namespace, owner))
+            controller.queue.add(("GameServer", namespace, owner))
     return handler
 
 
@@ -82,4 +85,45 @@ async def secret_event(event, body, namespace, name, **_):
 @kopf.on.event("", "v1", "pods", labels={LABEL_GAMESERVER: kopf.PRESENT}, id="pod")
 async def pod_event(event, body, namespace, name, **_):
     controller.cache.put(controller.cache.pods, (namespace, name), dict(body), _deleted(event))
-    controller.queue.add((namespace, body["metadata"]["labels"][LABEL_GAMESERVER]))
+    labels = body["metadata"]["labels"]
+    controller.queue.add(("GameServer", namespace, labels[LABEL_GAMESERVER]))
+    for label, kind in ((LABEL_RESTORE, "GameServerRestore"), (LABEL_BACKUP, "GameServerBackup")):
+        if label in labels:  # a run waits for the server's pods to go
+            controller.queue.add((kind, namespace, labels[label]))
+    for key in _restores_waiting_for(namespace, labels[LABEL_GAMESERVER]):
+        controller.queue.add(key)
+
+
+def _restores_waiting_for(ns: str, gs: str):
+    return [("GameServerRestore", ns, r["metadata"]["name"])
+            for r in controller.cache.runs_of(controller.cache.restores, ns, gs)
+            if (r.get("status") or {}).get("phase") not in FINISHED]
+
+
+def _run_event(store_name: str, kind: str):
+    async def handler(event, body, namespace, name, **_):
+        controller.cache.put(getattr(controller.cache, store_name), (namespace, name), dict(body),
+                             _deleted(event))
+        controller.queue.add((kind, namespace, name))
+        gs = (body.get("spec") or {}).get("gameServer")
+        if gs:  # the server's status, update hold and restore hold follow its runs
+            controller.queue.add(("GameServer", namespace, gs))
+            if kind == "GameServerBackup":  # a restore may wait for this backup to finish
+                for key in _restores_waiting_for(namespace, gs):
+                    controller.queue.add(key)
+    return handler
+
+
+kopf.on.event(GROUP, VERSION, "gameserverbackups", id="backup")(
+    _run_event("backups", "GameServerBackup"))
+kopf.on.event(GROUP, VERSION, "gameserverrestores", id="restore")(
+    _run_event("restores", "GameServerRestore"))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=_managed, id="job")
+async def job_event(event, body, namespace, name, **_):
+    controller.cache.put(controller.cache.jobs, (namespace, name), dict(body), _deleted(event))
+    labels = body["metadata"].get("labels") or {}
+    for label, kind in ((LABEL_BACKUP, "GameServerBackup"), (LABEL_RESTORE, "GameServerRestore")):
+        if label in labels:
+            controller.queue.add((kind, namespace, labels[label]))

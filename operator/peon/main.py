@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 
 import kopf
 
@@ -17,6 +18,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="kopf peering name for running several replicas (one is active)")
     ap.add_argument("--liveness", default=None,
                     help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz")
+    ap.add_argument("--job-image", default=os.environ.get("PEON_JOB_IMAGE"),
+                    help="image for backup and restore Jobs (the operator's own; $PEON_JOB_IMAGE)")
     ap.add_argument("--metrics-port", type=int, default=None,
                     help="serve Prometheus metrics on this port (off when omitted)")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -28,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("kopf").setLevel(logging.INFO if args.verbose else logging.WARNING)
     from . import handlers, metrics  # importing handlers registers them
     handlers.WORKERS = args.workers
+    handlers.JOB_IMAGE = args.job_image
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     asyncio.run(kopf.operator(

@@ -81,9 +81,12 @@ def crds(kube, kubectl):
 class Operator:
     """`peon-operator` in a subprocess, as a user runs it."""
 
-    def __init__(self, kubeconfig: str, log_path: pathlib.Path, args: list[str] = ()):
+    def __init__(self, kubeconfig: str, log_path: pathlib.Path, args: list[str] = (),
+                 clock_file: pathlib.Path | None = None):
         self.log_path = log_path
         env = dict(os.environ, KUBECONFIG=kubeconfig)
+        if clock_file:
+            env["PEON_CLOCK_FILE"] = str(clock_file)
         exe = pathlib.Path(sys.executable).parent / "peon-operator"  # the console script
         self.proc = subprocess.Popen([str(exe), *args],
                                      stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env)
@@ -99,9 +102,34 @@ class Operator:
             self.proc.kill()
 
 
+class Clock:
+    """The operator's clock (PEON_CLOCK_FILE). It starts at the real time and only moves forward."""
+
+    def __init__(self, path: pathlib.Path):
+        import datetime as dt
+        self.path, self.dt = path, dt
+        self.set(dt.datetime.now(dt.timezone.utc))
+
+    def now(self):
+        return self.dt.datetime.fromisoformat(self.path.read_text().strip())
+
+    def set(self, when) -> None:
+        real = self.dt.datetime.now(self.dt.timezone.utc)
+        self.path.write_text(max(when, real).isoformat())
+
+    def advance(self, **delta) -> None:
+        self.set(self.now() + self.dt.timedelta(**delta))
+
+
 @pytest.fixture(scope="session")
-def operator(kubeconfig, crds, tmp_path_factory):
-    op = Operator(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+def clock(tmp_path_factory) -> Clock:
+    return Clock(tmp_path_factory.mktemp("clock") / "now")
+
+
+@pytest.fixture(scope="session")
+def operator(kubeconfig, crds, tmp_path_factory, clock):
+    op = Operator(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
+                  ["--job-image", "peon.invalid/peon-operator:test"], clock_file=clock.path)
     time.sleep(0.5)
     assert op.proc.poll() is None, op.log()
     yield op

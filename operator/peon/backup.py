@@ -1,0 +1,236 @@
+"""Backups and restores, the pure part: run names, retention, schedules and Job manifests.
+
+One GameServerBackup object per run (CloudNativePG's model); its Job archives the server's data
+volume into the server's backup volume `<gs>-backups` with `peon archive create`. A restore's
+Job verifies and unpacks an archive back into the data volume while the server is stopped.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from . import API_VERSION, LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY
+
+MANUAL, SCHEDULED, BEFORE_UPDATE, BEFORE_ERADICATION = (
+    "Manual", "Scheduled", "BeforeUpdate", "BeforeEradication")
+PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
+FINISHED = (SUCCEEDED, FAILED)
+
+FINALIZER_ARCHIVE = "peon.dev/archive"          # on a backup: its archive is deleted with it
+FINALIZER_FINAL_BACKUP = "peon.dev/final-backup"  # on a GameServer: eradicate after a backup
+LABEL_BACKUP = "peon.dev/backup"
+LABEL_RESTORE = "peon.dev/restore"
+DATA_MOUNT, BACKUP_MOUNT = "/data", "/backups"
+
+
+@dataclass(frozen=True)
+class Policy:
+    schedule: str | None = None
+    time_zone: str = "UTC"
+    keep_last: int | None = None
+    max_age: dt.timedelta | None = None
+    before_update: bool = True
+    before_eradication: bool = True
+    storage_size: str = "20Gi"
+    storage_class: str | None = None
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """`30d`, `12h`, `90m`, or combinations such as `1d12h`."""
+    parts = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?", text or "")
+    if not text or not parts:
+        raise ValueError(f"{text!r} is not a duration like 30d, 12h or 90m")
+    d, h, m = (int(x or 0) for x in parts.groups())
+    return dt.timedelta(days=d, hours=h, minutes=m)
+
+
+def parse_policy(spec: Mapping[str, Any] | None) -> Policy:
+    b = spec or {}
+    r = b.get("retention") or {}
+    st = b.get("storage") or {}
+    return Policy(
+        schedule=b.get("schedule"), time_zone=b.get("timeZone") or "UTC",
+        keep_last=r.get("keepLast"),
+        max_age=parse_duration(r["maxAge"]) if r.get("maxAge") else None,
+        before_update=b.get("beforeUpdate", True),
+        before_eradication=b.get("beforeEradication", True),
+        storage_size=st.get("size", "20Gi"), storage_class=st.get("storageClassName"))
+
+
+# --- names ---------------------------------------------------------------------------------------
+
+def short_hash(text: str, n: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def fit(name: str, limit: int = 63) -> str:
+    """A name within Kubernetes' limit, kept unique by a hash when cut."""
+    if len(name) <= limit:
+        return name
+    return f"{name[:limit - 9].rstrip('-')}-{short_hash(name)}"
+
+
+def scheduled_name(gs: str, slot: dt.datetime) -> str:
+    return fit(f"{gs}-{slot.astimezone(dt.timezone.utc):%Y%m%d-%H%M}")
+
+
+def before_update_name(gs: str, image: str) -> str:
+    return fit(f"{gs}-pre-update-{short_hash(image)}")
+
+
+def final_name(gs: str, uid: str) -> str:
+    return fit(f"{gs}-final-{uid[:8]}")
+
+
+def backup_volume(gs: str) -> str:
+    return f"{gs}-backups"
+
+
+def archive_path(gs: str, backup: str) -> str:
+    """Where the archive lives inside the backup volume."""
+    return f"{BACKUP_MOUNT}/{backup}.tar.gz"
+
+
+# --- schedule ------------------------------------------------------------------------------------
+
+def schedule_slots(schedule: str, tz: str, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The most recent slot at or before `now`, and the next one after it (both aware)."""
+    local = now.astimezone(ZoneInfo(tz))
+    it = croniter(schedule, local)
+    nxt = it.get_next(dt.datetime)
+    prev = croniter(schedule, local + dt.timedelta(seconds=1)).get_prev(dt.datetime)
+    return prev, nxt
+
+
+def due_slot(schedule: str, tz: str, now: dt.datetime, since: dt.datetime) -> dt.datetime | None:
+    """The slot to run now, if one fell due after `since` (the server's creation or the last
+    scheduled run); only the latest is run, missed older ones are not made up."""
+    prev, _ = schedule_slots(schedule, tz, now)
+    return prev if prev > since else None
+
+
+# --- retention -----------------------------------------------------------------------------------
+
+def finished_at(b: Mapping) -> tuple[str, str, str]:
+    """Sort key: finish time, then creation time and name (times have one-second steps)."""
+    st = b.get("status") or {}
+    created = b["metadata"].get("creationTimestamp", "")
+    return (st.get("completionTime") or created, created, b["metadata"]["name"])
+
+
+def expired(backups: Iterable[Mapping], keep_last: int | None, max_age: dt.timedelta | None,
+            now: dt.datetime) -> list[str]:
+    """Names of the finished runs retention removes. Pinned runs (`keep: true`) never count and
+    never expire; the newest successful run is never removed; failed runs follow the same
+    limits among themselves. Running runs are left alone."""
+    done = [b for b in backups if (b.get("status") or {}).get("phase") in FINISHED
+            and not (b.get("spec") or {}).get("keep")]
+    doomed: set[str] = set()
+    for phase in FINISHED:
+        runs = sorted((b for b in done if b["status"]["phase"] == phase), key=finished_at,
+                      reverse=True)
+        if keep_last is not None:
+            doomed |= {b["metadata"]["name"] for b in runs[keep_last:]}
+        if max_age is not None:
+            cutoff = now - max_age
+            doomed |= {b["metadata"]["name"] for b in runs
+                       if _parse_time(finished_at(b)[0]) < cutoff}
+    newest_ok = max((b for b in backups if (b.get("status") or {}).get("phase") == SUCCEEDED),
+                    key=finished_at, default=None)
+    if newest_ok is not None:
+        doomed.discard(newest_ok["metadata"]["name"])
+    return sorted(doomed)
+
+
+def _parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --- manifests -----------------------------------------------------------------------------------
+
+def backup_object(gs: Mapping, name: str, reason: str, labels: Mapping[str, str] | None = None
+                  ) -> dict[str, Any]:
+    meta = gs["metadata"]
+    return {"apiVersion": API_VERSION, "kind": "GameServerBackup",
+            "metadata": {"name": name, "namespace": meta["namespace"],
+                         "labels": {LABEL_GAMESERVER: meta["name"], **(labels or {})}},
+            "spec": {"gameServer": meta["name"], "reason": reason}}
+
+
+def backup_claim(gs: Mapping, policy: Policy) -> dict[str, Any]:
+    """The server's backup volume. No owner: it outlives the server (and its eradication)."""
+    meta = gs["metadata"]
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": policy.storage_size}}}
+    if policy.storage_class:
+        spec["storageClassName"] = policy.storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": backup_volume(meta["name"]), "namespace": meta["namespace"],
+                         "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_GAMESERVER: meta["name"],
+                                    "app.kubernetes.io/component": "backups"}},
+            "spec": spec}
+
+
+def run_job(run: Mapping, kind: str, action: list[str], data_claim: str | None, backup_claim_name: str,
+            image: str, node: str | None, data_read_only: bool, suffix: str) -> dict[str, Any]:
+    """A Job that mounts the data and backup volumes and runs `peon archive ...`.
+    `node` pins it beside the running server: the volumes are ReadWriteOnce."""
+    meta = run["metadata"]
+    gs_name = run["spec"]["gameServer"]
+    run_label = LABEL_BACKUP if kind == "GameServerBackup" else LABEL_RESTORE
+    labels = {**(meta.get("labels") or {}), LABEL_MANAGED_BY: MANAGED_BY,
+              LABEL_GAMESERVER: gs_name, run_label: meta["name"]}
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [{
+            "name": "archive", "image": image, "command": ["peon", "archive", *action],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "volumeMounts": [{"name": "backups", "mountPath": BACKUP_MOUNT}],
+            # Root, to read every file of the world and keep its owners; nothing more.
+            "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"],
+                                                 "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER"]}},
+        }],
+        "volumes": [{"name": "backups", "persistentVolumeClaim": {"claimName": backup_claim_name}}],
+    }
+    if data_claim:  # a delete Job needs only the backup volume
+        pod["containers"][0]["volumeMounts"].insert(
+            0, {"name": "data", "mountPath": DATA_MOUNT, "readOnly": data_read_only})
+        pod["volumes"].insert(0, {"name": "data", "persistentVolumeClaim": {"claimName": data_claim}})
+    if node:
+        pod["nodeSelector"] = {"kubernetes.io/hostname": node}
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": fit(f"{meta['name']}-{suffix}"), "namespace": meta["namespace"],
+                     "labels": labels,
+                     "ownerReferences": [{"apiVersion": API_VERSION, "kind": kind,
+                                          "name": meta["name"], "uid": meta["uid"],
+                                          "controller": True, "blockOwnerDeletion": True}]},
+        # A failed run is a Failed object, not a retry loop: the next run is a new object.
+        "spec": {"backoffLimit": 0, "activeDeadlineSeconds": 6 * 3600, "ttlSecondsAfterFinished": 86400,
+                 "template": {"metadata": {"labels": labels}, "spec": pod}},
+    }
+
+
+def job_outcome(job: Mapping | None) -> tuple[str, str]:
+    """(phase, message) of a run from its Job."""
+    if job is None:
+        return PENDING, "creating the Job"
+    st = job.get("status") or {}
+    for c in st.get("conditions") or []:
+        if c.get("status") != "True":
+            continue
+        if c["type"] in ("Complete", "SuccessCriteriaMet"):
+            return SUCCEEDED, "the Job completed"
+        if c["type"] in ("Failed", "FailureTarget"):
+            return FAILED, f"the Job failed: {c.get('reason', '')} {c.get('message', '')}".strip()
+    if st.get("active") or st.get("startTime"):
+        return RUNNING, "the Job is running"
+    return PENDING, "waiting for the Job's pod"

@@ -1,0 +1,386 @@
+"""Backup and restore runs: the I/O half of backup.py, called by the controller.
+
+A GameServerBackup becomes a Job (archive the data volume), a GameServerRestore a Job (stop
+the server, restore, start it again). Around the GameServer's own reconcile this module also
+holds an image update until a backup succeeded, stops the server while a restore runs, makes
+scheduled backups, applies retention, and takes the final backup before eradication.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from kubernetes.client.rest import ApiException
+
+from . import backup as bk, clock, metrics, status as st
+from .model import GameServer, InvalidSpec
+
+if TYPE_CHECKING:
+    from .controller import Controller
+
+log = logging.getLogger(__name__)
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _time(text: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def policy_of(body: dict) -> bk.Policy:
+    spec = (body.get("spec") or {}).get("backup")
+    try:
+        policy = bk.parse_policy(spec)
+        if policy.schedule:
+            bk.schedule_slots(policy.schedule, policy.time_zone, clock.now())
+    except (ValueError, KeyError, LookupError) as e:  # bad cron, zone or duration
+        raise InvalidSpec("InvalidBackupPolicy", f"spec.backup: {e}") from e
+    return policy
+
+
+class Runs:
+    def __init__(self, ctl: "Controller", job_image: str):
+        self.ctl, self.kube, self.cache, self.job_image = ctl, ctl.kube, ctl.cache, job_image
+
+    # --- GameServer side -------------------------------------------------------------------------
+
+    def restoring(self, ns: str, gs: str) -> dict | None:
+        """The restore that holds this server stopped, if any."""
+        return next((r for r in self.cache.runs_of(self.cache.restores, ns, gs)
+                     if (r.get("status") or {}).get("phase") not in bk.FINISHED), None)
+
+    def image_to_run(self, body: dict, gs: GameServer, target: str, policy: bk.Policy
+                     ) -> tuple[str, dict]:
+        """The image to render and the Updated condition. A new image waits for a backup of the
+        world as it is; a failed backup holds it, and nothing is lost."""
+        gen = body["metadata"].get("generation", 0)
+        dep = self.cache.children.get(("Deployment", gs.namespace, gs.name))
+        current = None
+        if dep:
+            current = dep["spec"]["template"]["spec"]["containers"][0]["image"]
+        if not current or current == target or not policy.before_update:
+            return target, st.condition("Updated", True, "UpToDate", f"running {target}", gen)
+        name = bk.before_update_name(gs.name, target)
+        run = self.cache.backups.get((gs.namespace, name))
+        if run is None:
+            self.create_backup(body, name, bk.BEFORE_UPDATE)
+            phase = bk.PENDING
+        else:
+            phase = (run.get("status") or {}).get("phase") or bk.PENDING
+        if phase == bk.SUCCEEDED:
+            return target, st.condition("Updated", True, "UpToDate", f"running {target}", gen)
+        if phase == bk.FAILED:
+            why = (run.get("status") or {}).get("message", "")
+            return current, st.condition(
+                "Updated", False, "BackupFailed",
+                f"the update to {target} is held: backup {name} failed ({why}). Delete that "
+                "backup to try again, or set spec.backup.beforeUpdate: false", gen)
+        return current, st.condition("Updated", False, "BackingUp",
+                                     f"backing up before updating to {target} ({name})", gen)
+
+    def create_backup(self, body: dict, name: str, reason: str) -> None:
+        """A run the operator starts carries the GameServer's labels (and its Job's pod too)."""
+        try:
+            self.kube.create(bk.backup_object(body, name, reason, body["metadata"].get("labels")))
+            self.kube.event(body, "Normal", "BackupRequested", f"{reason}: backup {name}")
+        except ApiException as e:
+            if e.status != 409:  # already there: the run is under way
+                raise
+
+    def schedule_and_retain(self, body: dict, policy: bk.Policy) -> tuple[float | None, dict]:
+        """Make the scheduled backup that is due, apply retention; return when to look again
+        and the status.backup block."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        old = (body.get("status") or {}).get("backup") or {}
+        now = clock.now()
+        out: dict[str, Any] = {}
+        requeue = None
+        if policy.schedule:
+            since = _time(old.get("lastScheduleTime")) or _time(body["metadata"]["creationTimestamp"])
+            slot = bk.due_slot(policy.schedule, policy.time_zone, now, since)
+            if slot is not None:
+                self.create_backup(body, bk.scheduled_name(name, slot), bk.SCHEDULED)
+                out["lastScheduleTime"] = _iso(slot)
+            elif old.get("lastScheduleTime"):
+                out["lastScheduleTime"] = old["lastScheduleTime"]
+            _, nxt = bk.schedule_slots(policy.schedule, policy.time_zone, now)
+            out["nextScheduleTime"] = _iso(nxt)
+            requeue = max(0.5, min(clock.requeue_cap(), (nxt - now).total_seconds()))
+        runs = self.cache.runs_of(self.cache.backups, ns, name)
+        if policy.keep_last is not None or policy.max_age is not None:
+            for doomed in bk.expired(runs, policy.keep_last, policy.max_age, now):
+                self.kube.delete("GameServerBackup", ns, doomed)
+                self.kube.event(body, "Normal", "BackupExpired", f"retention deleted backup {doomed}")
+        ok = [r for r in runs if (r.get("status") or {}).get("phase") == bk.SUCCEEDED]
+        if ok:
+            newest = max(ok, key=bk.finished_at)
+            out["lastSuccessful"] = newest["metadata"]["name"]
+            if newest["status"].get("completionTime"):
+                out["lastSuccessfulTime"] = newest["status"]["completionTime"]
+        return requeue, out
+
+    def ensure_finalizer(self, body: dict, gs: GameServer, policy: bk.Policy) -> None:
+        """Eradication (retainOnDelete: false) waits for a final backup: a finalizer holds the
+        GameServer, and with it the world, until that backup succeeded."""
+        want = not gs.storage.retain_on_delete and policy.before_eradication
+        self._set_finalizer("GameServer", body, bk.FINALIZER_FINAL_BACKUP, want,
+                            self.cache.gameservers, (gs.namespace, gs.name))
+
+    def before_eradication(self, body: dict) -> None:
+        meta = body["metadata"]
+        if bk.FINALIZER_FINAL_BACKUP not in (meta.get("finalizers") or []):
+            return
+        ns, name = meta["namespace"], meta["name"]
+        spec = body.get("spec") or {}
+        retain = (spec.get("storage") or {}).get("retainOnDelete", True)
+        try:
+            policy = policy_of(body)
+        except InvalidSpec:
+            policy = bk.Policy()
+        if retain or not policy.before_eradication:
+            self._set_finalizer("GameServer", body, bk.FINALIZER_FINAL_BACKUP, False,
+                                self.cache.gameservers, (ns, name))
+            return
+        run_name = bk.final_name(name, meta["uid"])
+        run = self.cache.backups.get((ns, run_name))
+        if run is None:
+            self.create_backup(body, run_name, bk.BEFORE_ERADICATION)
+            return
+        phase = (run.get("status") or {}).get("phase")
+        if phase == bk.SUCCEEDED:
+            self.kube.event(body, "Normal", "FinalBackup",
+                            f"final backup {run_name} succeeded; deleting the world")
+            self._set_finalizer("GameServer", body, bk.FINALIZER_FINAL_BACKUP, False,
+                                self.cache.gameservers, (ns, name))
+        elif phase == bk.FAILED:
+            msg = (f"the final backup {run_name} failed, so the world is kept; delete that backup "
+                   "to try again, or set spec.backup.beforeEradication: false to delete anyway")
+            old = (body.get("status") or {}).get("message")
+            if old != msg:
+                self.kube.patch_status("GameServer", ns, name, {"message": msg})
+                self.kube.event(body, "Warning", "FinalBackupFailed", msg)
+
+    # --- backups ---------------------------------------------------------------------------------
+
+    def reconcile_backup(self, ns: str, name: str) -> None:
+        run = self.cache.backups.get((ns, name))
+        if run is None:
+            return
+        if run["metadata"].get("deletionTimestamp"):
+            return self._delete_archive(run)
+        self._set_finalizer("GameServerBackup", run, bk.FINALIZER_ARCHIVE, True,
+                            self.cache.backups, (ns, name))
+        status = run.get("status") or {}
+        if status.get("phase") in bk.FINISHED:
+            return
+        gs_name = run["spec"]["gameServer"]
+        job_name = bk.fit(f"{name}-backup")
+        job = self.cache.jobs.get((ns, job_name))
+        gs = self.cache.gameservers.get((ns, gs_name))
+        if job is None:
+            if gs is None:
+                return self._finish(run, bk.FAILED, f"GameServer {gs_name!r} does not exist")
+            policy = bk.parse_policy((gs.get("spec") or {}).get("backup"))
+            self._ensure_backup_volume(gs, policy)
+            node = self._server_node(ns, gs_name)
+            archive = bk.archive_path(gs_name, name)
+            job = self.kube.create(bk.run_job(
+                run, "GameServerBackup", ["create", bk.DATA_MOUNT, archive], _data_claim(gs),
+                bk.backup_volume(gs_name), self.job_image, node, True, "backup"))
+            self.cache.put(self.cache.jobs, (ns, job_name), job, False)
+            self._write(run, {"phase": bk.PENDING, "job": job_name, "volume": bk.backup_volume(gs_name),
+                              "archive": archive, "node": node or "",
+                              "message": "waiting for the Job's pod"})
+            self._event(run, gs, "Normal", "BackupStarted", f"backup {name} started ({run['spec'].get('reason', 'Manual')})")
+            return
+        phase, msg = bk.job_outcome(job)
+        if phase in bk.FINISHED:
+            return self._finish(run, phase, msg, job)
+        update = {"phase": phase, "message": msg}
+        if (job.get("status") or {}).get("startTime"):
+            update["startTime"] = job["status"]["startTime"]
+        self._write(run, update)
+
+    def _finish(self, run: dict, phase: str, msg: str, job: dict | None = None) -> None:
+        ns = run["metadata"]["namespace"]
+        update: dict[str, Any] = {"phase": phase, "message": msg, "completionTime": _iso(clock.now())}
+        if job is not None:
+            js = job.get("status") or {}
+            if js.get("startTime"):
+                update["startTime"] = js["startTime"]
+            if js.get("completionTime"):
+                update["completionTime"] = js["completionTime"]
+            result = self._termination_message(ns, job["metadata"]["name"])
+            if phase == bk.SUCCEEDED:
+                for k in ("sha256", "size", "files"):
+                    if k in result:
+                        update[k] = result[k]
+            elif result.get("error"):
+                update["message"] = f"{msg}: {result['error']}"
+        self._write(run, update)
+        if job is not None and phase == bk.SUCCEEDED:
+            # The outcome is recorded; a finished pod that mounts the world would keep its claim
+            # in use (pvc-protection) and so block an eradication. Failed Jobs stay a day for
+            # their logs (ttlSecondsAfterFinished).
+            self.kube.delete("Job", ns, job["metadata"]["name"])
+        gs = self.cache.gameservers.get((ns, run["spec"]["gameServer"]))
+        kind = run["kind"].replace("GameServer", "")
+        if phase == bk.SUCCEEDED:
+            self._event(run, gs, "Normal", f"{kind}Succeeded", f"{kind.lower()} {run['metadata']['name']} succeeded")
+        else:
+            self._event(run, gs, "Warning", f"{kind}Failed", f"{kind.lower()} {run['metadata']['name']} failed: {update['message']}")
+        if kind == "Backup":
+            metrics.BACKUPS.labels(phase.lower()).inc()
+        self.ctl.queue.add(("GameServer", ns, run["spec"]["gameServer"]))
+
+    def _delete_archive(self, run: dict) -> None:
+        """A deleted backup takes its archive with it: a Job removes the file, then the
+        finalizer goes. A run that never made an archive just goes."""
+        meta = run["metadata"]
+        if bk.FINALIZER_ARCHIVE not in (meta.get("finalizers") or []):
+            return
+        ns, name = meta["namespace"], meta["name"]
+        status = run.get("status") or {}
+        volume = status.get("volume")
+        if (status.get("phase") != bk.SUCCEEDED or not volume
+                or self.kube.get("PersistentVolumeClaim", ns, volume) is None):
+            return self._set_finalizer("GameServerBackup", run, bk.FINALIZER_ARCHIVE, False,
+                                       self.cache.backups, (ns, name))
+        job_name = bk.fit(f"{name}-delete")
+        job = self.cache.jobs.get((ns, job_name)) or self.kube.get("Job", ns, job_name)
+        if job is None:
+            job = self.kube.create(bk.run_job(run, "GameServerBackup", ["delete", status["archive"]],
+                                              None, volume, self.job_image, None, True, "delete"))
+            self.cache.put(self.cache.jobs, (ns, job_name), job, False)
+            return
+        phase, msg = bk.job_outcome(job)
+        if phase == bk.SUCCEEDED:
+            self._set_finalizer("GameServerBackup", run, bk.FINALIZER_ARCHIVE, False,
+                                self.cache.backups, (ns, name))
+        elif phase == bk.FAILED and status.get("message") != f"deleting the archive failed: {msg}":
+            self._write(run, {"message": f"deleting the archive failed: {msg}"})
+            self.kube.event(run, "Warning", "ArchiveDeleteFailed", msg)
+
+    # --- restores --------------------------------------------------------------------------------
+
+    def reconcile_restore(self, ns: str, name: str) -> None:
+        run = self.cache.restores.get((ns, name))
+        if run is None or run["metadata"].get("deletionTimestamp"):
+            return
+        status = run.get("status") or {}
+        if status.get("phase") in bk.FINISHED:
+            return
+        gs_name, backup_name = run["spec"]["gameServer"], run["spec"]["backup"]
+        gs = self.cache.gameservers.get((ns, gs_name))
+        source = self.cache.backups.get((ns, backup_name))
+        job_name = bk.fit(f"{name}-restore")
+        job = self.cache.jobs.get((ns, job_name))
+        if job is None:
+            problem = None
+            if gs is None:
+                problem = f"GameServer {gs_name!r} does not exist"
+            elif source is None:
+                problem = f"GameServerBackup {backup_name!r} does not exist"
+            elif source["spec"]["gameServer"] != gs_name:
+                problem = f"backup {backup_name} is of {source['spec']['gameServer']}, not {gs_name}"
+            elif (source.get("status") or {}).get("phase") != bk.SUCCEEDED:
+                problem = f"backup {backup_name} has not succeeded"
+            if problem:
+                return self._finish(run, bk.FAILED, problem)
+            if not status.get("phase"):
+                was_running = (gs.get("status") or {}).get("phase") in (st.RUNNING, st.STARTING)
+                self._write(run, {"phase": bk.PENDING, "startTime": _iso(clock.now()),
+                                  "wasRunning": was_running, "message": "stopping the server"})
+                self._event(run, gs, "Normal", "RestoreStarted",
+                            f"restoring {backup_name}: stopping the server")
+                self.ctl.queue.add(("GameServer", ns, gs_name))
+                return
+            busy = [b for b in self.cache.runs_of(self.cache.backups, ns, gs_name)
+                    if (b.get("status") or {}).get("phase") in (bk.PENDING, bk.RUNNING)]
+            if self.cache.pods_of(ns, gs_name) or busy:
+                self._write(run, {"message": "waiting for the server to stop" if not busy else
+                                  f"waiting for backup {busy[0]['metadata']['name']} to finish"})
+                return
+            src = source["status"]
+            action = ["restore", src["archive"], bk.DATA_MOUNT]
+            if src.get("sha256"):
+                action += ["--sha256", src["sha256"]]
+            job = self.kube.create(bk.run_job(run, "GameServerRestore", action, _data_claim(gs),
+                                              src.get("volume") or bk.backup_volume(gs_name),
+                                              self.job_image, None, False, "restore"))
+            self.cache.put(self.cache.jobs, (ns, job_name), job, False)
+            self._write(run, {"phase": bk.RUNNING, "job": job_name, "message": "restoring"})
+            return
+        phase, msg = bk.job_outcome(job)
+        if phase in bk.FINISHED:
+            self._finish(run, phase, msg, job)
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _ensure_backup_volume(self, gs: dict, policy: bk.Policy) -> None:
+        ns, name = gs["metadata"]["namespace"], bk.backup_volume(gs["metadata"]["name"])
+        if self.cache.children.get(("PersistentVolumeClaim", ns, name)) or \
+                self.kube.get("PersistentVolumeClaim", ns, name):
+            return
+        self.kube.apply(bk.backup_claim(gs, policy))
+
+    def _server_node(self, ns: str, gs_name: str) -> str | None:
+        for p in self.cache.pods_of(ns, gs_name):
+            node = (p.get("spec") or {}).get("nodeName")
+            if node and not p["metadata"].get("deletionTimestamp"):
+                return node
+        return None
+
+    def _termination_message(self, ns: str, job_name: str) -> dict:
+        for p in self.kube.list("Pod", ns, f"job-name={job_name}"):
+            for c in (p.get("status") or {}).get("containerStatuses") or []:
+                msg = ((c.get("state") or {}).get("terminated") or {}).get("message")
+                if msg:
+                    try:
+                        return json.loads(msg.strip().splitlines()[-1])
+                    except (ValueError, IndexError):
+                        return {"error": msg.strip()[-500:]}
+        return {}
+
+    def _write(self, run: dict, update: dict) -> None:
+        old = run.get("status") or {}
+        if not st.status_differs(old, update):
+            return
+        meta = run["metadata"]
+        store = self.cache.backups if run["kind"] == "GameServerBackup" else self.cache.restores
+        try:
+            new = self.kube.patch_status(run["kind"], meta["namespace"], meta["name"], update)
+            self.cache.put(store, (meta["namespace"], meta["name"]), new, False)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def _event(self, run: dict, gs: dict | None, type_: str, reason: str, message: str) -> None:
+        self.kube.event(run, type_, reason, message)
+        if gs is not None:
+            self.kube.event(gs, type_, reason, message)
+
+    def _set_finalizer(self, kind: str, obj: dict, finalizer: str, present: bool,
+                       store: dict, key) -> None:
+        fins = list(obj["metadata"].get("finalizers") or [])
+        if (finalizer in fins) == present:
+            return
+        fins = fins + [finalizer] if present else [f for f in fins if f != finalizer]
+        meta = obj["metadata"]
+        # The resourceVersion makes this a compare-and-swap: another writer's finalizer is never lost.
+        patch = {"finalizers": fins, "resourceVersion": meta["resourceVersion"]}
+        try:
+            new = self.kube.patch_metadata(kind, meta["namespace"], meta["name"], patch)
+            self.cache.put(store, key, new, False)
+        except ApiException as e:
+            if e.status != 404:  # 409: changed meanwhile; the retry reads the new version
+                raise
+
+
+def _data_claim(gs: dict) -> str:
+    st_ = (gs.get("spec") or {}).get("storage") or {}
+    return st_.get("existingClaim") or f"{gs['metadata']['name']}-data"

@@ -1,0 +1,104 @@
+"""Pure backup policy: retention, schedules, names, Job manifests."""
+import datetime as dt
+
+import pytest
+
+from peon import backup as bk
+
+UTC = dt.timezone.utc
+NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def run(name, phase, hours_ago, keep=False):
+    t = (NOW - dt.timedelta(hours=hours_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"metadata": {"name": name, "creationTimestamp": t},
+            "spec": {"gameServer": "odin", "keep": keep},
+            "status": {"phase": phase, "completionTime": t}}
+
+
+def test_keep_last_counts_unpinned_successes_only():
+    runs = [run("b1", "Succeeded", 50), run("b2", "Succeeded", 40, keep=True),
+            run("b3", "Succeeded", 30), run("b4", "Succeeded", 20), run("b5", "Succeeded", 10),
+            run("b6", "Running", 1)]
+    assert bk.expired(runs, keep_last=2, max_age=None, now=NOW) == ["b1", "b3"]
+
+
+def test_max_age_spares_pinned_and_the_newest_success():
+    runs = [run("old-pinned", "Succeeded", 100, keep=True), run("old", "Succeeded", 90),
+            run("old-failed", "Failed", 80), run("newest-ok", "Succeeded", 70),
+            run("recent-failed", "Failed", 1)]
+    # Everything successful is older than a day, but the newest success always stays.
+    assert bk.expired(runs, None, dt.timedelta(days=1), NOW) == ["old", "old-failed"]
+
+
+def test_failed_runs_follow_keep_last_among_themselves():
+    runs = [run("f1", "Failed", 3), run("f2", "Failed", 2), run("f3", "Failed", 1),
+            run("ok", "Succeeded", 5)]
+    assert bk.expired(runs, keep_last=1, max_age=None, now=NOW) == ["f1", "f2"]
+
+
+def test_retention_never_removes_the_last_success_even_when_all_expire():
+    runs = [run("only", "Succeeded", 1000)]
+    assert bk.expired(runs, keep_last=1, max_age=dt.timedelta(hours=1), now=NOW) == []
+
+
+def test_durations():
+    assert bk.parse_duration("30d") == dt.timedelta(days=30)
+    assert bk.parse_duration("1d12h") == dt.timedelta(days=1, hours=12)
+    assert bk.parse_duration("90m") == dt.timedelta(minutes=90)
+    with pytest.raises(ValueError):
+        bk.parse_duration("a week")
+
+
+def test_schedule_slots_in_a_time_zone_across_dst():
+    # 04:00 in Berlin: 03:00 UTC in winter (CET), 02:00 UTC in summer (CEST).
+    prev, nxt = bk.schedule_slots("0 4 * * *", "Europe/Berlin", dt.datetime(2026, 3, 28, 12, tzinfo=UTC))
+    assert prev.astimezone(UTC) == dt.datetime(2026, 3, 28, 3, tzinfo=UTC)
+    assert nxt.astimezone(UTC) == dt.datetime(2026, 3, 29, 2, tzinfo=UTC)  # the night DST begins
+
+
+def test_due_slot_runs_only_the_latest_missed_slot_and_only_once():
+    since = dt.datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
+    slot = bk.due_slot("0 * * * *", "UTC", NOW, since)
+    assert slot == dt.datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    assert bk.due_slot("0 * * * *", "UTC", NOW, slot) is None
+    assert bk.due_slot("0 * * * *", "UTC", NOW + dt.timedelta(minutes=59), slot) is None
+    assert bk.due_slot("0 * * * *", "UTC", NOW + dt.timedelta(minutes=60), slot) is not None
+
+
+def test_names_fit_kubernetes_limits_and_are_stable():
+    long = "a" * 60
+    n = bk.scheduled_name(long, NOW)
+    assert len(n) <= 63 and n == bk.scheduled_name(long, NOW)
+    assert bk.scheduled_name("odin", NOW) == "odin-20261128-1200"
+    assert bk.before_update_name("odin", "img:1") != bk.before_update_name("odin", "img:2")
+
+
+def test_backup_job_mounts_both_volumes_pins_the_node_and_never_retries():
+    runobj = {"metadata": {"name": "b1", "namespace": "games", "uid": "u1",
+                           "labels": {"team": "blue"}},
+              "spec": {"gameServer": "odin"}}
+    job = bk.run_job(runobj, "GameServerBackup", ["create", "/data", "/backups/b1.tar.gz"],
+                     "odin-data", "odin-backups", "peon:1", "kwok-node-1", True, "backup")
+    pod = job["spec"]["template"]["spec"]
+    assert job["spec"]["backoffLimit"] == 0
+    assert pod["nodeSelector"] == {"kubernetes.io/hostname": "kwok-node-1"}
+    assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]] == ["odin-data", "odin-backups"]
+    mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["/data"]["readOnly"] is True
+    assert pod["containers"][0]["command"] == ["peon", "archive", "create", "/data", "/backups/b1.tar.gz"]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels["team"] == "blue" and labels["peon.dev/backup"] == "b1"
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "GameServerBackup"
+    delete = bk.run_job(runobj, "GameServerBackup", ["delete", "/backups/b1.tar.gz"], None,
+                        "odin-backups", "peon:1", None, True, "delete")
+    assert [v["name"] for v in delete["spec"]["template"]["spec"]["volumes"]] == ["backups"]
+
+
+def test_job_outcome():
+    assert bk.job_outcome(None)[0] == "Pending"
+    assert bk.job_outcome({"status": {"active": 1, "startTime": "t"}})[0] == "Running"
+    assert bk.job_outcome({"status": {"conditions": [{"type": "Complete", "status": "True"}]}})[0] == "Succeeded"
+    phase, msg = bk.job_outcome({"status": {"conditions": [
+        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "gave up"}]}})
+    assert phase == "Failed" and "BackoffLimitExceeded" in msg
