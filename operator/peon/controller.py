@@ -284,7 +284,7 @@ class Controller:
                 continue
             obj = self.cache.children.get((kind, ns, render_child_name(name, kind)))
             if obj and any(r.get("kind") == "GameServer" and r.get("name") == name
-                           for r in obj["metadata"].get("ownerReferences", [])):
+                           for r in obj["metadata"].get("ownerReferences") or []):
                 self.kube.delete(kind, ns, obj["metadata"]["name"])
                 self.cache.put(self.cache.children, (kind, ns, obj["metadata"]["name"]), obj, True)
                 removed.append(kind)
@@ -387,7 +387,7 @@ def _namespace_terminating(e: Exception) -> bool:
 
 
 def _cond(status: dict, type_: str) -> dict:
-    return next((c for c in status.get("conditions", []) if c.get("type") == type_), {})
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})
 
 
 def _brief(e: Exception) -> str:

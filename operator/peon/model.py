@@ -135,7 +135,7 @@ def parse_game(obj: Mapping[str, Any]) -> Game:
         title=spec.get("title", ""),
         image=spec["image"],
         ports=tuple(Port(p["name"], int(p["containerPort"]), p.get("protocol", "UDP"))
-                    for p in spec.get("ports", [])),
+                    for p in spec.get("ports") or []),
         data_path=spec["dataPath"],
         config_path=spec.get("configPath") or spec["dataPath"],
         env=tuple(GameEnv(e["name"], e.get("default"), bool(e.get("required", False)),

@@ -47,7 +47,7 @@ def server_phase(want_running: bool, deployment: Mapping | None, pods: list[Mapp
     if any(p.get("spec", {}).get("nodeName") for p in live):
         return STARTING, "the server's pod is starting"
     for p in live:
-        for c in p.get("status", {}).get("conditions", []):
+        for c in p.get("status", {}).get("conditions") or []:
             if c.get("type") == "PodScheduled" and c.get("status") == "False":
                 return PENDING, f"the pod cannot be scheduled: {c.get('message', c.get('reason'))}"
     return PENDING, "waiting for the server's pod to be scheduled"
@@ -70,7 +70,7 @@ def endpoints(service: Mapping | None, pods: list[Mapping], host_ports: bool,
     kind = spec.get("type", "ClusterIP")
     ingress = (service.get("status", {}).get("loadBalancer", {}).get("ingress") or [{}])[0]
     lb_addr = ingress.get("ip") or ingress.get("hostname")
-    for sp in spec.get("ports", []):
+    for sp in spec.get("ports") or []:
         if kind == "LoadBalancer" and lb_addr:
             addr, port = lb_addr, sp["port"]
         elif kind in ("NodePort", "LoadBalancer") and host_ip and sp.get("nodePort"):

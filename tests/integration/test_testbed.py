@@ -46,7 +46,7 @@ def test_job_pod_succeeds_and_job_completes(kube, namespace):
                     "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}})
 
     def complete():
-        conds = kube.status_of("Job", namespace, "once").get("conditions", [])
+        conds = kube.status_of("Job", namespace, "once").get("conditions") or []
         return any(c["type"] == "Complete" and c["status"] == "True" for c in conds)
     wait_for("the Job to complete", complete)
     pods = kube.list("Pod", namespace, "job-name=once")
@@ -62,7 +62,7 @@ def test_job_pod_labelled_to_fail_fails_the_job(kube, namespace):
                              "containers": [{"name": "c", "image": "busybox"}]}}}})
 
     def failed():
-        conds = kube.status_of("Job", namespace, "doomed").get("conditions", [])
+        conds = kube.status_of("Job", namespace, "doomed").get("conditions") or []
         return any(c["type"] == "Failed" and c["status"] == "True" for c in conds)
     wait_for("the Job to fail", failed)
 
@@ -84,7 +84,7 @@ def test_crd_cel_rule_rejects_bad_object_with_its_message(kube, namespace):
     wait_for("the CRD to be established", lambda: any(
         c["type"] == "Established" and c["status"] == "True"
         for c in kube.status_of("CustomResourceDefinition", None, "widgets.testbed.peon.dev")
-        .get("conditions", [])))
+        .get("conditions") or []))
     url = f"/apis/testbed.peon.dev/v1/namespaces/{namespace}/widgets"
     good = {"apiVersion": "testbed.peon.dev/v1", "kind": "Widget",
             "metadata": {"name": "good"}, "spec": {"min": 1, "max": 2}}
