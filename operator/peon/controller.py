@@ -31,6 +31,7 @@ from .kube import Kube
 from .model import Game, InvalidSpec, parse_game, parse_gameserver
 from .render import ReferencedSecrets, child_names, render
 from .runs import Runs, policy_of
+from .sessions import Sessions, policy_of as uptime_policy_of, transition_event
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,7 @@ class Controller:
         self._tasks: list[asyncio.Task] = []
         self.phases: dict[Key, str] = {}  # last phase seen of every GameServer, for metrics
         self.runs = Runs(self, job_image)
+        self.sessions = Sessions(self)
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -242,7 +244,10 @@ class Controller:
             self.runs.ensure_finalizer(body, gs, policy)
             image, updated = self.runs.image_to_run(body, gs, gs.image or game.image, policy)
             restore = self.runs.restoring(ns, name)
-            running = gs.state == "Running" and restore is None
+            uptime_policy = uptime_policy_of(body)
+            decision, uptime_status, players_status, uptime_requeue = self.sessions.decide(
+                body, gs, game, uptime_policy)
+            running = decision.run and restore is None
             desired = render(replace(gs, image=image), game, secrets, running=running)
         except InvalidSpec as e:
             self.write_status(body, invalid=e)
@@ -254,10 +259,16 @@ class Controller:
         requeue, backup_status = self.runs.schedule_and_retain(body, policy)
         why_stopped = (f"restoring backup {restore['spec']['backup']} ({restore['metadata']['name']})"
                        if restore else None)
+        if not why_stopped and not decision.run and decision.reason != "Stopped":
+            why_stopped = f"{decision.message} ({decision.reason})"
+        event = transition_event((body.get("status") or {}).get("uptime"), uptime_status)
+        if event:
+            self.kube.event(body, "Normal", *event)
         self.write_status(body, game=game, image=image, want_running=running,
                           host_ports=gs.network.host_ports, extra=[updated],
-                          backup=backup_status, why_stopped=why_stopped)
-        return requeue
+                          backup=backup_status, why_stopped=why_stopped,
+                          more={"uptime": uptime_status, "players": players_status})
+        return min(filter(None, [requeue, uptime_requeue]), default=None)
 
     def referenced_secrets(self, ns: str, names: tuple[str, ...]) -> ReferencedSecrets:
         keys, digests = {}, {}
@@ -315,7 +326,7 @@ class Controller:
     def write_status(self, body: dict, invalid: InvalidSpec | None = None, game: Game | None = None,
                      image: str = "", want_running: bool = True, host_ports: bool = False,
                      extra: list[dict] = (), backup: dict | None = None,
-                     why_stopped: str | None = None) -> None:
+                     why_stopped: str | None = None, more: dict | None = None) -> None:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         gen = body["metadata"].get("generation", 0)
         old = body.get("status") or {}
@@ -340,6 +351,9 @@ class Controller:
                      st.condition("Ready", phase == st.RUNNING, phase, why, gen), *extra]
             if backup:
                 new["backup"] = backup
+            for k, v in (more or {}).items():
+                if v is not None:
+                    new[k] = v
         new["conditions"] = st.merge_conditions(old.get("conditions"), conds, now)
         self.phases[("GameServer", ns, name)] = new["phase"]
         if not st.status_differs(old, new):

@@ -88,6 +88,13 @@ def summary_endpoint(eps: list[Mapping]) -> str:
     return f"{eps[0]['address']}:{eps[0]['port']}" if eps else ""
 
 
+def _clean(v: Any) -> Any:
+    """None means "remove" in a merge patch; a removed field and an absent one are the same."""
+    if isinstance(v, Mapping):
+        return {k: _clean(x) for k, x in v.items() if x is not None}
+    return v
+
+
 def status_differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """True when writing `new` would change what `old` says (fields the operator owns only)."""
-    return any(old.get(k) != v for k, v in new.items())
+    return any(_clean(old.get(k)) != _clean(v) for k, v in new.items())

@@ -53,3 +53,10 @@ def test_condition_transition_time_kept_while_status_unchanged():
     assert same[0]["lastTransitionTime"] == "T0"
     flipped = st.merge_conditions(old, [st.condition("Ready", False, "Stopped", "down", 3)], "T1")
     assert flipped[0]["lastTransitionTime"] == "T1"
+
+
+def test_status_differs_treats_removed_and_absent_alike():
+    old = {"uptime": {"running": True, "reason": "AlwaysOn"}}
+    assert not st.status_differs(old, {"uptime": {"running": True, "reason": "AlwaysOn",
+                                                  "sessionEnd": None}})
+    assert st.status_differs(old, {"uptime": {"running": False, "reason": "Idle"}})
