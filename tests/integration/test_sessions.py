@@ -69,7 +69,12 @@ def test_wake_up_runs_one_session_then_the_timer_stops_it(kube, namespace, clock
     assert g["status"]["uptime"]["reason"] == "WokenUp"
     clock.advance(minutes=61)
     g = wait_phase(kube, namespace, "sleepy", "Stopped")
-    assert g["status"]["uptime"]["reason"] == "SessionTimer"
+    # Why it stopped, and why it stays down: outside its windows until the next one.
+    up = wait_for("the standing reason", lambda: (lambda u: u if u.get("reason") == "OutsideWindow"
+                                                   else None)(uptime_of(kube, namespace, "sleepy")))
+    assert up["endReason"] == "SessionTimer"
+    assert any(e["reason"] == "AutoStop" and "session timer" in e["message"]
+               for e in events_for(kube, namespace, "sleepy"))
     # The same wake-up does not start it again.
     clock.advance(minutes=5)
     assert uptime_of(kube, namespace, "sleepy")["running"] is False
