@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration venv testbed cluster-up cluster-down bench clean
+.PHONY: run test unit integration venv testbed cluster-up cluster-down bench clean manifests docker-deps image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,7 +34,7 @@ unit: venv
 integration: venv testbed
 	$(BIN)/pytest tests/integration -q
 
-test: venv testbed
+test: venv testbed docker-deps
 	$(BIN)/pytest tests -q
 
 run: venv cluster-up
@@ -45,3 +45,16 @@ bench: venv cluster-up
 
 clean: cluster-down
 	rm -rf $(VENV) .pytest_cache
+
+manifests: testbed
+	tools/render-manifests
+
+# Docker Engine and debootstrap from Debian's packages, for the image tests (best effort: where
+# they cannot be installed, those tests report skipped).
+docker-deps:
+	@command -v dockerd >/dev/null && command -v debootstrap >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null; } || \
+	  echo "docker-deps: could not install docker.io and debootstrap; image tests will be skipped"
+
+image: venv
+	tools/image

@@ -172,8 +172,10 @@ def restore(archive: str, target: str, expected_sha256: str | None = None) -> Re
         with tarfile.open(archive, "r:gz") as tar:
             members = check_members(tar)
             os.makedirs(staging)
-            # Ownership is kept when running as root (numeric ids), modes always.
-            tar.extractall(staging, members=members, numeric_owner=True, filter="fully_trusted")
+            # Ownership is kept when running as root (numeric ids), modes always. Every member
+            # was checked above; Pythons before 3.11.4 have no extraction filters at all.
+            extra = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+            tar.extractall(staging, members=members, numeric_owner=True, **extra)
     except (tarfile.TarError, EOFError, OSError) as e:
         shutil.rmtree(staging, ignore_errors=True)
         raise ArchiveError(f"cannot unpack {archive}: {e}") from e

@@ -25,7 +25,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 
-from . import LABEL_GAMESERVER, __version__, metrics, status as st
+from . import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, __version__, metrics, status as st
 from .backup import LABEL_BACKUP, LABEL_RESTORE
 from .kube import Kube
 from .model import Game, InvalidSpec, parse_game, parse_gameserver
@@ -177,6 +177,40 @@ class Controller:
 
     # --- the loop --------------------------------------------------------------------------------
 
+    def prime(self, namespaces: list[str]) -> None:
+        """List what the watches will show before any reconcile runs: a GameServer must never be
+        judged before its Game is known (a false UnknownGame), nor a child re-applied because
+        its watch event had not arrived yet. `namespaces` empty means the whole cluster; a
+        pattern (`t-*`) lists cluster-wide and keeps the matches."""
+        import fnmatch
+        exact = [n for n in namespaces if not any(c in n for c in "*?[!")]
+        scopes = exact if namespaces and len(exact) == len(namespaces) else [None]
+
+        def wanted(obj: dict) -> bool:
+            ns = obj["metadata"].get("namespace")
+            return not namespaces or any(fnmatch.fnmatchcase(ns or "", p) for p in namespaces)
+
+        for g in self.kube.list("Game"):
+            self.cache.put(self.cache.games, g["metadata"]["name"], g, False)
+        managed = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+        for scope in scopes:
+            for kind, store, selector in (
+                    ("GameServer", self.cache.gameservers, None),
+                    ("GameServerBackup", self.cache.backups, None),
+                    ("GameServerRestore", self.cache.restores, None),
+                    ("Job", self.cache.jobs, managed),
+                    ("Pod", self.cache.pods, LABEL_GAMESERVER)):
+                for obj in self.kube.list(kind, scope, selector):
+                    if wanted(obj):
+                        m = obj["metadata"]
+                        self.cache.put(store, (m["namespace"], m["name"]), _with_kind(obj, kind), False)
+            for kind in CHILD_KINDS:
+                for obj in self.kube.list(kind, scope, managed):
+                    if wanted(obj):
+                        m = obj["metadata"]
+                        self.cache.put(self.cache.children, (kind, m["namespace"], m["name"]),
+                                       _with_kind(obj, kind), False)
+
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
 
@@ -287,10 +321,10 @@ class Controller:
         return ReferencedSecrets(keys, digests)
 
     def remove_unwanted(self, ns: str, name: str, wanted: set[str]) -> list[str]:
-        """Delete our Secret, ConfigMap or Service once the spec no longer asks for it (the last
-        env or file setting removed). The world's claim is never deleted here."""
+        """Delete our Secret or ConfigMap once the spec no longer asks for it (the last env or
+        file setting removed). The world's claim is never deleted here."""
         removed = []
-        for kind in ("Secret", "ConfigMap", "Service"):
+        for kind in ("Secret", "ConfigMap"):
             if kind in wanted:
                 continue
             obj = self.cache.children.get((kind, ns, render_child_name(name, kind)))
@@ -390,6 +424,12 @@ def claim_update(desired: dict, actual: dict) -> dict:
     if have_spec.get("storageClassName"):
         spec["storageClassName"] = have_spec["storageClassName"]
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
+
+
+def _with_kind(obj: dict, kind: str) -> dict:
+    """List items carry no kind; the watch events (and the code) expect one."""
+    obj.setdefault("kind", kind)
+    return obj
 
 
 def render_child_name(gs_name: str, kind: str) -> str:

@@ -2,6 +2,7 @@
 the work is in controller.py."""
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import kopf
@@ -15,6 +16,11 @@ log = logging.getLogger(__name__)
 controller: Controller | None = None
 WORKERS = 8
 JOB_IMAGE: str | None = None
+# kopf watches CRDs (new kinds) and namespaces (to match patterns). Peon's kinds exist before it
+# starts, and exact namespace names need no matching, so it does without both — and without
+# the permissions they take — unless a namespace pattern such as `games-*` is given.
+SCAN_CLUSTER = False
+NAMESPACES: list[str] = []
 
 
 @kopf.on.startup()
@@ -23,10 +29,12 @@ async def start(settings: kopf.OperatorSettings, **_):
     # Only event-watching handlers are registered, so kopf itself writes nothing to GameServers
     # (no progress annotations, no finalizers); Events are the controller's own.
     settings.posting.enabled = False
+    settings.scanning.disabled = not SCAN_CLUSTER
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 60
     controller = Controller(Kube(), workers=WORKERS,
                             **({"job_image": JOB_IMAGE} if JOB_IMAGE else {}))
+    await asyncio.get_running_loop().run_in_executor(None, controller.prime, NAMESPACES)
     controller.start()
 
 

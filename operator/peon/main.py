@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     from . import handlers, metrics  # importing handlers registers them
     handlers.WORKERS = args.workers
     handlers.JOB_IMAGE = args.job_image
+    handlers.NAMESPACES = list(args.namespace)
+    handlers.SCAN_CLUSTER = any(c in ns for ns in args.namespace for c in "*?[!")
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     asyncio.run(kopf.operator(

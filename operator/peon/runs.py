@@ -251,7 +251,7 @@ class Runs:
             return self._set_finalizer("GameServerBackup", run, bk.FINALIZER_ARCHIVE, False,
                                        self.cache.backups, (ns, name))
         job_name = bk.fit(f"{name}-delete")
-        job = self.cache.jobs.get((ns, job_name)) or self.kube.get("Job", ns, job_name)
+        job = self.cache.jobs.get((ns, job_name))
         if job is None:
             job = self.kube.create(bk.run_job(run, "GameServerBackup", ["delete", status["archive"]],
                                               None, volume, self.job_image, None, True, "delete"))

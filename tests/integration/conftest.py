@@ -129,10 +129,22 @@ def clock(tmp_path_factory) -> Clock:
 @pytest.fixture(scope="session")
 def operator(kubeconfig, crds, tmp_path_factory, clock):
     op = Operator(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
-                  ["--job-image", "peon.invalid/peon-operator:test"], clock_file=clock.path)
+                  # Test namespaces only (t-*): other tests run operators of their own elsewhere.
+                  ["--job-image", "peon.invalid/peon-operator:test", "--namespace", "t-*"],
+                  clock_file=clock.path)
     time.sleep(0.5)
     assert op.proc.poll() is None, op.log()
     yield op
     op.stop()
     # Whatever a test did, the operator must not have printed a password.
     assert "hunter22" not in op.log() and "password123" not in op.log()
+
+
+@pytest.fixture(scope="session")
+def helm(kubeconfig, kubectl_bin):
+    exe = str(pathlib.Path(kubectl_bin).parent / "helm") if "/" in kubectl_bin else "helm"
+
+    def run(*args, check=True):
+        return subprocess.run([exe, "--kubeconfig", kubeconfig, *args], capture_output=True,
+                              text=True, check=check)
+    return run

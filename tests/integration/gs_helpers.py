@@ -57,3 +57,20 @@ def operator_writes(ns: str | None = None) -> list[dict]:
             continue
         out.append(e)
     return out
+
+
+def backup(name, ns, gs, labels=None, keep=None, reason=None):
+    spec = {"gameServer": gs}
+    if keep is not None:
+        spec["keep"] = keep
+    if reason:
+        spec["reason"] = reason
+    return {"apiVersion": "peon.dev/v1alpha1", "kind": "GameServerBackup",
+            "metadata": {"name": name, "namespace": ns, "labels": labels or {}}, "spec": spec}
+
+
+def run_phase(kube, kind, ns, name, phase, timeout=60):
+    def reached():
+        st = kube.status_of(kind, ns, name)
+        return st if st.get("phase") == phase else f"phase {st.get('phase')!r}: {st.get('message')}"
+    return wait_for(f"{kind} {name} to be {phase}", reached, timeout)

@@ -6,28 +6,12 @@ import time
 
 import pytest
 
-from gs_helpers import apply_as_user, condition, events_for, gameserver, wait_phase
+from gs_helpers import (apply_as_user, backup, condition, events_for, gameserver, run_phase,
+                        wait_phase)
 from kube_helpers import api_error, message, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
 FAIL = {"testbed.peon.dev/outcome": "fail"}
-
-
-def backup(name, ns, gs, labels=None, keep=None, reason=None):
-    spec = {"gameServer": gs}
-    if keep is not None:
-        spec["keep"] = keep
-    if reason:
-        spec["reason"] = reason
-    return {"apiVersion": "peon.dev/v1alpha1", "kind": "GameServerBackup",
-            "metadata": {"name": name, "namespace": ns, "labels": labels or {}}, "spec": spec}
-
-
-def run_phase(kube, kind, ns, name, phase, timeout=60):
-    def reached():
-        st = kube.status_of(kind, ns, name)
-        return st if st.get("phase") == phase else f"phase {st.get('phase')!r}: {st.get('message')}"
-    return wait_for(f"{kind} {name} to be {phase}", reached, timeout)
 
 
 def server_node(kube, ns, gs):

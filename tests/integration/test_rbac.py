@@ -1,0 +1,110 @@
+"""RBAC is proven, not guessed: the operator, logged in as the chart's ServiceAccount (not
+admin), takes a server through its whole life; the API server's audit log then shows it used
+exactly the verbs the chart grants, no fewer (it would have been refused) and no more."""
+import base64
+import json
+import os
+import pathlib
+import uuid
+
+import pytest
+import yaml
+
+from conftest import Operator
+from gs_helpers import (AUDIT, apply_as_user, backup, gameserver, run_phase, wait_phase)
+from kube_helpers import wait_for
+
+CHART = pathlib.Path(__file__).resolve().parents[2] / "charts" / "peon-operator"
+
+
+def granted_rules(rendered: str) -> set[tuple[str, str, str]]:
+    out = set()
+    for doc in yaml.safe_load_all(rendered):
+        if doc and doc["kind"] in ("ClusterRole", "Role"):
+            for r in doc["rules"]:
+                for g in r["apiGroups"]:
+                    for res in r["resources"]:
+                        for v in r["verbs"]:
+                            out.add((g, res, v))
+    return out
+
+
+def used_rules(username: str) -> set[tuple[str, str, str]]:
+    out = set()
+    for line in AUDIT.read_text().splitlines():
+        e = json.loads(line)
+        if e["user"]["username"] != username:
+            continue
+        o = e.get("objectRef") or {}
+        if not o.get("resource"):
+            continue  # discovery
+        res = o["resource"] + (f"/{o['subresource']}" if o.get("subresource") else "")
+        out.add((o.get("apiGroup", ""), res, e["verb"]))
+        if e["verb"] == "patch" and (e.get("responseStatus") or {}).get("code") == 201:
+            out.add((o.get("apiGroup", ""), res, "create"))  # server-side apply created it
+    return out
+
+
+def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, helm, crds,
+                                                     tmp_path):
+    if os.environ.get("KUBECONFIG"):
+        pytest.skip("reads the test bed's audit log")
+    sys_ns, ns = f"peon-{uuid.uuid4().hex[:6]}", f"rbac-{uuid.uuid4().hex[:6]}"
+    for n in (sys_ns, ns):
+        kubectl("create", "namespace", n)
+    values = ["--set", "watchNamespaces={" + ns + "}", "--set", "catalogue.install=false"]
+    rendered = helm("template", "rbac", str(CHART), "-n", sys_ns, *values).stdout
+    helm("install", "rbac", str(CHART), "-n", sys_ns, *values)
+    sa = "rbac-peon-operator"
+    token = kube.raw("POST", f"/api/v1/namespaces/{sys_ns}/serviceaccounts/{sa}/token",
+                     {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                      "spec": {"expirationSeconds": 3600}})["status"]["token"]
+    admin = yaml.safe_load(pathlib.Path(kubeconfig).read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    kc = tmp_path / "sa.kubeconfig"
+    kc.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}]}))
+    op = Operator(str(kc), tmp_path / "operator.log",
+                  ["--namespace", ns, "--job-image", "peon.invalid/peon-operator:test"])
+    try:
+        kube.create({"apiVersion": "v1", "kind": "Secret",
+                     "metadata": {"name": "pw", "namespace": ns}, "stringData": {"ADMIN": "x"}})
+        spec = dict(settings=[{"type": "env", "name": "e", "content": {"SERVER_PASS": "hunter22"}},
+                              {"type": "env", "name": "s", "secretRef": {"name": "pw"}},
+                              {"type": "txt", "name": "motd.txt", "content": "hi"}],
+                    backup={"retention": {"keepLast": 1}}, storage={"retainOnDelete": False})
+        apply_as_user(kube, gameserver("life", ns, **spec))
+        wait_phase(kube, ns, "life", "Running")
+        for name in ("b1", "b2"):  # retention deletes b1
+            kube.create(backup(name, ns, "life"))
+            run_phase(kube, "GameServerBackup", ns, name, "Succeeded")
+        wait_for("retention", lambda: kube.get("GameServerBackup", ns, "b1") is None)
+        kube.create({"apiVersion": "peon.dev/v1alpha1", "kind": "GameServerRestore",
+                     "metadata": {"name": "r", "namespace": ns},
+                     "spec": {"gameServer": "life", "backup": "b2"}})
+        run_phase(kube, "GameServerRestore", ns, "r", "Succeeded")
+        wait_phase(kube, ns, "life", "Running")
+        # An update backs up first; fewer settings remove the Secret and ConfigMap.
+        spec.update(image="ghcr.io/lloesche/valheim-server:v2",
+                    settings=[{"type": "env", "name": "s", "secretRef": {"name": "pw"}}])
+        kube.raw("PATCH", f"/api/v1/namespaces/{ns}/secrets/pw", {"stringData": {"SERVER_PASS": "y"}},
+                 content_type="application/merge-patch+json")
+        apply_as_user(kube, gameserver("life", ns, **spec))
+        wait_for("the update", lambda: kube.get("Deployment", ns, "life")["spec"]["template"]["spec"]
+                 ["containers"][0]["image"].endswith(":v2"), 90)
+        wait_for("Secret and ConfigMap removed", lambda: kube.get("Secret", ns, "life-env") is None
+                 and kube.get("ConfigMap", ns, "life-config") is None)
+        kube.delete("GameServer", ns, "life")  # eradicate: final backup, then the world goes
+        wait_for("the GameServer to go", lambda: kube.get("GameServer", ns, "life") is None, 90)
+        assert "Forbidden" not in op.log() and "403" not in op.log(), op.log()[-2000:]
+    finally:
+        op.stop()
+        helm("uninstall", "rbac", "-n", sys_ns, check=False)
+        kubectl("delete", "namespace", ns, sys_ns, "--wait=false")
+    used = used_rules(f"system:serviceaccount:{sys_ns}:{sa}")
+    granted = granted_rules(rendered)
+    assert used - granted == set(), f"used but not granted: {sorted(used - granted)}"
+    assert granted - used == set(), f"granted but never used: {sorted(granted - used)}"
