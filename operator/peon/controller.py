@@ -12,7 +12,6 @@ comes back, and when nothing changed nothing is written.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import logging

@@ -79,11 +79,14 @@ kopf.on.event("", "v1", "persistentvolumeclaims", labels=_managed, id="pvc")(
     _child_event("PersistentVolumeClaim"))
 
 
+_secret_child = _child_event("Secret")
+
+
 @kopf.on.event("", "v1", "secrets", id="secret")
 async def secret_event(event, body, namespace, name, **_):
     labels = body.get("metadata", {}).get("labels") or {}
     if labels.get(LABEL_MANAGED_BY) == MANAGED_BY:
-        await _child_event("Secret")(event=event, body=body, namespace=namespace, name=name)
+        await _secret_child(event=event, body=body, namespace=namespace, name=name)
         return
     # A user's Secret named by secretRef: a change rolls the servers that use it.
     for key in controller.cache.gameservers_referencing_secret(namespace, name):

@@ -11,9 +11,8 @@ import time
 import uuid
 
 import pytest
-import yaml
 
-from kube_helpers import K, client_for, wait_for
+from kube_helpers import K, client_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 STATE = pathlib.Path(os.environ.get("PEON_CLUSTER_STATE", ROOT / ".cluster"))

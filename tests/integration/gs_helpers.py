@@ -74,3 +74,9 @@ def run_phase(kube, kind, ns, name, phase, timeout=60):
         st = kube.status_of(kind, ns, name)
         return st if st.get("phase") == phase else f"phase {st.get('phase')!r}: {st.get('message')}"
     return wait_for(f"{kind} {name} to be {phase}", reached, timeout)
+
+
+def restore(name, ns, gs, backup_name, labels=None):
+    return {"apiVersion": "peon.dev/v1alpha1", "kind": "GameServerRestore",
+            "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
+            "spec": {"gameServer": gs, "backup": backup_name}}

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from gs_helpers import (apply_as_user, backup, condition, events_for, gameserver, run_phase,
-                        wait_phase)
+from gs_helpers import (apply_as_user, backup, condition, events_for, gameserver, restore,
+                        run_phase, wait_phase)
 from kube_helpers import api_error, message, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -193,9 +193,7 @@ def test_restore_stops_restores_and_starts_the_server_again(kube, namespace):
     wait_phase(kube, namespace, "phoenix", "Running")
     kube.create(backup("snap", namespace, "phoenix"))
     run_phase(kube, "GameServerBackup", namespace, "snap", "Succeeded")
-    kube.create({"apiVersion": "peon.dev/v1alpha1", "kind": "GameServerRestore",
-                 "metadata": {"name": "undo", "namespace": namespace},
-                 "spec": {"gameServer": "phoenix", "backup": "snap"}})
+    kube.create(restore("undo", namespace, "phoenix", "snap"))
     stopped = wait_phase(kube, namespace, "phoenix", "Stopped")
     assert "restoring backup snap" in condition(stopped, "Ready")["message"]
     assert kube.get("Deployment", namespace, "phoenix")["spec"]["replicas"] == 0
@@ -216,9 +214,7 @@ def test_restore_of_a_failed_backup_is_refused_and_the_server_keeps_running(kube
     wait_phase(kube, namespace, "safe", "Running")
     kube.create(backup("bad", namespace, "safe", labels=FAIL))
     run_phase(kube, "GameServerBackup", namespace, "bad", "Failed")
-    kube.create({"apiVersion": "peon.dev/v1alpha1", "kind": "GameServerRestore",
-                 "metadata": {"name": "nope", "namespace": namespace},
-                 "spec": {"gameServer": "safe", "backup": "bad"}})
+    kube.create(restore("nope", namespace, "safe", "bad"))
     st = run_phase(kube, "GameServerRestore", namespace, "nope", "Failed")
     assert "has not succeeded" in st["message"]
     assert kube.get("Deployment", namespace, "safe")["spec"]["replicas"] == 1
@@ -229,8 +225,6 @@ def test_a_failed_restore_starts_the_server_again(kube, namespace):
     wait_phase(kube, namespace, "again", "Running")
     kube.create(backup("snap", namespace, "again"))
     run_phase(kube, "GameServerBackup", namespace, "snap", "Succeeded")
-    kube.create({"apiVersion": "peon.dev/v1alpha1", "kind": "GameServerRestore",
-                 "metadata": {"name": "broken", "namespace": namespace, "labels": FAIL},
-                 "spec": {"gameServer": "again", "backup": "snap"}})
+    kube.create(restore("broken", namespace, "again", "snap", labels=FAIL))
     run_phase(kube, "GameServerRestore", namespace, "broken", "Failed")
     wait_phase(kube, namespace, "again", "Running")

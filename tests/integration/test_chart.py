@@ -1,15 +1,10 @@
 """The Helm chart: lint, validated by the real API server, installed, upgraded, uninstalled;
 its CRDs and catalogue are the project's own, byte for byte."""
-import json
-import os
 import pathlib
-import subprocess
 import uuid
 
-import pytest
 import yaml
 
-from kube_helpers import wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "peon-operator"

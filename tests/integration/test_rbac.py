@@ -1,7 +1,6 @@
 """RBAC is proven, not guessed: the operator, logged in as the chart's ServiceAccount (not
 admin), takes a server through its whole life; the API server's audit log then shows it used
 exactly the verbs the chart grants, no fewer (it would have been refused) and no more."""
-import base64
 import json
 import os
 import pathlib
@@ -11,7 +10,8 @@ import pytest
 import yaml
 
 from conftest import Operator
-from gs_helpers import (AUDIT, apply_as_user, backup, gameserver, run_phase, wait_phase)
+from gs_helpers import (AUDIT, apply_as_user, backup, gameserver, restore, run_phase,
+                        wait_phase)
 from kube_helpers import wait_for
 
 CHART = pathlib.Path(__file__).resolve().parents[2] / "charts" / "peon-operator"
@@ -82,9 +82,7 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
             kube.create(backup(name, ns, "life"))
             run_phase(kube, "GameServerBackup", ns, name, "Succeeded")
         wait_for("retention", lambda: kube.get("GameServerBackup", ns, "b1") is None)
-        kube.create({"apiVersion": "peon.dev/v1alpha1", "kind": "GameServerRestore",
-                     "metadata": {"name": "r", "namespace": ns},
-                     "spec": {"gameServer": "life", "backup": "b2"}})
+        kube.create(restore("r", ns, "life", "b2"))
         run_phase(kube, "GameServerRestore", ns, "r", "Succeeded")
         wait_phase(kube, ns, "life", "Running")
         # An update backs up first; fewer settings remove the Secret and ConfigMap.

@@ -1,6 +1,4 @@
 """The control plane is real: controllers, scheduler, kwok nodes, admission, RBAC, SSA."""
-import base64
-import json
 
 from kube_helpers import api_error, client_for, message, wait_for, K
 
