@@ -17,8 +17,8 @@ from croniter import croniter
 
 from . import API_VERSION, LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY
 
-MANUAL, SCHEDULED, BEFORE_UPDATE, BEFORE_ERADICATION = (
-    "Manual", "Scheduled", "BeforeUpdate", "BeforeEradication")
+MANUAL, SCHEDULED, BEFORE_UPDATE, BEFORE_ERADICATION, BEFORE_STOP = (
+    "Manual", "Scheduled", "BeforeUpdate", "BeforeEradication", "BeforeStop")
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 FINISHED = (SUCCEEDED, FAILED)
 
@@ -82,6 +82,12 @@ def scheduled_name(gs: str, slot: dt.datetime) -> str:
 
 def before_update_name(gs: str, image: str) -> str:
     return fit(f"{gs}-pre-update-{short_hash(image)}")
+
+
+def before_stop_name(gs: str, session_start: str) -> str:
+    """One per session: the session that is ending names it."""
+    stamp = session_start.replace("-", "").replace(":", "").replace("T", "-")[:13]
+    return fit(f"{gs}-stop-{stamp}")
 
 
 def final_name(gs: str, uid: str) -> str:

@@ -280,7 +280,8 @@ class Controller:
             uptime_policy = uptime_policy_of(body)
             decision, uptime_status, players_status, uptime_requeue = self.sessions.decide(
                 body, gs, game, uptime_policy)
-            running = decision.run and restore is None
+            holding = self.runs.hold_stop_for_backup(body, decision.run, decision.reason)
+            running = (decision.run or holding is not None) and restore is None
             desired = render(replace(gs, image=image), game, secrets, running=running)
         except InvalidSpec as e:
             self.write_status(body, invalid=e)
@@ -294,6 +295,10 @@ class Controller:
                        if restore else None)
         if not why_stopped and not decision.run and decision.reason != "Stopped":
             why_stopped = f"{decision.message} ({decision.reason})"
+        if holding:  # still up, and still in the session whose backup is being taken
+            session = ((body.get("status") or {}).get("uptime") or {}).get("sessionStart")
+            uptime_status = {**uptime_status, "running": True, "message": holding,
+                             "sessionStart": session}
         event = transition_event((body.get("status") or {}).get("uptime"), uptime_status)
         if event:
             self.kube.event(body, "Normal", *event)

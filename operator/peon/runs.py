@@ -82,6 +82,25 @@ class Runs:
         return current, st.condition("Updated", False, "BackingUp",
                                      f"backing up before updating to {target} ({name})", gen)
 
+    def hold_stop_for_backup(self, body: dict, decision_run: bool, reason: str) -> str | None:
+        """With spec.uptime.backupBeforeStop, an automatic stop of a running server waits for a
+        backup of the session that ends. Returns a message while it waits, else None."""
+        uptime = (body.get("spec") or {}).get("uptime") or {}
+        meta = body["metadata"]
+        dep = self.cache.children.get(("Deployment", meta["namespace"], meta["name"]))
+        session = ((body.get("status") or {}).get("uptime") or {}).get("sessionStart")
+        if (decision_run or reason == "Stopped" or not uptime.get("backupBeforeStop")
+                or not dep or not dep["spec"].get("replicas") or not session):
+            return None
+        name = bk.before_stop_name(meta["name"], session)
+        run = self.cache.backups.get((meta["namespace"], name))
+        if run is None:
+            self.create_backup(body, name, bk.BEFORE_STOP)
+            return f"backing up ({name}) before stopping"
+        if (run.get("status") or {}).get("phase") in bk.FINISHED:
+            return None  # a failed backup does not keep a server up: it says so in its run
+        return f"backing up ({name}) before stopping"
+
     def create_backup(self, body: dict, name: str, reason: str) -> None:
         """A run the operator starts carries the GameServer's labels (and its Job's pod too)."""
         try:

@@ -144,3 +144,38 @@ def test_minecraft_players_show_in_status_and_kubectl(kube, kubectl, namespace):
         assert "3" in row and "InSession" in row
     finally:
         server.close()
+
+
+def test_backup_before_an_idle_stop_holds_the_stop_until_it_finished(kube, namespace, clock):
+    server = A2SServer(players=0)
+    try:
+        idle = {"after": "5m", "grace": "0m", "probeAddress": f"127.0.0.1:{server.port}"}
+        # A backup volume that can never bind: the backup stays Pending, so the stop must wait.
+        apply_as_user(kube, gameserver("careful", namespace, uptime={"idle": idle, "backupBeforeStop": True},
+                                       backup={"storage": {"storageClassName": "no-such-class"}}))
+        wait_phase(kube, namespace, "careful", "Running")
+        wait_for("players reported", lambda: (kube.status_of("GameServer", namespace, "careful")
+                                              .get("players") or {}).get("online") == 0)
+        clock.advance(minutes=6)
+        held = wait_for("the stop to be held", lambda: (lambda u: u if "before stopping" in
+                        (u.get("message") or "") else None)(uptime_of(kube, namespace, "careful")))
+        assert held["endReason"] == "Idle" and held["running"] is True
+        run = [b for b in kube.list("GameServerBackup", namespace) if b["spec"]["reason"] == "BeforeStop"]
+        assert len(run) == 1 and (run[0].get("status") or {}).get("phase") in (None, "Pending")
+        clock.advance(minutes=1)
+        assert replicas(kube, namespace, "careful") == 1
+        assert kube.status_of("GameServer", namespace, "careful")["phase"] == "Running"
+
+        # With a volume that binds, the backup succeeds and only then does the server stop.
+        apply_as_user(kube, gameserver("tidy", namespace, uptime={"idle": idle, "backupBeforeStop": True}))
+        wait_phase(kube, namespace, "tidy", "Running")
+        wait_for("players reported", lambda: (kube.status_of("GameServer", namespace, "tidy")
+                                              .get("players") or {}).get("online") == 0)
+        clock.advance(minutes=6)
+        g = wait_phase(kube, namespace, "tidy", "Stopped")
+        backups = [b for b in kube.list("GameServerBackup", namespace)
+                   if b["spec"]["gameServer"] == "tidy" and b["spec"]["reason"] == "BeforeStop"]
+        assert len(backups) == 1 and backups[0]["status"]["phase"] == "Succeeded"
+        assert g["status"]["uptime"]["reason"] == "Idle"
+    finally:
+        server.close()
