@@ -16,6 +16,8 @@ import pytest
 
 from gs_helpers import apply_as_user, gameserver, wait_phase
 
+# The first test also pays for debootstrap, the wheels and the image build.
+pytestmark = pytest.mark.timeout(900)
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ROOTFS = pathlib.Path(os.environ.get("PEON_ROOTFS_CACHE", "/var/cache/peon-rootfs")) / "bookworm"
 BASE = "peon.local/debian-py:bookworm"
