@@ -141,8 +141,8 @@ def test_update_waits_for_a_backup_and_a_failed_one_holds_it(kube, namespace):
                                             pre[0]["metadata"]["name"]).get("phase") == "Succeeded"
     run_phase(kube, "GameServerBackup", namespace, pre[0]["metadata"]["name"], "Succeeded")
     wait_for("the new image", lambda: image() == "ghcr.io/lloesche/valheim-server:v2")
-    gs_obj = wait_phase(kube, namespace, "upd", "Running")
-    assert condition(gs_obj, "Updated")["status"] == "True"
+    wait_for("Updated=True", lambda: condition(kube.get("GameServer", namespace, "upd"),
+                                               "Updated")["status"] == "True")
 
     # A failing backup holds the next update; the server keeps running the old image.
     held = gameserver("upd", namespace, image="ghcr.io/lloesche/valheim-server:v3")

@@ -150,8 +150,10 @@ def test_changed_setting_and_new_image_roll_the_server(kube, namespace):
                                               "content": {"SERVER_PASS": "hunter22"}}]))
     wait_for("the new image", lambda: tmpl()["spec"]["containers"][0]["image"] ==
              "ghcr.io/lloesche/valheim-server:v2")
-    gs = wait_phase(kube, namespace, name, "Running")
-    assert gs["status"]["image"] == "ghcr.io/lloesche/valheim-server:v2"
+    # The update waited for a pre-update backup; status follows the rollout's reconcile.
+    wait_for("status.image", lambda: kube.status_of("GameServer", namespace, name).get("image")
+             == "ghcr.io/lloesche/valheim-server:v2")
+    wait_phase(kube, namespace, name, "Running")
 
 
 def test_a_new_game_image_rolls_its_servers(kube, namespace, crds):
