@@ -331,7 +331,7 @@ class Controller:
         for kind in ("Secret", "ConfigMap"):
             if kind in wanted:
                 continue
-            obj = self.cache.children.get((kind, ns, render_child_name(name, kind)))
+            obj = self.cache.children.get((kind, ns, child_names(name)[kind]))
             if obj and any(r.get("kind") == "GameServer" and r.get("name") == name
                            for r in obj["metadata"].get("ownerReferences") or []):
                 self.kube.delete(kind, ns, obj["metadata"]["name"])
@@ -434,10 +434,6 @@ def _with_kind(obj: dict, kind: str) -> dict:
     """List items carry no kind; the watch events (and the code) expect one."""
     obj.setdefault("kind", kind)
     return obj
-
-
-def render_child_name(gs_name: str, kind: str) -> str:
-    return child_names(gs_name)[kind]
 
 
 def _namespace_terminating(e: Exception) -> bool:

@@ -7,7 +7,6 @@ scheduled backups, applies retention, and takes the final backup before eradicat
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -21,14 +20,6 @@ if TYPE_CHECKING:
     from .controller import Controller
 
 log = logging.getLogger(__name__)
-
-
-def _iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _time(text: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
 def policy_of(body: dict) -> bk.Policy:
@@ -49,9 +40,10 @@ class Runs:
     # --- GameServer side -------------------------------------------------------------------------
 
     def restoring(self, ns: str, gs: str) -> dict | None:
-        """The restore that holds this server stopped, if any."""
+        """The restore that holds this server stopped, if any. Only one the restore reconcile
+        accepted (Pending or Running): a restore that will be refused never stops a server."""
         return next((r for r in self.cache.runs_of(self.cache.restores, ns, gs)
-                     if (r.get("status") or {}).get("phase") not in bk.FINISHED), None)
+                     if (r.get("status") or {}).get("phase") in (bk.PENDING, bk.RUNNING)), None)
 
     def image_to_run(self, body: dict, gs: GameServer, target: str, policy: bk.Policy
                      ) -> tuple[str, dict]:
@@ -119,15 +111,15 @@ class Runs:
         out: dict[str, Any] = {}
         requeue = None
         if policy.schedule:
-            since = _time(old.get("lastScheduleTime")) or _time(body["metadata"]["creationTimestamp"])
+            since = clock.parse(old.get("lastScheduleTime")) or clock.parse(body["metadata"]["creationTimestamp"])
             slot = bk.due_slot(policy.schedule, policy.time_zone, now, since)
             if slot is not None:
                 self.create_backup(body, bk.scheduled_name(name, slot), bk.SCHEDULED)
-                out["lastScheduleTime"] = _iso(slot)
+                out["lastScheduleTime"] = clock.iso(slot)
             elif old.get("lastScheduleTime"):
                 out["lastScheduleTime"] = old["lastScheduleTime"]
             _, nxt = bk.schedule_slots(policy.schedule, policy.time_zone, now)
-            out["nextScheduleTime"] = _iso(nxt)
+            out["nextScheduleTime"] = clock.iso(nxt)
             requeue = max(0.5, min(clock.requeue_cap(), (nxt - now).total_seconds()))
         runs = self.cache.runs_of(self.cache.backups, ns, name)
         if policy.keep_last is not None or policy.max_age is not None:
@@ -226,7 +218,7 @@ class Runs:
 
     def _finish(self, run: dict, phase: str, msg: str, job: dict | None = None) -> None:
         ns = run["metadata"]["namespace"]
-        update: dict[str, Any] = {"phase": phase, "message": msg, "completionTime": _iso(clock.now())}
+        update: dict[str, Any] = {"phase": phase, "message": msg, "completionTime": clock.iso(clock.now())}
         if job is not None:
             js = job.get("status") or {}
             if js.get("startTime"):
@@ -312,7 +304,7 @@ class Runs:
                 return self._finish(run, bk.FAILED, problem)
             if not status.get("phase"):
                 was_running = (gs.get("status") or {}).get("phase") in (st.RUNNING, st.STARTING)
-                self._write(run, {"phase": bk.PENDING, "startTime": _iso(clock.now()),
+                self._write(run, {"phase": bk.PENDING, "startTime": clock.iso(clock.now()),
                                   "wasRunning": was_running, "message": "stopping the server"})
                 self._event(run, gs, "Normal", "RestoreStarted",
                             f"restoring {backup_name}: stopping the server")

@@ -2,7 +2,6 @@
 players are on (when due), decide, and say what to write back. Called by the controller."""
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -15,20 +14,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ANNOTATION_WAKE = "peon.dev/wake"
-
-
-def _iso(t: dt.datetime | None) -> str | None:
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
-
-
-def _time(text: str | None) -> dt.datetime | None:
-    if not text:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
 def policy_of(body: dict) -> uptime.Policy:
@@ -49,7 +34,7 @@ class Sessions:
         now = clock.now()
         old = (body.get("status") or {})
         mem = old.get("uptime") or {}
-        wake = _time((body["metadata"].get("annotations") or {}).get(ANNOTATION_WAKE))
+        wake = clock.parse((body["metadata"].get("annotations") or {}).get(ANNOTATION_WAKE))
         probe, players_status, requeue = None, old.get("players"), None
         idle = (gs.namespace, gs.name)
         if policy.idle_after and game.query.protocol != "none" and mem.get("running", True):
@@ -65,21 +50,21 @@ class Sessions:
                 prev = old.get("players") or {}
                 last_seen = prev.get("lastSeen")
                 if probe.online == 0 and (prev.get("online") or 0) > 0:
-                    last_seen = _iso(now)  # the moment the last player was seen leaving
+                    last_seen = clock.iso(now)  # the moment the last player was seen leaving
                 players_status = {"online": probe.online, "max": probe.max}
                 if last_seen:
                     players_status["lastSeen"] = last_seen
         else:
             self._probes.pop(idle, None)
         observed = uptime.Observed(
-            now=now, session_start=_time(mem.get("sessionStart")),
-            session_end=_time(mem.get("sessionEnd")), end_reason=mem.get("endReason"), wake=wake,
+            now=now, session_start=clock.parse(mem.get("sessionStart")),
+            session_end=clock.parse(mem.get("sessionEnd")), end_reason=mem.get("endReason"), wake=wake,
             players=probe.online if probe is not None else None,
-            last_seen=_time((players_status or {}).get("lastSeen")))
+            last_seen=clock.parse((players_status or {}).get("lastSeen")))
         d = uptime.decide(policy, gs.state == "Running", observed)
         status = {"running": d.run, "reason": d.reason, "message": d.message,
-                  "nextChange": _iso(d.next_change), "sessionStart": _iso(d.session_start),
-                  "sessionEnd": _iso(d.session_end), "endReason": d.end_reason}
+                  "nextChange": clock.iso(d.next_change), "sessionStart": clock.iso(d.session_start),
+                  "sessionEnd": clock.iso(d.session_end), "endReason": d.end_reason}
         if d.next_change:
             wait = (d.next_change - now).total_seconds()
             requeue = min(filter(None, [requeue, max(0.5, min(clock.requeue_cap(), wait))]))

@@ -1,15 +1,16 @@
 """Pure status computation: what the children show in, the GameServer's status out."""
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, Iterable, Mapping
+
+from . import clock
 
 PENDING, STARTING, RUNNING, STOPPING, STOPPED, ERROR = (
     "Pending", "Starting", "Running", "Stopping", "Stopped", "Error")
 
 
-def now_iso(now: dt.datetime | None = None) -> str:
-    return (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now_iso() -> str:
+    return clock.iso(clock.now())
 
 
 def condition(type_: str, ok: bool | None, reason: str, message: str, generation: int) -> dict:

@@ -116,6 +116,10 @@ class Clock:
         real = self.dt.datetime.now(self.dt.timezone.utc)
         self.path.write_text(max(when, real).isoformat())
 
+    def reset(self) -> None:
+        """Back to the real time, for a test that compares the clock with API timestamps."""
+        self.path.write_text(self.dt.datetime.now(self.dt.timezone.utc).isoformat())
+
     def advance(self, **delta) -> None:
         self.set(self.now() + self.dt.timedelta(**delta))
 
