@@ -20,6 +20,7 @@ venv: $(STAMP)
 
 testbed:
 	tools/testbed/build >/dev/null
+	tools/testbed/flux-crds >/dev/null
 
 cluster-up: testbed
 	tools/cluster up

@@ -147,7 +147,7 @@ def operator(kubeconfig, crds, tmp_path_factory, clock):
 def helm(kubeconfig, kubectl_bin):
     exe = str(pathlib.Path(kubectl_bin).parent / "helm") if "/" in kubectl_bin else "helm"
 
-    def run(*args, check=True):
+    def run(*args, check=True, input=None):
         return subprocess.run([exe, "--kubeconfig", kubeconfig, *args], capture_output=True,
-                              text=True, check=check)
+                              text=True, check=check, input=input)
     return run
