@@ -9,7 +9,13 @@ import kubernetes
 from kubernetes.client import ApiClient
 from kubernetes.client.rest import ApiException
 
-from peon.kube import Kube
+from peon.kube import KINDS, Kube
+
+# Kinds only the tests read.
+KINDS.update({
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
+    "Lease": ("/apis/coordination.k8s.io/v1", "leases", True),
+})
 
 
 def client_for(kubeconfig: str) -> ApiClient:

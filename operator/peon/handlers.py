@@ -11,6 +11,8 @@ from . import GROUP, LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 from .backup import FINISHED, LABEL_BACKUP, LABEL_RESTORE
 from .controller import Controller
 from .kube import Kube
+from .leader import Election
+from . import metrics
 
 log = logging.getLogger(__name__)
 controller: Controller | None = None
@@ -21,27 +23,41 @@ JOB_IMAGE: str | None = None
 # the permissions they take — unless a namespace pattern such as `games-*` is given.
 SCAN_CLUSTER = False
 NAMESPACES: list[str] = []
+# (Lease name, namespace) when several replicas run; None runs alone.
+LEADER_ELECTION: tuple[str, str] | None = None
+election: Election | None = None
 
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, **_):
-    global controller
+    global controller, election
     # Only event-watching handlers are registered, so kopf itself writes nothing to GameServers
     # (no progress annotations, no finalizers); Events are the controller's own.
     settings.posting.enabled = False
     settings.scanning.disabled = not SCAN_CLUSTER
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 60
-    controller = Controller(Kube(), workers=WORKERS,
-                            **({"job_image": JOB_IMAGE} if JOB_IMAGE else {}))
-    await asyncio.get_running_loop().run_in_executor(None, controller.prime, NAMESPACES)
-    controller.start()
+    kube = Kube()
+    controller = Controller(kube, workers=WORKERS, **({"job_image": JOB_IMAGE} if JOB_IMAGE else {}))
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, controller.prime, NAMESPACES)
+    # A follower keeps its cache current from the watches and queues what they show; only the
+    # leader's workers take from the queue.
+    if LEADER_ELECTION:
+        election = Election(kube, *LEADER_ELECTION,
+                            on_leading=lambda: loop.call_soon_threadsafe(controller.start))
+        election.start()
+    else:
+        metrics.LEADING.set(1)
+        controller.start()
 
 
 @kopf.on.cleanup()
 async def stop(**_):
     if controller:
         await controller.stop()
+    if election:
+        await asyncio.get_running_loop().run_in_executor(None, election.release)
 
 
 def _deleted(event) -> bool:

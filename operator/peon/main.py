@@ -14,8 +14,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("-n", "--namespace", action="append", default=[],
                     help="watch only this namespace (repeatable); all namespaces when omitted")
     ap.add_argument("--workers", type=int, default=8, help="GameServers reconciled at once")
-    ap.add_argument("--peering", default=None,
-                    help="kopf peering name for running several replicas (one is active)")
+    ap.add_argument("--leader-elect", action="store_true",
+                    help="run as one of several replicas: only the holder of a Lease reconciles")
+    ap.add_argument("--leader-election-id", default="peon-operator", help="the Lease's name")
+    ap.add_argument("--leader-election-namespace", default=None,
+                    help="the Lease's namespace (default: the operator's own)")
     ap.add_argument("--liveness", default=None,
                     help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz")
     ap.add_argument("--job-image", default=os.environ.get("PEON_JOB_IMAGE"),
@@ -34,13 +37,17 @@ def main(argv: list[str] | None = None) -> None:
     handlers.JOB_IMAGE = args.job_image
     handlers.NAMESPACES = list(args.namespace)
     handlers.SCAN_CLUSTER = any(c in ns for ns in args.namespace for c in "*?[!")
+    if args.leader_elect:
+        from .leader import own_namespace
+        handlers.LEADER_ELECTION = (args.leader_election_id,
+                                    args.leader_election_namespace or own_namespace())
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     asyncio.run(kopf.operator(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
-        standalone=args.peering is None,
-        peering_name=args.peering,
+        # Replicas are coordinated by leader election (leader.py), not kopf's peering.
+        standalone=True,
         liveness_endpoint=args.liveness,
     ))
 

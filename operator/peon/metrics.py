@@ -9,6 +9,7 @@ RECONCILE_SECONDS = Histogram("peon_reconcile_duration_seconds", "Time one recon
 API_WRITES = Counter("peon_api_writes_total", "Writes the operator made to the API",
                      ["verb", "kind"])
 SERVERS = Gauge("peon_gameservers", "GameServers by phase", ["phase"])
+LEADING = Gauge("peon_leading", "1 in the replica that reconciles (the leader), else 0")
 BACKUPS = Counter("peon_backups_total", "Backup runs finished, by result", ["result"])
 
 

@@ -42,9 +42,17 @@ def test_install_upgrade_uninstall(helm, kube, kubectl, crds):
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
         assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
         assert kube.get("RoleBinding", ns, "peon-peon-operator")
-        helm("upgrade", "peon", str(CHART), "-n", ns, "--set", "workers=4", "--reuse-values", "--wait")
-        args = kube.get("Deployment", ns, "peon-peon-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
-        assert "--workers=4" in args
+        assert "--leader-elect" not in c["args"] and dep["spec"]["strategy"]["type"] == "Recreate"
+        assert kube.get("PodDisruptionBudget", ns, "peon-peon-operator") is None
+        # High availability: two replicas (one leads; see test_leader.py) and a disruption budget.
+        helm("upgrade", "peon", str(CHART), "-n", ns, "--set", "workers=4", "--set", "replicas=2",
+             "--reuse-values", "--wait")
+        dep = kube.get("Deployment", ns, "peon-peon-operator")
+        args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert "--workers=4" in args and "--leader-elect" in args
+        assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
+        assert dep["status"].get("availableReplicas") == 2
+        assert kube.get("PodDisruptionBudget", ns, "peon-peon-operator")["spec"]["minAvailable"] == 1
         notes = helm("status", "peon", "-n", ns).stdout
         assert "kubectl get games" in notes
     finally:

@@ -14,15 +14,21 @@ EXAMPLES = sorted((ROOT / "examples" / "flux").glob("*.yaml"))
 @pytest.fixture(scope="module")
 def flux_crds(kube, kubectl):
     """Flux's CRDs, unless the cluster has Flux already (then its own are used)."""
-    out = subprocess.run([str(ROOT / "tools/testbed/flux-crds")], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    gen = subprocess.run([str(ROOT / "tools/testbed/flux-crds")], capture_output=True, text=True)
+    assert gen.returncode == 0, gen.stderr
+    out = gen.stdout.strip()
+
+    def ok(*args):
+        res = kubectl(*args, check=False)
+        assert res.returncode == 0, f"kubectl {' '.join(args)}: {res.stderr}"
+
     for crd in sorted(pathlib.Path(out).glob("*.yaml")):
         name = yaml.safe_load(crd.read_text())["metadata"]["name"]
         if kube.get("CustomResourceDefinition", None, name) is None:
-            kubectl("apply", "--server-side", "-f", str(crd))
-        kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+            ok("apply", "--server-side", "-f", str(crd))
+        ok("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
     if kube.get("Namespace", None, "flux-system") is None:
-        kubectl("create", "namespace", "flux-system")
+        ok("create", "namespace", "flux-system")
     return out
 
 

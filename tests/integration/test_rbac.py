@@ -52,7 +52,9 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
     sys_ns, ns = f"peon-{uuid.uuid4().hex[:6]}", f"rbac-{uuid.uuid4().hex[:6]}"
     for n in (sys_ns, ns):
         kubectl("create", "namespace", n)
-    values = ["--set", "watchNamespaces={" + ns + "}", "--set", "catalogue.install=false"]
+    # Two replicas, so the chart grants (and the operator uses) leader election's Lease too.
+    values = ["--set", "watchNamespaces={" + ns + "}", "--set", "catalogue.install=false",
+              "--set", "replicas=2"]
     rendered = helm("template", "rbac", str(CHART), "-n", sys_ns, *values).stdout
     helm("install", "rbac", str(CHART), "-n", sys_ns, *values)
     sa = "rbac-peon-operator"
@@ -67,8 +69,13 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
         "clusters": [{"name": "c", "cluster": cluster}],
         "users": [{"name": "sa", "user": {"token": token}}],
         "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}]}))
+    # The chart's own arguments, but for the ports (probes and metrics are not API calls).
+    dep = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
+    args = [a for a in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+            if not a.startswith(("--liveness", "--metrics-port", "--job-image"))]
+    assert "--leader-elect" in args and f"--namespace={ns}" in args
     op = Operator(str(kc), tmp_path / "operator.log",
-                  ["--namespace", ns, "--job-image", "peon.invalid/peon-operator:test"])
+                  [*args, "--job-image", "peon.invalid/peon-operator:test"])
     try:
         kube.create({"apiVersion": "v1", "kind": "Secret",
                      "metadata": {"name": "pw", "namespace": ns}, "stringData": {"ADMIN": "x"}})
