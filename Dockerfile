@@ -5,6 +5,7 @@
 ARG BASE=python:3.11-slim-bookworm
 
 FROM ${BASE} AS build
+LABEL peon.dev/image=build
 COPY dist/wheels /wheels
 RUN python3 -m venv /opt/peon \
  && /opt/peon/bin/pip install --no-cache-dir --no-index --find-links=/wheels peon-operator \
@@ -12,6 +13,7 @@ RUN python3 -m venv /opt/peon \
  && rm -rf /opt/peon/lib/python3*/site-packages/pip /opt/peon/bin/pip*
 
 FROM ${BASE}
+LABEL peon.dev/image=operator
 COPY --from=build /opt/peon /opt/peon
 # USER and HOME: any uid works (Kubernetes may pick one), with no passwd entry to look up.
 ENV PATH=/opt/peon/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 USER=peon HOME=/tmp

@@ -47,10 +47,16 @@ class _Lock(LeaseLock):
         self.released = False
 
     def create(self, name, namespace, election_record):
-        return not self.released and super().create(name, namespace, election_record)
+        done = not self.released and super().create(name, namespace, election_record)
+        if done:
+            metrics.API_WRITES.labels("create", "Lease").inc()
+        return done
 
     def update(self, name, namespace, updated_record):
-        return not self.released and super().update(name, namespace, updated_record)
+        done = not self.released and super().update(name, namespace, updated_record)
+        if done:
+            metrics.API_WRITES.labels("update", "Lease").inc()
+        return done
 
     def release(self) -> None:
         """Hand the Lease on at once, as client-go's ReleaseOnCancel does: no holder, so the

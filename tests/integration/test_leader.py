@@ -28,11 +28,11 @@ class Replica(Operator):
                           "--metrics-port", str(self.port),
                           "--job-image", "peon.invalid/peon-operator:test"])
 
-    def metric(self, name: str) -> float:
-        """The sum of a metric's samples, as Prometheus would scrape it."""
+    def metric(self, name: str, having: str = "") -> float:
+        """The sum of a metric's samples (those whose labels include `having`), as scraped."""
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(name + "{") or line.startswith(name + " "))
+                   if (line.startswith(name + "{") or line.startswith(name + " ")) and having in line)
 
     def scrapeable(self):
         try:
@@ -73,7 +73,8 @@ def test_one_replica_reconciles_and_another_takes_over(kube, kubeconfig, ha_name
 
         apply_as_user(kube, gameserver("ha", ns))
         wait_phase(kube, ns, "ha", "Running")
-        assert leader.metric("peon_api_writes_total") > 0
+        assert leader.metric("peon_api_writes_total", 'kind="Deployment"') > 0
+        assert leader.metric("peon_api_writes_total", 'kind="Lease"') > 0  # renewals count too
         # The follower saw it all (its watches run) and wrote nothing.
         assert follower.metric("peon_api_writes_total") == 0, follower.log()[-2000:]
         assert follower.metric("peon_reconciles_total") == 0
