@@ -80,3 +80,16 @@ def restore(name, ns, gs, backup_name, labels=None):
     return {"apiVersion": "peon.dev/v1alpha1", "kind": "GameServerRestore",
             "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
             "spec": {"gameServer": gs, "backup": backup_name}}
+
+
+def token_kubeconfig(admin_kubeconfig: str, token: str, path: pathlib.Path) -> str:
+    """A kubeconfig for the same cluster that logs in with `token` (a ServiceAccount's), never
+    as admin: what a pod with that account sees."""
+    import yaml
+    cluster = yaml.safe_load(pathlib.Path(admin_kubeconfig).read_text())["clusters"][0]["cluster"]
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}]}))
+    return str(path)

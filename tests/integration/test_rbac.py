@@ -11,7 +11,7 @@ import yaml
 
 from conftest import Operator
 from gs_helpers import (AUDIT, apply_as_user, backup, gameserver, restore, run_phase,
-                        wait_phase)
+                        token_kubeconfig, wait_phase)
 from kube_helpers import wait_for
 
 CHART = pathlib.Path(__file__).resolve().parents[2] / "charts" / "peon-operator"
@@ -61,20 +61,13 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
     token = kube.raw("POST", f"/api/v1/namespaces/{sys_ns}/serviceaccounts/{sa}/token",
                      {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                       "spec": {"expirationSeconds": 3600}})["status"]["token"]
-    admin = yaml.safe_load(pathlib.Path(kubeconfig).read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    kc = tmp_path / "sa.kubeconfig"
-    kc.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "c", "cluster": cluster}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}]}))
+    kc = token_kubeconfig(kubeconfig, token, tmp_path / "sa.kubeconfig")
     # The chart's own arguments, but for the ports (probes and metrics are not API calls).
     dep = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
     args = [a for a in dep["spec"]["template"]["spec"]["containers"][0]["args"]
             if not a.startswith(("--liveness", "--metrics-port", "--job-image"))]
     assert "--leader-elect" in args and f"--namespace={ns}" in args
-    op = Operator(str(kc), tmp_path / "operator.log",
+    op = Operator(kc, tmp_path / "operator.log",
                   [*args, "--job-image", "peon.invalid/peon-operator:test"])
     try:
         kube.create({"apiVersion": "v1", "kind": "Secret",

@@ -15,9 +15,9 @@ import re
 import subprocess
 
 import pytest
-import yaml
 
 from conftest import Operator
+from gs_helpers import token_kubeconfig
 from kube_helpers import K, client_for, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -66,17 +66,11 @@ def operator_as_the_chart_runs_it(fresh, kube: K) -> Operator:
     kubectl = [f"{fresh['bin']}/kubectl", "--kubeconfig", fresh["kubeconfig"]]
     token = subprocess.run([*kubectl, "-n", "peon-system", "create", "token", "peon-peon-operator"],
                            capture_output=True, text=True, check=True).stdout.strip()
-    cluster = yaml.safe_load(pathlib.Path(fresh["kubeconfig"]).read_text())["clusters"][0]["cluster"]
-    kc = fresh["dir"] / "operator.kubeconfig"
-    kc.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "c", "cluster": cluster}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}]}))
+    kc = token_kubeconfig(fresh["kubeconfig"], token, fresh["dir"] / "operator.kubeconfig")
     dep = kube.get("Deployment", "peon-system", "peon-peon-operator")
     args = [a for a in dep["spec"]["template"]["spec"]["containers"][0]["args"]
             if not a.startswith(("--liveness", "--metrics-port"))]  # ports: not API calls
-    return Operator(str(kc), fresh["dir"] / "operator.log", args)
+    return Operator(kc, fresh["dir"] / "operator.log", args)
 
 
 def test_the_walk_through_on_a_fresh_cluster(fresh):
