@@ -1,6 +1,7 @@
 """RBAC is proven, not guessed: the operator, logged in as the chart's ServiceAccount (not
 admin), takes a server through its whole life; the API server's audit log then shows it used
-exactly the verbs the chart grants, no fewer (it would have been refused) and no more."""
+exactly the verbs the chart grants, no fewer (it would have been refused) and no more; and what
+the API server says the account may do (SelfSubjectRulesReview) is exactly what it used."""
 import json
 import os
 import pathlib
@@ -12,7 +13,7 @@ import yaml
 from conftest import Operator
 from gs_helpers import (AUDIT, apply_as_user, backup, gameserver, restore, run_phase,
                         token_kubeconfig, wait_phase)
-from kube_helpers import wait_for
+from kube_helpers import K, client_for, wait_for
 
 CHART = pathlib.Path(__file__).resolve().parents[2] / "charts" / "peon-operator"
 
@@ -29,12 +30,35 @@ def granted_rules(rendered: str) -> set[tuple[str, str, str]]:
     return out
 
 
+def allowed_rules(kubeconfig: str, namespaces: list[str]) -> set[tuple[str, str, str]]:
+    """What the account behind `kubeconfig` may do in these namespaces (and cluster-wide), as
+    the API server itself lists it (SelfSubjectRulesReview, `kubectl auth can-i --list`)."""
+    k = K(client_for(kubeconfig))
+    out = set()
+    for ns in namespaces:
+        review = k.raw("POST", "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+                       {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview",
+                        "spec": {"namespace": ns}})
+        assert not review["status"].get("incomplete"), review["status"]
+        for r in review["status"]["resourceRules"]:
+            out |= {(g, res, v) for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]}
+    return out
+
+
+def token_for(kube, ns: str, sa: str) -> str:
+    return kube.raw("POST", f"/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token",
+                    {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                     "spec": {"expirationSeconds": 3600}})["status"]["token"]
+
+
 def used_rules(username: str) -> set[tuple[str, str, str]]:
     out = set()
     for line in AUDIT.read_text().splitlines():
         e = json.loads(line)
         if e["user"]["username"] != username:
             continue
+        if not e.get("userAgent", "").startswith(("peon-operator", "kopf")):
+            continue  # the test's own calls as that account (its rules reviews)
         o = e.get("objectRef") or {}
         if not o.get("resource"):
             continue  # discovery
@@ -58,10 +82,7 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
     rendered = helm("template", "rbac", str(CHART), "-n", sys_ns, *values).stdout
     helm("install", "rbac", str(CHART), "-n", sys_ns, *values)
     sa = "rbac-peon-operator"
-    token = kube.raw("POST", f"/api/v1/namespaces/{sys_ns}/serviceaccounts/{sa}/token",
-                     {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                      "spec": {"expirationSeconds": 3600}})["status"]["token"]
-    kc = token_kubeconfig(kubeconfig, token, tmp_path / "sa.kubeconfig")
+    kc = token_kubeconfig(kubeconfig, token_for(kube, sys_ns, sa), tmp_path / "sa.kubeconfig")
     # The chart's own arguments, but for the ports (probes and metrics are not API calls).
     dep = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
     args = [a for a in dep["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -98,6 +119,12 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
         kube.delete("GameServer", ns, "life")  # eradicate: final backup, then the world goes
         wait_for("the GameServer to go", lambda: kube.get("GameServer", ns, "life") is None, 90)
         assert "Forbidden" not in op.log() and "403" not in op.log(), op.log()[-2000:]
+        # What the account may do, as the API server lists it, less what every account may do
+        # (an account with no bindings at all shows that).
+        kube.create({"apiVersion": "v1", "kind": "ServiceAccount",
+                     "metadata": {"name": "nobody", "namespace": sys_ns}})
+        nobody = token_kubeconfig(kubeconfig, token_for(kube, sys_ns, "nobody"), tmp_path / "nobody")
+        allowed = allowed_rules(kc, [ns, sys_ns]) - allowed_rules(nobody, [ns, sys_ns])
     finally:
         op.stop()
         helm("uninstall", "rbac", "-n", sys_ns, check=False)
@@ -106,3 +133,5 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
     granted = granted_rules(rendered)
     assert used - granted == set(), f"used but not granted: {sorted(used - granted)}"
     assert granted - used == set(), f"granted but never used: {sorted(granted - used)}"
+    assert allowed == used, f"the API server allows {sorted(allowed - used)} unused, " \
+                            f"refuses {sorted(used - allowed)}"
