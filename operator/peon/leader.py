@@ -37,26 +37,57 @@ def own_namespace() -> str:
         SA_NAMESPACE.read_text().strip() if SA_NAMESPACE.exists() else "default")
 
 
+class _Coordination(CoordinationV1Api):
+    """Lease calls with a deadline: a renewal that hangs must fail in time for the leader to
+    notice, or it would go on writing after its Lease expired and another replica took over."""
+
+    def read_namespaced_lease(self, *args, **kwargs):
+        return super().read_namespaced_lease(*args, _request_timeout=RETRY * 2, **kwargs)
+
+    def create_namespaced_lease(self, *args, **kwargs):
+        return super().create_namespaced_lease(*args, _request_timeout=RETRY * 2, **kwargs)
+
+    def replace_namespaced_lease(self, *args, **kwargs):
+        return super().replace_namespaced_lease(*args, _request_timeout=RETRY * 2, **kwargs)
+
+
 class _Lock(LeaseLock):
-    """The Lease, through the operator's own API client; once released it is never taken again
-    by this process, so a renewal racing the release cannot take it back."""
+    """The Lease, through the operator's own API client. Any failure to reach the API server is
+    a failed try (the library expects only API errors, and its thread would die of others).
+    Once released it is never taken again by this process, so a renewal racing the release
+    cannot take it back."""
 
     def __init__(self, kube: Kube, name: str, namespace: str, identity: str):
         super().__init__(name, namespace, identity)
-        self.api_instance = CoordinationV1Api(kube.api)
+        self.api_instance = _Coordination(kube.api)
         self.released = False
 
+    def get(self, name, namespace):
+        try:
+            return super().get(name, namespace)
+        except Exception as e:  # noqa: BLE001 - unreachable, timed out: try again next period
+            log.warning("leader election: cannot read the Lease: %s", e)
+            return False, e
+
     def create(self, name, namespace, election_record):
-        done = not self.released and super().create(name, namespace, election_record)
+        done = not self.released and self._try(super().create, name, namespace, election_record)
         if done:
             metrics.API_WRITES.labels("create", "Lease").inc()
         return done
 
     def update(self, name, namespace, updated_record):
-        done = not self.released and super().update(name, namespace, updated_record)
+        done = not self.released and self._try(super().update, name, namespace, updated_record)
         if done:
             metrics.API_WRITES.labels("update", "Lease").inc()
         return done
+
+    @staticmethod
+    def _try(call, *args) -> bool:
+        try:
+            return call(*args)
+        except Exception as e:  # noqa: BLE001
+            log.warning("leader election: cannot write the Lease: %s", e)
+            return False
 
     def release(self) -> None:
         """Hand the Lease on at once, as client-go's ReleaseOnCancel does: no holder, so the
@@ -72,10 +103,10 @@ class _Lock(LeaseLock):
                 self.api_instance.replace_namespaced_lease(self.name, self.namespace, lease)
                 log.info("released the leader Lease %s/%s", self.namespace, self.name)
                 return
-            except ApiException as e:
-                if e.status != 409:
+            except Exception as e:  # noqa: BLE001 - the Lease then expires on its own
+                if not (isinstance(e, ApiException) and e.status == 409):
                     log.warning("could not release the leader Lease %s/%s: %s", self.namespace,
-                                self.name, e.reason)
+                                self.name, getattr(e, "reason", e))
                     return
         # Otherwise it expires on its own after DURATION seconds.
 
@@ -100,7 +131,16 @@ class Election:
     def start(self) -> None:
         log.info("leader election: Lease %s/%s, identity %s", self.lock.namespace, self.lock.name,
                  self.identity)
-        threading.Thread(target=self._election.run, name="leader-election", daemon=True).start()
+        threading.Thread(target=self._run, name="leader-election", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._election.run()
+        except Exception:  # noqa: BLE001
+            log.exception("leader election failed")
+        # run() returns only when leading ended; a follower or leader without an election
+        # can never safely lead again.
+        self._stopped()
 
     def _started(self) -> None:
         self.leading = True
