@@ -44,7 +44,7 @@ def test_install_upgrade_uninstall(helm, kube, kubectl, crds):
         assert kube.get("RoleBinding", ns, "peon-peon-operator")
         assert "--leader-elect" not in c["args"] and dep["spec"]["strategy"]["type"] == "Recreate"
         assert kube.get("PodDisruptionBudget", ns, "peon-peon-operator") is None
-        # High availability: two replicas (one leads; see test_leader.py) and a disruption budget.
+        # High availability: two replicas (one leads; see test_replicas.py) and a disruption budget.
         helm("upgrade", "peon", str(CHART), "-n", ns, "--set", "workers=4", "--set", "replicas=2",
              "--reuse-values", "--wait")
         dep = kube.get("Deployment", ns, "peon-peon-operator")
