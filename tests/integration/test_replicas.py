@@ -34,9 +34,10 @@ class Replica(Operator):
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if (line.startswith(name + "{") or line.startswith(name + " ")) and having in line)
 
-    def scrapeable(self):
+    def scrapeable(self) -> bool:
         try:
-            return self.metric("peon_leading") is not None
+            self.metric("peon_leading")
+            return True
         except OSError:
             return False
 
