@@ -50,6 +50,7 @@ def test_install_upgrade_uninstall(helm, kube, kubectl, crds):
         dep = kube.get("Deployment", ns, "peon-peon-operator")
         args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
         assert "--workers=4" in args and "--leader-elect" in args
+        assert "--leader-election-id=peon-peon-operator" in args  # one Lease per release
         assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
         assert dep["status"].get("availableReplicas") == 2
         assert kube.get("PodDisruptionBudget", ns, "peon-peon-operator")["spec"]["minAvailable"] == 1
