@@ -6,6 +6,8 @@ Job verifies and unpacks an archive back into the data volume while the server i
 """
 from __future__ import annotations
 
+import copy
+
 import datetime as dt
 import hashlib
 import re
@@ -184,9 +186,12 @@ def backup_claim(gs: Mapping, policy: Policy) -> dict[str, Any]:
 
 
 def run_job(run: Mapping, kind: str, action: list[str], data_claim: str | None, backup_claim_name: str,
-            image: str, node: str | None, data_read_only: bool, suffix: str) -> dict[str, Any]:
+            image: str, node: str | None, data_read_only: bool, suffix: str,
+            scheduling: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A Job that mounts the data and backup volumes and runs `peon archive ...`.
-    `node` pins it beside the running server: the volumes are ReadWriteOnce."""
+    `scheduling` (the server's pod fields: nodeSelector, tolerations, affinity, priority) sends
+    it where the server may run, so it tolerates the same taints; `node` pins it beside the
+    running server: the volumes are ReadWriteOnce."""
     meta = run["metadata"]
     gs_name = run["spec"]["gameServer"]
     run_label = LABEL_BACKUP if kind == "GameServerBackup" else LABEL_RESTORE
@@ -210,8 +215,9 @@ def run_job(run: Mapping, kind: str, action: list[str], data_claim: str | None, 
         pod["containers"][0]["volumeMounts"].insert(
             0, {"name": "data", "mountPath": DATA_MOUNT, "readOnly": data_read_only})
         pod["volumes"].insert(0, {"name": "data", "persistentVolumeClaim": {"claimName": data_claim}})
+    pod.update(copy.deepcopy(dict(scheduling or {})))
     if node:
-        pod["nodeSelector"] = {"kubernetes.io/hostname": node}
+        pod["nodeSelector"] = {**pod.get("nodeSelector", {}), "kubernetes.io/hostname": node}
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": fit(f"{meta['name']}-{suffix}"), "namespace": meta["namespace"],

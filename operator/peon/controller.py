@@ -282,7 +282,8 @@ class Controller:
                 body, gs, game, uptime_policy)
             holding = self.runs.hold_stop_for_backup(body, decision.run, decision.reason)
             running = (decision.run or holding is not None) and restore is None
-            desired = render(replace(gs, image=image), game, secrets, running=running)
+            desired = render(replace(gs, image=image), game, secrets, running=running,
+                             helper_image=self.runs.job_image)
         except InvalidSpec as e:
             self.write_status(body, invalid=e)
             return None

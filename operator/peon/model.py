@@ -53,6 +53,42 @@ class Query:
 
 
 @dataclass(frozen=True)
+class Scheduling:
+    """Where a server's pod may run. None means "not given", so a GameServer's field replaces
+    its Game's default one field at a time."""
+    node_selector: Mapping[str, str] | None = None
+    tolerations: tuple[Mapping[str, Any], ...] | None = None
+    affinity: Mapping[str, Any] | None = None
+    priority_class_name: str | None = None
+
+    def over(self, default: "Scheduling") -> "Scheduling":
+        """This scheduling, with `default`'s value for every field this one does not give."""
+        return Scheduling(*(mine if mine is not None else theirs for mine, theirs in zip(
+            (self.node_selector, self.tolerations, self.affinity, self.priority_class_name),
+            (default.node_selector, default.tolerations, default.affinity,
+             default.priority_class_name))))
+
+    def pod_fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.node_selector:
+            out["nodeSelector"] = dict(self.node_selector)
+        if self.tolerations:
+            out["tolerations"] = [dict(t) for t in self.tolerations]
+        if self.affinity:
+            out["affinity"] = dict(self.affinity)
+        if self.priority_class_name:
+            out["priorityClassName"] = self.priority_class_name
+        return out
+
+
+def parse_scheduling(spec: Mapping[str, Any] | None) -> Scheduling:
+    spec = spec or {}
+    tol = spec.get("tolerations")
+    return Scheduling(spec.get("nodeSelector"), tuple(tol) if tol is not None else None,
+                      spec.get("affinity"), spec.get("priorityClassName"))
+
+
+@dataclass(frozen=True)
 class Game:
     uid: str
     image: str
@@ -70,6 +106,7 @@ class Game:
     aliases: tuple[str, ...] = ()
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
+    scheduling: Scheduling = Scheduling()
 
 
 @dataclass(frozen=True)
@@ -113,6 +150,7 @@ class GameServer:
     network: Network = Network()
     settings: tuple[Setting, ...] = ()
     restarted_at: str | None = None
+    scheduling: Scheduling = Scheduling()
 
     @property
     def env_settings(self) -> tuple[Setting, ...]:
@@ -150,6 +188,7 @@ def parse_game(obj: Mapping[str, Any]) -> Game:
         aliases=tuple(spec.get("aliases", [])),
         command=tuple(spec.get("command", [])),
         args=tuple(spec.get("args", [])),
+        scheduling=parse_scheduling(spec.get("scheduling")),
     )
 
 
@@ -176,6 +215,7 @@ def parse_gameserver(obj: Mapping[str, Any]) -> GameServer:
                         net.get("annotations") or {}, net.get("nodePorts") or {}),
         settings=settings,
         restarted_at=(meta.get("annotations") or {}).get("peon.dev/restartedAt"),
+        scheduling=parse_scheduling(spec.get("scheduling")),
     )
 
 

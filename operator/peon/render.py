@@ -52,9 +52,10 @@ def owner_reference(gs: GameServer) -> dict[str, Any]:
 
 
 def render(gs: GameServer, game: Game, secrets: ReferencedSecrets = ReferencedSecrets(),
-           running: bool | None = None) -> list[dict[str, Any]]:
+           running: bool | None = None, helper_image: str | None = None) -> list[dict[str, Any]]:
     """Every child the GameServer should have, in the order they should be applied.
-    `running` overrides spec.state (the uptime policy decides it); raises InvalidSpec."""
+    `running` overrides spec.state (the uptime policy decides it); `helper_image` (the
+    operator's own, which Jobs run) prepares the data volume; raises InvalidSpec."""
     if running is None:
         running = gs.state == STATE_RUNNING
     env_data = inline_env(gs)
@@ -68,7 +69,7 @@ def render(gs: GameServer, game: Game, secrets: ReferencedSecrets = ReferencedSe
         out.append(config_map(gs, game, config_data))
     if not gs.storage.existing_claim:
         out.append(data_claim(gs, game))
-    out.append(deployment(gs, game, env_data, config_data, secrets, running))
+    out.append(deployment(gs, game, env_data, config_data, secrets, running, helper_image))
     if game.ports:
         out.append(service(gs, game))
     return out
@@ -151,7 +152,7 @@ def claim_name(gs: GameServer) -> str:
 
 def deployment(gs: GameServer, game: Game, env_data: Mapping[str, str],
                config_data: Mapping[str, str], secrets: ReferencedSecrets,
-               running: bool) -> dict[str, Any]:
+               running: bool, helper_image: str | None = None) -> dict[str, Any]:
     names = child_names(gs.name)
     provided = set(env_data) | {k for r in gs.secret_refs for k in secrets.keys.get(r, ())}
     # Explicit env entries win over envFrom, so a game default is only set where the user gave
@@ -213,6 +214,10 @@ def deployment(gs: GameServer, game: Game, env_data: Mapping[str, str],
     }
     if game.security_context:
         pod_spec["securityContext"] = dict(game.security_context)
+    owner = volume_owner(game, helper_image)
+    if owner:
+        pod_spec["initContainers"] = [owner]
+    pod_spec.update(gs.scheduling.over(game.scheduling).pod_fields())
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(gs, game, "Deployment"),
         "spec": {
@@ -224,6 +229,30 @@ def deployment(gs: GameServer, game: Game, env_data: Mapping[str, str],
                          "spec": pod_spec},
         },
     }
+
+
+DATA_MOUNT_FOR_OWNER = "/peon/data"
+
+
+def volume_owner(game: Game, helper_image: str | None) -> dict[str, Any] | None:
+    """An init step that gives the world's volume to the user the game runs as.
+
+    fsGroup makes a volume group-writable only where the volume plugin supports ownership
+    management; hostPath and some local-path provisioners hand out root-owned 0750 folders and
+    ignore it, so a game running as uid 1000 could not write its world. The step changes the
+    owner of the volume's top folder only (never a recursive walk of a large world), as root
+    with CAP_CHOWN alone, from the operator's image, which has chown."""
+    sc = game.security_context
+    uid = sc.get("runAsUser")
+    if not helper_image or not isinstance(uid, int) or uid == 0:
+        return None
+    gid = sc.get("runAsGroup", sc.get("fsGroup", uid))
+    return {"name": "volume-owner", "image": helper_image,
+            "command": ["chown", f"{uid}:{gid}", DATA_MOUNT_FOR_OWNER],
+            "securityContext": {"runAsUser": 0, "runAsNonRoot": False,
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}},
+            "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT_FOR_OWNER}]}
 
 
 def _container_port(p, host_ports: bool) -> dict[str, Any]:

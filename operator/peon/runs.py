@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes.client.rest import ApiException
 
 from . import backup as bk, clock, metrics, status as st
-from .model import GameServer, InvalidSpec
+from .model import GameServer, InvalidSpec, parse_scheduling
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -201,7 +201,8 @@ class Runs:
             archive = bk.archive_path(gs_name, name)
             job = self.kube.create(bk.run_job(
                 run, "GameServerBackup", ["create", bk.DATA_MOUNT, archive], _data_claim(gs),
-                bk.backup_volume(gs_name), self.job_image, node, True, "backup"))
+                bk.backup_volume(gs_name), self.job_image, node, True, "backup",
+                self._scheduling(gs)))
             self.cache.put(self.cache.jobs, (ns, job_name), job, False)
             self._write(run, {"phase": bk.PENDING, "job": job_name, "volume": bk.backup_volume(gs_name),
                               "archive": archive, "node": node or "",
@@ -264,8 +265,10 @@ class Runs:
         job_name = bk.fit(f"{name}-delete")
         job = self.cache.jobs.get((ns, job_name))
         if job is None:
-            job = self.kube.create(bk.run_job(run, "GameServerBackup", ["delete", status["archive"]],
-                                              None, volume, self.job_image, None, True, "delete"))
+            job = self.kube.create(bk.run_job(
+                run, "GameServerBackup", ["delete", status["archive"]], None, volume, self.job_image,
+                None, True, "delete",
+                self._scheduling(self.cache.gameservers.get((ns, run["spec"]["gameServer"])))))
             self.cache.put(self.cache.jobs, (ns, job_name), job, False)
             return
         phase, msg = bk.job_outcome(job)
@@ -322,7 +325,8 @@ class Runs:
                 action += ["--sha256", src["sha256"]]
             job = self.kube.create(bk.run_job(run, "GameServerRestore", action, _data_claim(gs),
                                               src.get("volume") or bk.backup_volume(gs_name),
-                                              self.job_image, None, False, "restore"))
+                                              self.job_image, None, False, "restore",
+                                              self._scheduling(gs)))
             self.cache.put(self.cache.jobs, (ns, job_name), job, False)
             self._write(run, {"phase": bk.RUNNING, "job": job_name, "message": "restoring"})
             return
@@ -338,6 +342,15 @@ class Runs:
                 self.kube.get("PersistentVolumeClaim", ns, name):
             return
         self.kube.apply(bk.backup_claim(gs, policy))
+
+    def _scheduling(self, gs: dict | None) -> dict[str, Any]:
+        """Where the server's pod may run (its own fields over its Game's), for its Jobs."""
+        if gs is None:
+            return {}
+        spec = gs.get("spec") or {}
+        game = self.cache.game(spec.get("gameUid", "")) or {}
+        default = parse_scheduling((game.get("spec") or {}).get("scheduling"))
+        return parse_scheduling(spec.get("scheduling")).over(default).pod_fields()
 
     def _server_node(self, ns: str, gs_name: str) -> str | None:
         for p in self.cache.pods_of(ns, gs_name):

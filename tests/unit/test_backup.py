@@ -95,6 +95,22 @@ def test_backup_job_mounts_both_volumes_pins_the_node_and_never_retries():
     assert [v["name"] for v in delete["spec"]["template"]["spec"]["volumes"]] == ["backups"]
 
 
+def test_jobs_go_where_the_server_may_run_and_tolerate_its_taints():
+    runobj = {"metadata": {"name": "b1", "namespace": "games", "uid": "u1"},
+              "spec": {"gameServer": "odin"}}
+    sched = {"nodeSelector": {"disk": "big"}, "priorityClassName": "games",
+             "tolerations": [{"key": "games", "operator": "Exists", "effect": "NoSchedule"}]}
+    pinned = bk.run_job(runobj, "GameServerBackup", ["create", "/data", "/backups/b1.tar.gz"],
+                        "odin-data", "odin-backups", "peon:1", "n1", True, "backup", sched)
+    pod = pinned["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"disk": "big", "kubernetes.io/hostname": "n1"}
+    assert pod["tolerations"] == sched["tolerations"] and pod["priorityClassName"] == "games"
+    assert sched["nodeSelector"] == {"disk": "big"}  # the caller's dict is not changed
+    stopped = bk.run_job(runobj, "GameServerRestore", ["restore", "/backups/b1.tar.gz", "/data"],
+                         "odin-data", "odin-backups", "peon:1", None, False, "restore", sched)
+    assert stopped["spec"]["template"]["spec"]["nodeSelector"] == {"disk": "big"}
+
+
 def test_job_outcome():
     assert bk.job_outcome(None)[0] == "Pending"
     assert bk.job_outcome({"status": {"active": 1, "startTime": "t"}})[0] == "Running"

@@ -144,3 +144,52 @@ def test_file_setting_path_override():
 def test_game_args_may_use_variables():
     kids = children(gameserver(gameUid="terraria", settings=[]), game_name="terraria")
     assert container(kids)["args"][-1] == "$(WORLD_SIZE)"
+
+
+# --- scheduling and the world's volume owner ---------------------------------------------------
+
+def pod_spec(gs_obj, game_obj, helper_image=None):
+    out = render(parse_gameserver(gs_obj), parse_game(game_obj), helper_image=helper_image)
+    return next(o for o in out if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+
+
+def test_scheduling_comes_from_the_game_and_each_field_of_the_server_replaces_its_default():
+    g = game()
+    g["spec"]["scheduling"] = {"nodeSelector": {"disk": "big"}, "priorityClassName": "games",
+                               "tolerations": [{"key": "games", "operator": "Exists"}]}
+    assert {k: v for k, v in pod_spec(gameserver(), g).items()
+            if k in ("nodeSelector", "tolerations", "affinity", "priorityClassName")} == {
+        "nodeSelector": {"disk": "big"}, "priorityClassName": "games",
+        "tolerations": [{"key": "games", "operator": "Exists"}]}
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "zone", "operator": "In", "values": ["a"]}]}]}}}
+    spec = pod_spec(gameserver(scheduling={"nodeSelector": {"kubernetes.io/hostname": "n1"},
+                                           "tolerations": [], "affinity": affinity}), g)
+    assert spec["nodeSelector"] == {"kubernetes.io/hostname": "n1"}
+    assert "tolerations" not in spec  # an empty list given on the server replaces the Game's
+    assert spec["affinity"] == affinity and spec["priorityClassName"] == "games"
+
+
+def test_no_scheduling_leaves_the_pod_to_the_scheduler():
+    spec = pod_spec(gameserver(), game())
+    assert not {"nodeSelector", "tolerations", "affinity", "priorityClassName"} & set(spec)
+
+
+def test_a_game_running_as_a_user_gets_its_volume_chowned_first_by_the_helper_image():
+    g = game()
+    g["spec"]["securityContext"] = {"runAsUser": 1000, "runAsGroup": 1001, "fsGroup": 1001}
+    spec = pod_spec(gameserver(), g, helper_image="peon.local/peon-operator:test")
+    [init] = spec["initContainers"]
+    assert init["image"] == "peon.local/peon-operator:test"
+    assert init["command"] == ["chown", "1000:1001", "/peon/data"]
+    assert init["volumeMounts"] == [{"name": "data", "mountPath": "/peon/data"}]
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    assert spec["securityContext"]["fsGroup"] == 1001
+
+
+@pytest.mark.parametrize("sc", [{}, {"fsGroup": 1000}, {"runAsUser": 0}])
+def test_games_that_run_as_root_get_no_init_step(sc):
+    g = game()
+    g["spec"]["securityContext"] = sc
+    assert "initContainers" not in pod_spec(gameserver(), g, helper_image="img:1")
