@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration venv testbed cluster-up cluster-down bench clean manifests docker-deps image
+.PHONY: run test unit integration venv testbed cluster-up cluster-down bench clean manifests docker-deps image images
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,12 +50,19 @@ clean: cluster-down
 manifests: testbed
 	tools/render-manifests
 
-# Docker Engine and debootstrap from Debian's packages, for the image tests (best effort: where
-# they cannot be installed, those tests report skipped).
+# Docker Engine, debootstrap and the real node's runtime (containerd, runc, CNI plugins,
+# iptables, conntrack) from Debian's packages, for the image and real-node tests (best effort:
+# where they cannot be installed, those tests report skipped with the reason).
+NODE_PKGS := docker.io debootstrap containerd runc containernetworking-plugins iptables conntrack
 docker-deps:
-	@command -v dockerd >/dev/null && command -v debootstrap >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null; } || \
-	  echo "docker-deps: could not install docker.io and debootstrap; image tests will be skipped"
+	@command -v dockerd >/dev/null && command -v debootstrap >/dev/null && command -v conntrack >/dev/null \
+	  && test -x /usr/lib/cni/bridge || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(NODE_PKGS) >/dev/null; } || \
+	  echo "docker-deps: could not install $(NODE_PKGS); image and real-node tests will be skipped"
 
 image: venv
 	tools/image
+
+# The operator and test game images, imported into the bed's real node when it runs.
+images: venv docker-deps
+	tools/images

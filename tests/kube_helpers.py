@@ -15,6 +15,8 @@ from peon.kube import KINDS, Kube
 KINDS.update({
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
     "Lease": ("/apis/coordination.k8s.io/v1", "leases", True),
+    "PersistentVolume": ("/api/v1", "persistentvolumes", False),
+    "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices", True),
 })
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import kopf
 
 from . import GROUP, LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 from .backup import FINISHED, LABEL_BACKUP, LABEL_RESTORE
 from .controller import Controller
-from .kube import Kube
+from .kube import Kube, load_config
 from .leader import Election
 from . import metrics
 
@@ -26,6 +27,25 @@ NAMESPACES: list[str] = []
 # (Lease name, namespace) when several replicas run; None runs alone.
 LEADER_ELECTION: tuple[str, str] | None = None
 election: Election | None = None
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **kwargs):
+    """kopf's client login tries the service account before KUBECONFIG; with KUBECONFIG set,
+    ours follows client-go (kube.load_config), so watches and writes reach the same API."""
+    if not os.environ.get("KUBECONFIG"):
+        return kopf.login_via_client(settings=settings, **kwargs)
+    import kubernetes
+    cfg = kubernetes.client.Configuration()
+    load_config(cfg)
+    header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=cfg.host, ca_path=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
+        username=cfg.username or None, password=cfg.password or None,
+        scheme=scheme or None, token=token or None,
+        certificate_path=cfg.cert_file, private_key_path=cfg.key_file,
+        trust_env=settings.networking.trust_env)
 
 
 @kopf.on.startup()

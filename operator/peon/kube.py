@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 from typing import Any
 
 import kubernetes
@@ -65,16 +66,25 @@ def path(kind: str, namespace: str | None = None, name: str | None = None,
     return p
 
 
+def load_config(cfg: kubernetes.client.Configuration) -> None:
+    """Where the API is, in client-go's order: an explicit KUBECONFIG first (a pod that mounts
+    one means it, as kubectl does), then the pod's service account, then ~/.kube/config."""
+    if os.environ.get("KUBECONFIG"):
+        kubernetes.config.load_kube_config(client_configuration=cfg)
+        return
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=cfg)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=cfg)
+
+
 class Kube:
     """A thread-safe handle on the API. One per process; calls block (run them off the loop)."""
 
     def __init__(self, api_client: ApiClient | None = None):
         if api_client is None:
             cfg = kubernetes.client.Configuration()
-            try:
-                kubernetes.config.load_incluster_config(client_configuration=cfg)
-            except kubernetes.config.ConfigException:
-                kubernetes.config.load_kube_config(client_configuration=cfg)
+            load_config(cfg)
             cfg.connection_pool_maxsize = 32
             api_client = ApiClient(cfg)
             api_client.user_agent = f"{FIELD_MANAGER}/{__version__}"

@@ -178,6 +178,7 @@ class World:
         self.meta: dict = {}
         self.created_now = False
         self.loaded_save = None
+        self.loaded_ticks = 0  # the world's age when this process loaded it
 
     def open(self) -> None:
         try:
@@ -216,6 +217,7 @@ class World:
         except (ValueError, UnicodeDecodeError) as e:
             raise Fatal(f"the world at {self.path} is corrupt (meta.json: {e})")
         self.meta = meta
+        self.loaded_ticks = meta["ticks"]
         try:
             with open(self.save_path, "rb") as f:
                 self.loaded_save = json.loads(f.read().decode("utf-8"))
@@ -364,7 +366,8 @@ class Server:
             "world": {"id": world.world_id, "path": world.path, "created_now": world.created_now,
                       "created": world.meta.get("created"),
                       "created_version": world.meta.get("version"),
-                      "ticks": world.ticks, "loaded_save": world.loaded_save},
+                      "ticks": world.ticks, "loaded_ticks": world.loaded_ticks,
+                      "loaded_save": world.loaded_save},
             "players": [{"name": n, "joined": self.joined_at[n], "seconds": round(now - t, 3)}
                         for n, t in self.players.items()],
             "config": {"paths": cfg.config_paths, "files": self.config_files,

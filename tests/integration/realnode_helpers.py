@@ -1,0 +1,102 @@
+"""Helpers for tests on the bed's real node: the test game's pods, what the process reports,
+UDP to the game, and the bytes of a world on the machine's disk."""
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import socket
+import tarfile
+import time
+
+from kube_helpers import wait_for
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+GAME_FILE = ROOT / "tests" / "realnode" / "testgame" / "game.yaml"
+GAME = "peon-testgame"
+IMAGE = "peon.local/testgame"
+OPERATOR_IMAGE = "peon.local/peon-operator:test"
+NODE = "real-node-0"
+TAINT = "testbed.peon.dev/real-node"
+ON_REAL_NODE = {"nodeSelector": {"kubernetes.io/hostname": NODE}}
+
+
+def tg_server(name: str, ns: str, password: str = "hunter22", **spec) -> dict:
+    base = {"gameUid": GAME, "serverName": name, "scheduling": ON_REAL_NODE,
+            "settings": [{"type": "env", "name": "env", "content": {"SERVER_PASS": password}}]}
+    base.update(spec)
+    return {"apiVersion": "peon.dev/v1alpha1", "kind": "GameServer",
+            "metadata": {"name": name, "namespace": ns}, "spec": base}
+
+
+def server_pod(kube, ns: str, name: str, timeout: float = 120) -> dict:
+    """The server's one live, ready pod."""
+    def ready():
+        pods = [p for p in kube.list("Pod", ns, f"peon.dev/gameserver={name}")
+                if not p["metadata"].get("deletionTimestamp")
+                and "job-name" not in p["metadata"].get("labels", {})]
+        live = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
+                                       for c in p.get("status", {}).get("conditions") or [])]
+        return live[0] if len(live) == 1 and len(pods) == 1 else \
+            f"{len(pods)} pods: {[p.get('status', {}).get('phase') for p in pods]}"
+    return wait_for(f"the one ready pod of {ns}/{name}", ready, timeout, interval=0.5)
+
+
+def exec_in(kubectl, ns: str, pod: str, *cmd: str) -> str:
+    return kubectl("-n", ns, "exec", pod, "-c", "server", "--", *cmd).stdout
+
+
+def report(kubectl, kube, ns: str, name: str) -> dict:
+    """What the game process says it read and runs (testgame report, through kubectl exec)."""
+    pod = server_pod(kube, ns, name)["metadata"]["name"]
+    return wait_for("the game's report", lambda: _report(kubectl, ns, pod), 60, interval=0.5)
+
+
+def _report(kubectl, ns, pod):
+    out = kubectl("-n", ns, "exec", pod, "-c", "server", "--", "testgame", "report", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else out.stderr
+
+
+def udp(host: str, port: int, message: str, timeout: float = 1.0, tries: int = 20) -> str:
+    """One datagram, one answer; retried, since a fresh pod's port may not be bound yet."""
+    last = None
+    for _ in range(tries):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout)
+            try:
+                s.sendto(message.encode(), (host, port))
+                return s.recv(2048).decode()
+            except OSError as e:
+                last = e
+        time.sleep(0.5)
+    raise AssertionError(f"no answer from {host}:{port} to {message!r}: {last}")
+
+
+def service_address(kube, ns: str, name: str, port_name: str = "game") -> tuple[str, int]:
+    """The Service's cluster IP and port: kube-proxy turns it into the real pod's address."""
+    svc = kube.get("Service", ns, name)
+    port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == port_name)
+    return svc["spec"]["clusterIP"], port
+
+
+def volume_dir(kube, ns: str, claim: str) -> pathlib.Path:
+    """Where a claim's bytes are on this machine (the bed's hostPath provisioner)."""
+    pvc = kube.get("PersistentVolumeClaim", ns, claim)
+    pv = kube.get("PersistentVolume", None, pvc["spec"]["volumeName"])
+    return pathlib.Path(pv["spec"]["hostPath"]["path"])
+
+
+def tree_digest(root: pathlib.Path) -> dict[str, str]:
+    """Every regular file under root, by relative path, to its sha256."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def archive_digest(path: pathlib.Path) -> dict[str, bytes]:
+    """Every regular file in a Peon archive, by relative path, to its bytes."""
+    out = {}
+    with tarfile.open(path, "r:gz") as t:
+        for m in t.getmembers():
+            if m.isfile() and not m.name.endswith(".peon-manifest.json"):
+                out[m.name.removeprefix("./")] = t.extractfile(m).read()
+    return out

@@ -1,0 +1,338 @@
+"""Every promise on a real node with a real process: the bed's `real-node-0` (kubelet,
+kube-proxy, containerd) runs the test game (tests/realnode/testgame) as users run game servers,
+through the operator as users run it. Where the machine cannot run containers, these report
+skipped with the reason (a skip is not a pass)."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pathlib
+import subprocess
+import time
+import uuid
+
+import a2s
+import pytest
+import yaml
+
+from conftest import Clock, Operator
+from gs_helpers import apply_as_user, backup, events_for, restore, run_phase, wait_phase
+from kube_helpers import wait_for
+from realnode_helpers import (GAME, GAME_FILE, IMAGE, NODE, ON_REAL_NODE, OPERATOR_IMAGE, TAINT,
+                              archive_digest, exec_in, report, server_pod, service_address,
+                              tg_server, tree_digest, udp, volume_dir)
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+STATE = pathlib.Path(os.environ.get("PEON_CLUSTER_STATE", ROOT / ".cluster"))
+# The first test pays for the node, debootstrap and three image builds and imports.
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="session")
+def real_node(kubeconfig, kube):
+    """real-node-0 joined to the bed, with the operator and test game images imported.
+    On a cluster of the user's (KUBECONFIG), a node labelled testbed.peon.dev/node=real."""
+    if os.environ.get("KUBECONFIG"):
+        nodes = kube.list("Node", None, "testbed.peon.dev/node=real")
+        if not nodes:
+            pytest.skip("KUBECONFIG names a cluster without a node labelled "
+                        "testbed.peon.dev/node=real (tools/cluster up --real-node makes one)")
+        return nodes[0]["metadata"]["name"]
+    t0 = time.monotonic()
+    up = subprocess.run([str(ROOT / "tools/cluster"), "up", "--real-node"],
+                        capture_output=True, text=True)
+    if up.returncode != 0:
+        why = (STATE / "realnode-unavailable")
+        if why.exists():
+            pytest.skip(f"this machine cannot run the real node: {why.read_text()[:500]}")
+        raise AssertionError(up.stderr[-3000:])
+    t_node = time.monotonic() - t0
+    images = subprocess.run([str(ROOT / "tools/images")], capture_output=True, text=True)
+    assert images.returncode == 0, images.stderr[-3000:]
+    print(f"\nreal node: up in {t_node:.1f}s; images built and imported in "
+          f"{time.monotonic() - t0 - t_node:.1f}s")
+    return NODE
+
+
+@pytest.fixture(scope="session")
+def testgame(real_node, kubectl, crds):
+    kubectl("apply", "--server-side", "-f", str(GAME_FILE))
+    return GAME
+
+
+@pytest.fixture(scope="session")
+def rn_clock(tmp_path_factory) -> Clock:
+    return Clock(tmp_path_factory.mktemp("rn-clock") / "now")
+
+
+@pytest.fixture(scope="session")
+def rn_operator(kubeconfig, crds, real_node, tmp_path_factory, rn_clock):
+    """The operator as users run it, with the image its Jobs and init steps really run; no
+    probe-address override anywhere: it asks game servers through their Services."""
+    op = Operator(kubeconfig, tmp_path_factory.mktemp("rn-operator") / "operator.log",
+                  ["--job-image", OPERATOR_IMAGE, "--namespace", "r-*"], clock_file=rn_clock.path)
+    time.sleep(0.5)
+    assert op.proc.poll() is None, op.log()
+    yield op
+    op.stop()
+    assert "Traceback" not in op.log(), op.log()[-3000:]
+
+
+@pytest.fixture
+def rns(kube):
+    name = f"r-{uuid.uuid4().hex[:8]}"
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    yield name
+    kube.delete("Namespace", None, name)
+
+
+def players_online(kube, ns, name):
+    return ((kube.status_of("GameServer", ns, name).get("players")) or {}).get("online")
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+def test_peon_payload_settings_reach_the_game_process_and_no_secret_leaks(
+        kube, kubectl, rns, testgame, rn_operator):
+    payload = json.loads((ROOT / "examples" / "peon-payload.json").read_text())
+    payload["game_uid"] = GAME
+    conv = subprocess.run([str(pathlib.Path(os.sys.executable).parent / "peon"), "convert",
+                           "--secret-env", "-"], input=json.dumps(payload), capture_output=True,
+                          text=True, check=True)
+    docs = list(yaml.safe_load_all(conv.stdout))
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    gs = next(d for d in docs if d["kind"] == "GameServer")
+    gs["spec"]["scheduling"] = ON_REAL_NODE
+    for d in (secret, gs):
+        d["metadata"]["namespace"] = rns
+        apply_as_user(kube, d)
+    name = gs["metadata"]["name"]
+    wait_phase(kube, rns, name, "Running", timeout=180)
+    rep = report(kubectl, kube, rns, name)
+
+    env = rep["env"]
+    # PEON's names, mapped by the catalogue to the game's own variables; the password from a Secret.
+    assert env["SERVER_PASS"] == "password123"
+    assert env["SERVER_NAME"] == "My-Valhiem-Server" and env["WORLD_NAME"] == "awesomeworld"
+    assert env["PEON_SERVER_NAME"] == payload["servername"]
+    assert env["PEON_DESCRIPTION"] == payload["description"]
+    assert rep["server"]["password_set"] and rep["world"]["path"].endswith("/worlds/awesomeworld")
+    files = {f["path"]: f for f in rep["config"]["files"]}
+    want_json = json.dumps({"somekey": "somevalue"}, indent=2, sort_keys=True) + "\n"
+    assert files["/config/config.json"]["text"] == want_json
+    assert files["/config/textfile.txt"]["text"] == payload["settings"][2]["content"]  # byte for byte
+    import hashlib
+    assert files["/config/textfile.txt"]["sha256"] == hashlib.sha256(
+        payload["settings"][2]["content"].encode()).hexdigest()
+
+    # The password is nowhere a user (or a log collector) reads.
+    blobs = [json.dumps(kube.list("ConfigMap", rns)), json.dumps(events_for(kube, rns, name)),
+             json.dumps(kube.get("GameServer", rns, name)), rn_operator.log(),
+             kubectl("-n", rns, "logs", server_pod(kube, rns, name)["metadata"]["name"]).stdout]
+    for b in blobs:
+        assert "password123" not in b
+
+
+# --- the world on a volume the game does not own ------------------------------------------------
+
+def test_the_game_as_uid_1000_writes_its_world_on_a_root_owned_volume(
+        kube, kubectl, rns, testgame, rn_operator):
+    apply_as_user(kube, tg_server("owner", rns))
+    wait_phase(kube, rns, "owner", "Running", timeout=180)
+    rep = report(kubectl, kube, rns, "owner")
+    assert rep["uid"] == 1000 and rep["world"]["created_now"]
+    root = volume_dir(kube, rns, "owner-data")
+    # The provisioner made the folder as root; the init step gave it to the game's user.
+    assert root.stat().st_uid == 1000
+    world = root / "worlds" / "Dedicated"
+    size = (world / "world.db").stat().st_size
+    wait_for("the world to grow", lambda: (world / "world.db").stat().st_size > size, 30)
+    assert {p.name for p in world.iterdir()} >= {"meta.json", "world.db", "players", "saves"}
+    assert all(p.stat().st_uid == 1000 for p in world.rglob("*"))
+
+
+# --- backups of live bytes, and restores ---------------------------------------------------------
+
+def test_a_backup_of_the_live_world_restores_the_bytes_the_game_wrote(
+        kube, kubectl, rns, testgame, rn_operator):
+    apply_as_user(kube, tg_server("keep", rns))
+    wait_phase(kube, rns, "keep", "Running", timeout=180)
+    game_ip, game_port = service_address(kube, rns, "keep")
+    assert udp(game_ip, game_port, "JOIN alice hunter22") == "WELCOME alice"
+    world = volume_dir(kube, rns, "keep-data") / "worlds" / "Dedicated"
+    wait_for("alice's file", lambda: (world / "players" / "alice.json").exists(), 20)
+    world_id = report(kubectl, kube, rns, "keep")["world"]["id"]
+
+    kube.create(backup("keep-b1", rns, "keep"))
+    done = run_phase(kube, "GameServerBackup", rns, "keep-b1", "Succeeded", timeout=180)
+    assert done["node"] == NODE
+    archive = volume_dir(kube, rns, "keep-backups") / "keep-b1.tar.gz"
+    saved = archive_digest(archive)
+    now = {k: (world.parent.parent / k).read_bytes() for k in saved}
+    # Files the game no longer changes are the same bytes; the world database only grows, so
+    # what the backup holds is what the game had written when it was read.
+    prefix = "worlds/Dedicated/"
+    for rel, data in saved.items():
+        if rel in (prefix + "world.db",):
+            assert now[rel].startswith(data) and len(data) > 0
+        elif rel != prefix + "meta.json":
+            assert now[rel] == data, rel
+    saved_meta = json.loads(saved[prefix + "meta.json"])
+    assert saved_meta["world_id"] == world_id and prefix + "players/alice.json" in saved
+
+    # The world changes after the backup...
+    assert udp(game_ip, game_port, "JOIN bob hunter22") == "WELCOME bob"
+    wait_for("bob's file", lambda: (world / "players" / "bob.json").exists(), 20)
+    # ...and the restore brings back the backed-up bytes, which the restarted game loads.
+    kube.create(restore("keep-r1", rns, "keep", "keep-b1"))
+    run_phase(kube, "GameServerRestore", rns, "keep-r1", "Succeeded", timeout=240)
+    wait_phase(kube, rns, "keep", "Running", timeout=180)
+    rep = report(kubectl, kube, rns, "keep")
+    assert rep["world"]["id"] == world_id and not rep["world"]["created_now"]
+    assert rep["world"]["loaded_ticks"] == saved_meta["ticks"]
+    assert not (world / "players" / "bob.json").exists()
+    assert (world / "players" / "alice.json").read_bytes() == saved[prefix + "players/alice.json"]
+    assert (world / "world.db").read_bytes().startswith(saved[prefix + "world.db"])
+
+
+# --- players over the real network, idle stop, wake-up -------------------------------------------
+
+def test_players_seen_through_the_service_drive_an_idle_stop_and_a_wake_brings_the_world_back(
+        kube, kubectl, rns, testgame, rn_operator, rn_clock):
+    rn_clock.reset()
+    apply_as_user(kube, tg_server("lobby", rns, uptime={"idle": {
+        "after": "5m", "grace": "0m", "probeIntervalSeconds": 5}}))
+    wait_phase(kube, rns, "lobby", "Running", timeout=180)
+    world_id = report(kubectl, kube, rns, "lobby")["world"]["id"]
+    ip, port = service_address(kube, rns, "lobby")
+    assert udp(ip, port, "JOIN alice hunter22") == "WELCOME alice"
+    wait_for("alice in status", lambda: players_online(kube, rns, "lobby") == 1, 60)
+    out = kubectl("-n", rns, "get", "pgs", "lobby").stdout.splitlines()
+    header, row = out[0].split(), out[1].split()
+    assert row[header.index("PLAYERS")] == "1"
+    # With a player on, time passing stops nothing.
+    rn_clock.advance(minutes=10)
+    time.sleep(6)
+    assert kube.status_of("GameServer", rns, "lobby")["phase"] == "Running"
+
+    assert udp(ip, port, "LEAVE alice") == "BYE alice"
+    wait_for("nobody on", lambda: players_online(kube, rns, "lobby") == 0, 60)
+    rn_clock.advance(minutes=6)
+    g = wait_phase(kube, rns, "lobby", "Stopped", timeout=120)
+    assert g["status"]["uptime"]["reason"] == "Idle"
+    assert any(e["reason"] == "AutoStop" for e in events_for(kube, rns, "lobby"))
+
+    rn_clock.advance(minutes=1)  # friends come back later
+    kubectl("-n", rns, "annotate", "pgs", "lobby", "--overwrite",
+            f"peon.dev/wake={rn_clock.now().strftime('%Y-%m-%dT%H:%M:%SZ')}")
+    wait_phase(kube, rns, "lobby", "Running", timeout=180)
+    assert udp(ip, port, "PING").split()[2] == world_id  # the same world, over the same Service
+
+
+# --- update ---------------------------------------------------------------------------------------
+
+def test_an_image_update_backs_up_first_then_runs_the_new_version_on_the_same_world(
+        kube, kubectl, rns, testgame, rn_operator, rn_clock):
+    rn_clock.reset()  # the backup's times are the operator's; the pod's are the API server's
+    apply_as_user(kube, tg_server("upd", rns, image=f"{IMAGE}:1.0"))
+    wait_phase(kube, rns, "upd", "Running", timeout=180)
+    before = report(kubectl, kube, rns, "upd")
+    assert before["version"] == "1.0"
+
+    apply_as_user(kube, tg_server("upd", rns, image=f"{IMAGE}:1.1"))
+    bk = wait_for("the pre-update backup", lambda: next(
+        (b for b in kube.list("GameServerBackup", rns)
+         if b["spec"].get("reason") == "BeforeUpdate"
+         and (b.get("status") or {}).get("phase") == "Succeeded"), None), 180)
+    wait_phase(kube, rns, "upd", "Running", timeout=180)
+    after = wait_for("version 1.1", lambda: (lambda r: r if r["version"] == "1.1" else None)(
+        report(kubectl, kube, rns, "upd")), 120)
+    assert after["world"]["id"] == before["world"]["id"] and not after["world"]["created_now"]
+    # The backup finished before the new version's pod started.
+    pod = server_pod(kube, rns, "upd")
+    assert bk["status"]["completionTime"] <= pod["status"]["startTime"]
+    saved = archive_digest(volume_dir(kube, rns, "upd-backups")
+                           / f"{bk['metadata']['name']}.tar.gz")
+    assert json.loads(saved["worlds/Dedicated/meta.json"])["last_version"] == "1.0"
+
+
+# --- destroy and eradicate ------------------------------------------------------------------------
+
+def test_destroy_keeps_the_worlds_bytes_for_a_new_server_and_eradicate_removes_them(
+        kube, kubectl, rns, testgame, rn_operator):
+    apply_as_user(kube, tg_server("phoenix", rns))
+    wait_phase(kube, rns, "phoenix", "Running", timeout=180)
+    world_id = report(kubectl, kube, rns, "phoenix")["world"]["id"]
+    root = volume_dir(kube, rns, "phoenix-data")
+
+    kubectl("-n", rns, "delete", "pgs", "phoenix", "--wait=true", "--timeout=120s")
+    wait_for("the pod gone", lambda: not kube.list("Pod", rns, "peon.dev/gameserver=phoenix"), 120)
+    meta = json.loads((root / "worlds" / "Dedicated" / "meta.json").read_text())
+    assert meta["world_id"] == world_id
+    assert (root / "worlds" / "Dedicated" / "saves" / "world.sav").exists()  # saved on SIGTERM
+
+    apply_as_user(kube, tg_server("phoenix", rns))
+    wait_phase(kube, rns, "phoenix", "Running", timeout=180)
+    rep = report(kubectl, kube, rns, "phoenix")
+    assert rep["world"]["id"] == world_id and rep["world"]["loaded_save"]["world_id"] == world_id
+
+    apply_as_user(kube, tg_server("phoenix", rns, storage={"retainOnDelete": False},
+                                        backup={"beforeEradication": False}))
+    wait_for("the claim owned by its server", lambda: (kube.get(
+        "PersistentVolumeClaim", rns, "phoenix-data")["metadata"].get("ownerReferences")), 60)
+    kubectl("-n", rns, "delete", "pgs", "phoenix", "--wait=true", "--timeout=120s")
+    wait_for("the world's claim gone",
+             lambda: kube.get("PersistentVolumeClaim", rns, "phoenix-data") is None, 120)
+    wait_for("the world's bytes gone from the node", lambda: not root.exists(), 120)
+
+
+# --- the address players use ----------------------------------------------------------------------
+
+def test_status_endpoint_answers_a_datagram_from_the_host(kube, rns, testgame, rn_operator):
+    apply_as_user(kube, tg_server("door", rns))
+    g = wait_phase(kube, rns, "door", "Running", timeout=180)
+    host, port = g["status"]["endpoint"].rsplit(":", 1)
+    reply = udp(host, int(port), "PING")
+    assert reply.startswith("PONG 1.0 ")
+    query = next(e for e in g["status"]["endpoints"] if e["name"] == "query")
+    info = a2s.info((query["address"], int(query["port"])), timeout=2)
+    assert info.server_name == "door" and info.player_count == 0
+
+
+# --- the operator's own image as a pod ------------------------------------------------------------
+
+def test_the_operator_image_runs_as_a_pod_on_the_real_node_and_reconciles(
+        kube, kubectl, kubeconfig, rns, testgame):
+    """Host network: the bed's API server listens on loopback."""
+    watched = f"op-{uuid.uuid4().hex[:8]}"  # not r-*: the session operator must not see it
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": watched}})
+    try:
+        kube.create({"apiVersion": "v1", "kind": "Secret",
+                     "metadata": {"name": "kubeconfig", "namespace": rns},
+                     "data": {"config": base64.b64encode(pathlib.Path(kubeconfig).read_bytes()).decode()}})
+        kube.create({"apiVersion": "v1", "kind": "Pod",
+                     "metadata": {"name": "peon-operator", "namespace": rns},
+                     "spec": {"hostNetwork": True, "nodeSelector": ON_REAL_NODE["nodeSelector"],
+                              "tolerations": [{"key": TAINT, "operator": "Exists"}],
+                              "containers": [{
+                                  "name": "operator", "image": OPERATOR_IMAGE,
+                                  "args": ["--namespace", watched, "--job-image", OPERATOR_IMAGE],
+                                  "env": [{"name": "KUBECONFIG", "value": "/kube/config"}],
+                                  # As the chart runs it: a read-only root and a /tmp of its own.
+                                  "volumeMounts": [{"name": "kc", "mountPath": "/kube"},
+                                                   {"name": "tmp", "mountPath": "/tmp"}],
+                                  "securityContext": {"readOnlyRootFilesystem": True}}],
+                              "volumes": [{"name": "kc", "secret": {"secretName": "kubeconfig",
+                                                                    "defaultMode": 0o444}},
+                                          {"name": "tmp", "emptyDir": {}}]}})
+        wait_for("the operator pod running", lambda: (kube.get("Pod", rns, "peon-operator")
+                 .get("status", {}).get("phase") == "Running"), 120)
+        apply_as_user(kube, tg_server("boxed", watched))
+        wait_phase(kube, watched, "boxed", "Running", timeout=180)
+        assert udp(*service_address(kube, watched, "boxed"), "PING").startswith("PONG")
+        logs = kubectl("-n", rns, "logs", "peon-operator").stdout
+        assert "Traceback" not in logs and "hunter22" not in logs
+    finally:
+        if not os.environ.get("PEON_DEBUG_KEEP"):
+            kube.delete("Namespace", None, watched)
