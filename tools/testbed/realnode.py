@@ -11,8 +11,9 @@ Network (the bed's rule: loopback and its own pods only):
   - CNI bridge + portmap + loopback, no masquerading: pods reach nothing off the machine;
   - pods get no resolver (kubelet resolvConf "");
   - kube-proxy in iptables mode, node ports only on the bridge's subnet;
-  - a guard chain rejects any packet from this host to the kwok pods' range or to a Service IP
-    that kube-proxy did not turn into a real pod's address.
+  - the bed's guard chain (add_guard, installed by tools/cluster whenever it runs as root)
+    rejects any packet from this host to the kwok pods' range or to a Service IP that
+    kube-proxy did not turn into a real pod's address.
 
 Machine-wide state (root only; one real node per machine): processes (by PID), mounts under the
 node's folders, the bridge, iptables chains and the kubepods cgroups. `stop` undoes all of it.
@@ -215,16 +216,25 @@ def make_bridge() -> None:
     sh("ip", "link", "set", BRIDGE, "up")
 
 
+def guard_present() -> bool:
+    return sh("iptables", "-S", GUARD_CHAIN, check=False).returncode == 0
+
+
 def add_guard() -> None:
     """Reject from this host what would leave it under a bed address: kwok pods' made-up IPs, and
     Service IPs that kube-proxy did not rewrite to a real pod (kube-proxy's DNAT runs in nat
-    OUTPUT, before filter OUTPUT, so real Services are already rewritten here)."""
+    OUTPUT, before filter OUTPUT, so real Services are already rewritten here). Without a real
+    node there is no kube-proxy, and every Service IP is rejected."""
     sh("iptables", "-N", GUARD_CHAIN, check=False)
     sh("iptables", "-F", GUARD_CHAIN)
     for cidr in (KWOK_POD_CIDR, SERVICE_CIDR):
         sh("iptables", "-A", GUARD_CHAIN, "-d", cidr, "-j", "REJECT")
     if sh("iptables", "-C", "OUTPUT", "-j", GUARD_CHAIN, check=False).returncode != 0:
         sh("iptables", "-I", "OUTPUT", "1", "-j", GUARD_CHAIN)
+
+
+def remove_guard() -> None:
+    remove_chains("filter", (GUARD_CHAIN,))
 
 
 def remove_chains(table: str, prefixes: tuple[str, ...], tool: str = "iptables") -> None:
@@ -393,7 +403,6 @@ class RealNode:
         write_kubeconfig(d / "kube-proxy.kubeconfig", "kube-proxy")
 
         make_bridge()
-        add_guard()
         (d / "cni" / "10-peon-testbed.conflist").write_text(json.dumps(cni_conflist(d), indent=1))
         (d / "containerd.toml").write_text(CONTAINERD_CONFIG.format(
             lib=LIB, run=RUN, socket=SOCKET, pause=PAUSE_IMAGE, cni_bin=CNI_BIN,
@@ -453,11 +462,11 @@ class RealNode:
         unmount_under(KUBELET_ROOT, RUN, LIB / "containerd" / "io.containerd.grpc.v1.cri")
         sh(str(self.bin / "kube-proxy"), "--cleanup", check=False)
         # What kube-proxy's cleanup leaves: the kubelet's own chains (KUBE-FIREWALL, canaries),
-        # the CNI portmap chains and our guard, in both address families.
+        # and the CNI portmap chains, in both address families.
         for tool in ("iptables", "ip6tables"):
             if shutil.which(tool):
                 for table in ("filter", "nat", "mangle"):
-                    remove_chains(table, ("KUBE-", "CNI-", GUARD_CHAIN), tool)
+                    remove_chains(table, ("KUBE-", "CNI-"), tool)
         sh("ip", "link", "del", BRIDGE, check=False)
         remove_cgroups()
         shutil.rmtree(RUN, ignore_errors=True)
