@@ -26,7 +26,7 @@ from kubernetes.utils import parse_quantity
 
 from . import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, __version__, metrics, status as st
 from .backup import LABEL_BACKUP, LABEL_RESTORE
-from .kube import Kube
+from .kube import KINDS, Kube
 from .model import Game, InvalidSpec, parse_game, parse_gameserver
 from .render import ReferencedSecrets, child_names, render
 from .runs import Runs, policy_of
@@ -287,7 +287,19 @@ class Controller:
         except InvalidSpec as e:
             self.write_status(body, invalid=e)
             return None
-        changed = [d["kind"] for d in desired if self.ensure(d)]
+        changed = []
+        for d in desired:
+            try:
+                if self.ensure(d):
+                    changed.append(d["kind"])
+            except ApiException as e:
+                refused = refusal(e, d)
+                if refused is None:
+                    raise  # transient: the worker backs off and tries again
+                # A child the API server refuses is a spec problem: say it, and wait for a
+                # change (an edit of the GameServer or its Game queues it again), no retry loop.
+                self.write_status(body, invalid=InvalidSpec("Rejected", refused))
+                return None
         changed += [f"-{k}" for k in self.remove_unwanted(ns, name, {d["kind"] for d in desired})]
         if changed:
             self.kube.event(body, "Normal", "Applied", f"applied {', '.join(changed)}")
@@ -381,9 +393,10 @@ class Controller:
             phase, why = st.server_phase(want_running, dep, pods)
             if why_stopped and phase in (st.STOPPING, st.STOPPED):
                 why = why_stopped
-            eps = st.endpoints(svc, pods, host_ports,
-                               [{"name": p.name, "containerPort": p.container_port,
-                                 "protocol": p.protocol} for p in game.ports])
+            # A stopped server has no address to give players (it showed the cluster IP).
+            eps = [] if phase == st.STOPPED else st.endpoints(
+                svc, pods, host_ports, [{"name": p.name, "containerPort": p.container_port,
+                                         "protocol": p.protocol} for p in game.ports])
             new = {"phase": phase, "observedGeneration": gen, "game": game.uid, "image": image,
                    "endpoints": eps, "endpoint": st.summary_endpoint(eps)}
             conds = [st.condition("Valid", True, "Resolved", f"game {game.uid}, image {image}", gen),
@@ -432,9 +445,25 @@ def claim_update(desired: dict, actual: dict) -> dict:
 
 
 def _with_kind(obj: dict, kind: str) -> dict:
-    """List items carry no kind; the watch events (and the code) expect one."""
+    """List items carry neither kind nor apiVersion; watch events do, and so does what render
+    makes. Without them every primed child differed from its rendered self, and an operator
+    restart re-applied every child of a converged cluster."""
     obj.setdefault("kind", kind)
+    obj.setdefault("apiVersion", KINDS[kind][0].split("/", 2)[2])
     return obj
+
+
+def refusal(e: ApiException, child: dict) -> str | None:
+    """What the API server said when it refused a child for what it holds (invalid, too large,
+    over a quota); None for what may pass on its own (conflicts, throttling, outages)."""
+    try:
+        body = json.loads(e.body or "{}")
+    except ValueError:
+        body = {}
+    message = body.get("message") or e.reason or ""
+    if e.status in (400, 413, 422) or (e.status == 403 and "exceeded quota" in message):
+        return f"the API server refused the {child['kind']} {child['metadata']['name']}: {message}"
+    return None
 
 
 def _namespace_terminating(e: Exception) -> bool:

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 from typing import Any
+from urllib.parse import quote
 
 import kubernetes
 from kubernetes.client import ApiClient
@@ -58,9 +59,12 @@ writes = WriteCounter()
 def path(kind: str, namespace: str | None = None, name: str | None = None,
          subresource: str | None = None) -> str:
     prefix, plural, namespaced = KINDS[kind]
-    p = prefix + (f"/namespaces/{namespace}" if namespaced and namespace else "") + f"/{plural}"
+    # Names come from specs (a secretRef, a backup's name): quoted, "../configmaps/x" stays one
+    # path segment, which the API server refuses, instead of naming another resource.
+    p = prefix + (f"/namespaces/{quote(namespace, safe='')}" if namespaced and namespace else "") \
+        + f"/{plural}"
     if name:
-        p += f"/{name}"
+        p += f"/{quote(name, safe='')}"
     if subresource:
         p += f"/{subresource}"
     return p

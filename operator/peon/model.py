@@ -208,7 +208,7 @@ def parse_gameserver(obj: Mapping[str, Any]) -> GameServer:
         description=spec.get("description", ""),
         state=spec.get("state", STATE_RUNNING),
         image=spec.get("image"),
-        resources=spec.get("resources") or {},
+        resources=check_resources(spec.get("resources") or {}, "spec.resources"),
         storage=Storage(st.get("size"), st.get("storageClassName"),
                         bool(st.get("retainOnDelete", True)), st.get("existingClaim")),
         network=Network(net.get("type", "LoadBalancer"), bool(net.get("hostPorts", False)),
@@ -223,13 +223,18 @@ def _parse_setting(s: Mapping[str, Any]) -> Setting:
     kind, name, content = s.get("type"), s.get("name", ""), s.get("content")
     ref = (s.get("secretRef") or {}).get("name")
     where = f"setting {name!r}"
+    # content is free-form in the schema, so CEL cannot see it: these checks are the operator's.
+    if kind == "env" and ref is not None and content is not None:
+        raise InvalidSpec("InvalidSetting", f"{where}: an env setting has either content or "
+                          "secretRef, not both (the content would be ignored)")
     if kind == "env":
         if ref is None:
             if not isinstance(content, Mapping):
                 raise InvalidSpec("InvalidSetting", f"{where}: env content must be a map of "
                                   "variable names to strings")
             for k, v in content.items():
-                if not ENV_NAME.match(k):
+                # Keys become a Secret's keys too, which refuses "." and ".." and long names.
+                if not ENV_NAME.match(k) or k in (".", "..") or len(k) > 253:
                     raise InvalidSpec("InvalidSetting", f"{where}: {k!r} is not a valid "
                                       "environment variable name")
                 if not isinstance(v, str):
@@ -247,6 +252,49 @@ def _parse_setting(s: Mapping[str, Any]) -> Setting:
         raise InvalidSpec("InvalidSetting", f"{where}: a file setting's name must be a plain file "
                           "name; use `path` to place it elsewhere")
     return Setting(kind, name, content, ref, s.get("path"))
+
+
+QUANTITY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]*)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][-+]?[0-9]+)?$")
+SUFFIX = {"": 1, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+          "P": 1e15, "E": 1e18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
+          "Ei": 2**60}
+RESOURCE_NAMES = re.compile(r"^(cpu|memory|ephemeral-storage|hugepages-[0-9]+[KMG]i|"
+                            r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-A-Za-z0-9_.]+)$")
+
+
+def quantity(value: Any, where: str) -> float:
+    """A Kubernetes quantity's value; InvalidSpec for what the API server would refuse."""
+    m = QUANTITY.match(str(value).strip()) if not isinstance(value, bool) else None
+    if m is None:
+        raise InvalidSpec("InvalidResources", f"{where}: {value!r} is not a quantity (such as "
+                          "500m, 2, 4Gi)")
+    suffix = m["suffix"] or ""
+    scale = SUFFIX[suffix] if suffix in SUFFIX else 10 ** int(suffix[1:])
+    return float(m["num"]) * scale
+
+
+def check_resources(resources: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """requests and limits: known resource names, quantities, requests not above limits."""
+    if not isinstance(resources, Mapping):
+        raise InvalidSpec("InvalidResources", f"{where} must be a map of requests and limits")
+    unknown = set(resources) - {"requests", "limits"}
+    if unknown:
+        raise InvalidSpec("InvalidResources", f"{where}: only requests and limits, not "
+                          f"{', '.join(sorted(unknown))}")
+    parsed: dict[str, dict[str, float]] = {}
+    for part in ("requests", "limits"):
+        for name, value in (resources.get(part) or {}).items():
+            if not RESOURCE_NAMES.match(name):
+                raise InvalidSpec("InvalidResources", f"{where}.{part}: {name!r} is not a "
+                                  "resource name (cpu, memory, ephemeral-storage, ...)")
+            parsed.setdefault(part, {})[name] = quantity(value, f"{where}.{part}.{name}")
+    for name, req in parsed.get("requests", {}).items():
+        lim = parsed.get("limits", {}).get(name)
+        if lim is not None and req > lim:
+            raise InvalidSpec("InvalidResources", f"{where}: the {name} request "
+                              f"({resources['requests'][name]}) is above its limit "
+                              f"({resources['limits'][name]})")
+    return resources
 
 
 def _check_unique_targets(settings: tuple[Setting, ...]) -> None:

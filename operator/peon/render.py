@@ -62,6 +62,9 @@ def render(gs: GameServer, game: Game, secrets: ReferencedSecrets = ReferencedSe
     check_required_env(gs, game, set(env_data) | {k for r in gs.secret_refs
                                                   for k in secrets.keys.get(r, ())})
     config_data = config_files(gs)
+    check_file_paths(gs, game)
+    check_size("Secret", env_data)
+    check_size("ConfigMap", config_data)
     out: list[dict[str, Any]] = []
     if env_data:
         out.append(env_secret(gs, game, env_data))
@@ -102,6 +105,44 @@ def config_files(gs: GameServer) -> dict[str, str]:
 
 def file_path(s: Setting, game: Game) -> str:
     return s.path or game.files.get(s.name) or f"{game.config_path.rstrip('/')}/{s.name}"
+
+
+# What the API server stores at most in one object (etcd's request limit is a little above).
+OBJECT_LIMIT = 1024 * 1024
+# Where a setting's file must never go: the kernel's and the runtime's own file systems, and
+# the files that say who the users are.
+SYSTEM_PATHS = ("/proc", "/sys", "/dev", "/etc/passwd", "/etc/shadow", "/etc/group",
+                "/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+
+
+def check_file_paths(gs: GameServer, game: Game) -> None:
+    """Each file setting gets its own mount path, outside the world's volume and the system's."""
+    seen: dict[str, str] = {}
+    data = game.data_path.rstrip("/") or "/"
+    for s in gs.file_settings:
+        target = file_path(s, game)
+        # A file inside the world's folder is fine (Valheim reads /config/adminlist.txt there);
+        # one mounted over the folder itself would hide the whole world.
+        if target == data:
+            raise InvalidSpec("InvalidSetting", f"setting {s.name!r}: {target} is the world's "
+                              "own folder; a file mounted there would hide the world")
+        if any(target == p or target.startswith(p + "/") for p in SYSTEM_PATHS):
+            raise InvalidSpec("InvalidSetting", f"setting {s.name!r}: {target} is a system path; "
+                              "choose one the game reads its configuration from")
+        if target in seen:
+            raise InvalidSpec("InvalidSetting", f"settings {seen[target]!r} and {s.name!r} both "
+                              f"write {target}")
+        seen[target] = s.name
+
+
+def check_size(kind: str, data: Mapping[str, str]) -> None:
+    """A Secret or ConfigMap over the API server's limit fails at apply; say so before."""
+    size = sum(len(k) + len(v.encode()) * (4 / 3 if kind == "Secret" else 1)
+               for k, v in data.items())
+    if size > OBJECT_LIMIT - 16 * 1024:  # room for metadata
+        raise InvalidSpec("TooLarge", f"the {kind} for the settings would hold {int(size)} bytes; "
+                          f"Kubernetes stores at most {OBJECT_LIMIT} in one object: move large "
+                          "files into the world's volume or an image")
 
 
 def settings_hash(gs: GameServer, env_data: Mapping[str, str], config_data: Mapping[str, str],

@@ -78,8 +78,9 @@ class Sessions:
         """Ask the override address, else the Service's cluster IP on the Game's query port."""
         idle = ((body.get("spec") or {}).get("uptime") or {}).get("idle") or {}
         if idle.get("probeAddress"):
+            # host:port or [IPv6]:port (the CRD's pattern guarantees the port).
             host, _, port = idle["probeAddress"].rpartition(":")
-            return players.query(game.query.protocol, host, int(port))
+            return players.query(game.query.protocol, host.strip("[]"), int(port))
         svc = self.ctl.cache.children.get(("Service", gs.namespace, gs.name))
         port = next((p for p in game.ports if p.name == game.query.port), None)
         ip = ((svc or {}).get("spec") or {}).get("clusterIP")
@@ -91,7 +92,8 @@ class Sessions:
 def transition_event(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, str] | None:
     """An Event for an automatic start or stop: (reason, message), or None."""
     was, now_ = (old or {}).get("running"), new.get("running")
-    if was is None or was == now_ or new.get("reason") == "Stopped":
+    # A change of spec.state is the user's own doing, not an automatic start or stop.
+    if was is None or was == now_ or "Stopped" in (new.get("reason"), (old or {}).get("reason")):
         return None
     if now_:
         return "AutoStart", f"started: {new['message']} ({new['reason']})"

@@ -8,7 +8,7 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CRDS = sorted((ROOT / "crds").glob("*.yaml"))
 SCHEMA_KEYS = {"type", "description", "properties", "items", "required", "enum", "default",
-               "pattern", "minLength", "maxLength", "minimum", "maximum", "minItems", "maxItems",
+               "pattern", "minLength", "maxLength", "minimum", "maximum", "minItems", "maxItems", "maxProperties",
                "format", "additionalProperties", "anyOf", "x-kubernetes-preserve-unknown-fields",
                "x-kubernetes-int-or-string", "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
                "x-kubernetes-validations"}

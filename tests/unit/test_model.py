@@ -48,3 +48,25 @@ def test_game_parses_ports_env_and_aliases():
         ("game", 2456, "UDP"), ("query", 2457, "UDP"), ("crossplay", 2458, "UDP")]
     assert "valhiem" in g.aliases
     assert next(e for e in g.env if e.name == "SERVER_PASS").aliases == ("PASSWORD",)
+
+
+@pytest.mark.parametrize("resources,words", [
+    ({"requests": {"cpu": "banana"}}, "'banana' is not a quantity"),
+    ({"requests": {"cpu": "-1"}}, "'-1' is not a quantity"),
+    ({"requests": {"gpus": "1"}}, "'gpus' is not a resource name"),
+    ({"requests": {"memory": "8Gi"}, "limits": {"memory": "4Gi"}}, "memory request (8Gi) is above its limit (4Gi)"),
+    ({"limit": {"cpu": "1"}}, "only requests and limits"),
+])
+def test_resources_that_do_not_parse_are_invalid(resources, words):
+    from fixtures import gameserver
+    with pytest.raises(InvalidSpec) as e:
+        parse_gameserver(gameserver(resources=resources))
+    assert e.value.reason == "InvalidResources" and words in e.value.message
+
+
+def test_good_resources_pass():
+    from fixtures import gameserver
+    gs = parse_gameserver(gameserver(resources={"requests": {"cpu": "500m", "memory": "1.5Gi",
+                                                             "nvidia.com/gpu": 1},
+                                                "limits": {"cpu": 2, "memory": "2G"}}))
+    assert gs.resources["limits"]["cpu"] == 2

@@ -193,3 +193,45 @@ def test_games_that_run_as_root_get_no_init_step(sc):
     g = game()
     g["spec"]["securityContext"] = sc
     assert "initContainers" not in pod_spec(gameserver(), g, helper_image="img:1")
+
+
+# --- settings the API server (or the pod) would refuse: said before anything is written --------
+
+@pytest.mark.parametrize("setting,reason,words", [
+    ({"type": "txt", "name": "x.txt", "content": "x", "path": "/config"}, "InvalidSetting",
+     "world's own folder"),
+    ({"type": "txt", "name": "x.txt", "content": "x", "path": "/etc/passwd"}, "InvalidSetting",
+     "system path"),
+    ({"type": "txt", "name": "x.txt", "content": "x", "path": "/proc/self/x"}, "InvalidSetting",
+     "system path"),
+    ({"type": "txt", "name": "big.txt", "content": "x" * (1024 * 1024)}, "TooLarge",
+     "at most 1048576"),
+    ({"type": "env", "name": "e2", "content": {"..": "x"}}, "InvalidSetting",
+     "not a valid environment variable name"),
+    ({"type": "env", "name": "e2", "content": {"A" * 254: "x"}}, "InvalidSetting",
+     "not a valid environment variable name"),
+])
+def test_settings_that_cannot_be_stored_or_mounted_are_invalid(setting, reason, words):
+    with pytest.raises(InvalidSpec) as e:
+        children(gameserver(settings=[
+            {"type": "env", "name": "e", "content": {"SERVER_PASS": "hunter22"}}, setting]))
+    assert e.value.reason == reason and words in e.value.message
+
+
+def test_a_large_env_value_counts_as_the_secret_stores_it():
+    # base64 makes 700 KiB of values about 933 KiB: still under the limit.
+    children(gameserver(settings=[{"type": "env", "name": "e", "content": {
+        "SERVER_PASS": "hunter22", "BLOB": "x" * 700 * 1024}}]))
+    with pytest.raises(InvalidSpec) as e:
+        children(gameserver(settings=[{"type": "env", "name": "e", "content": {
+            "SERVER_PASS": "hunter22", "BLOB": "x" * 800 * 1024}}]))
+    assert e.value.reason == "TooLarge" and "Secret" in e.value.message
+
+
+def test_two_settings_on_one_mount_path_are_invalid():
+    with pytest.raises(InvalidSpec) as e:
+        children(gameserver(settings=[
+            {"type": "env", "name": "e", "content": {"SERVER_PASS": "hunter22"}},
+            {"type": "txt", "name": "a.txt", "content": "a"},
+            {"type": "txt", "name": "b.txt", "content": "b", "path": "/config/peon/a.txt"}]))
+    assert "both write /config/peon/a.txt" in e.value.message

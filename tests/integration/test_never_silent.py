@@ -1,0 +1,79 @@
+"""No accepted input without an answer: what admission can see is refused there with a message;
+what only the API server or the operator can see ends as Valid=False with the reason and a
+Warning Event, builds nothing, and is not retried until something changes."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from gs_helpers import (apply_as_user, condition, events_for, gameserver, operator_writes,
+                        wait_phase)
+from kube_helpers import api_error, message, wait_for
+
+
+@pytest.mark.parametrize("name,spec,words", [
+    ("7dtd", {}, "must start with a letter"),
+    ("a" * 64, {}, "at most 63 characters"),
+    ("escaping-ref", {"settings": [
+        {"type": "env", "name": "e", "secretRef": {"name": "../configmaps/x"}}]},
+     "spec.settings[0].secretRef.name"),
+    ("empty-ref", {"settings": [{"type": "env", "name": "e", "secretRef": {"name": ""}}]},
+     "spec.settings[0].secretRef.name"),
+    ("zero-disk", {"storage": {"size": "0"}}, "spec.storage.size"),
+    ("bad-class", {"storage": {"storageClassName": "Fast Disks"}}, "spec.storage.storageClassName"),
+    ("spaced-image", {"image": "repo/game:1 latest"}, "spec.image"),
+    ("bad-annotation", {"network": {"annotations": {"not a key!": "x"}}}, "annotation keys"),
+    ("portless-probe", {"uptime": {"idle": {"after": "5m", "probeAddress": "10.0.0.1"}}},
+     "spec.uptime.idle.probeAddress"),
+])
+def test_admission_refuses_what_cannot_become_children(kube, namespace, crds, name, spec, words):
+    obj = gameserver(name, namespace, **spec)
+    obj["metadata"]["name"] = name
+    e = api_error(lambda: kube.create(obj))
+    assert e is not None and e.status == 422, (name, e)
+    assert words in message(e), message(e)
+
+
+def test_env_with_both_content_and_a_secret_is_a_condition_not_a_silent_drop(
+        kube, namespace, operator):
+    apply_as_user(kube, gameserver("both", namespace, settings=[
+        {"type": "env", "name": "e", "content": {"SERVER_PASS": "hunter22"},
+         "secretRef": {"name": "other"}}]))
+    valid = condition(wait_phase(kube, namespace, "both", "Error"), "Valid")
+    assert valid["reason"] == "InvalidSetting" and "not both" in valid["message"]
+
+
+def test_resources_the_api_would_refuse_are_a_condition_before_anything_is_written(
+        kube, namespace, operator):
+    apply_as_user(kube, gameserver("hungry", namespace, resources={
+        "requests": {"memory": "8Gi"}, "limits": {"memory": "4Gi"}}))
+    gs = wait_phase(kube, namespace, "hungry", "Error")
+    valid = condition(gs, "Valid")
+    assert valid["reason"] == "InvalidResources" and "above its limit" in valid["message"]
+    assert kube.get("Deployment", namespace, "hungry") is None
+
+
+def test_a_child_the_api_server_refuses_is_said_once_and_not_retried(kube, namespace, operator):
+    if os.environ.get("KUBECONFIG"):
+        pytest.skip("counting writes reads the test bed's audit log")
+    port = 30000 + (abs(hash(namespace)) % 2700)
+    apply_as_user(kube, gameserver("first", namespace, network={
+        "type": "NodePort", "nodePorts": {"game": port}}))
+    wait_phase(kube, namespace, "first", "Running")
+    apply_as_user(kube, gameserver("second", namespace, network={
+        "type": "NodePort", "nodePorts": {"game": port}}))
+    gs = wait_phase(kube, namespace, "second", "Error")
+    valid = condition(gs, "Valid")
+    assert valid["reason"] == "Rejected" and "Service second" in valid["message"]
+    assert "already allocated" in valid["message"]
+    wait_for("a Warning event", lambda: [e for e in events_for(kube, namespace, "second")
+                                         if e["type"] == "Warning" and e["reason"] == "Rejected"])
+    time.sleep(2)
+    before = len(operator_writes(namespace))
+    time.sleep(8)  # a retry loop would write (and fail) again in this time
+    assert len(operator_writes(namespace)) == before
+    # A change of spec is the answer, and it is taken at once.
+    apply_as_user(kube, gameserver("second", namespace, network={"type": "NodePort"}))
+    wait_phase(kube, namespace, "second", "Running")
