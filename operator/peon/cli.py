@@ -33,10 +33,12 @@ def cmd_archive(args) -> int:
             result = archive.restore(args.archive, args.target, args.sha256)
         else:
             result = {"archive": args.archive, "deleted": archive.delete(args.archive)}
-    except archive.ArchiveError as e:
+    except (archive.ArchiveError, OSError) as e:  # an I/O error too: a message, not a traceback
         print(f"peon archive {args.action}: {e}", file=sys.stderr)
         _termination_message(json.dumps({"error": str(e)}))
         return 1
+    for w in getattr(result, "warnings", []):  # all of them here; the JSON holds the first few
+        print(f"peon archive {args.action}: warning: {w}", file=sys.stderr)
     line = result.json() if hasattr(result, "json") else json.dumps(result)
     print(line)
     _termination_message(line)

@@ -75,6 +75,19 @@ def test_round_trip_is_bit_for_bit(world, tmp_path):
     assert not (target / MANIFEST).exists()
 
 
+def test_round_trip_on_a_python_without_the_data_filter(world, tmp_path, monkeypatch):
+    """The operator image runs Debian bookworm's Python 3.11.2: no tarfile.data_filter and no
+    TarInfo.replace. Restores must work there too (the real node's backup test found this)."""
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    monkeypatch.delattr(tarfile.TarInfo, "replace", raising=False)
+    arc = tmp_path / "b.tar.gz"
+    res = archive.create(str(world), str(arc))
+    target = tmp_path / "restored"
+    target.mkdir()
+    archive.restore(str(arc), str(target), res.sha256)
+    assert tree(target) == tree(world)
+
+
 def test_cli_prints_one_json_line(world, tmp_path):
     arc = tmp_path / "b.tar.gz"
     out = subprocess.run([sys.executable, "-m", "peon.cli", "archive", "create", str(world), str(arc)],
@@ -88,15 +101,15 @@ def test_cli_prints_one_json_line(world, tmp_path):
 
 def test_a_failed_create_leaves_no_archive(world, tmp_path, monkeypatch):
     arc = tmp_path / "b.tar.gz"
-    real_add = tarfile.TarFile.add
+    real_addfile = tarfile.TarFile.addfile
     calls = []
 
-    def failing_add(self, *a, **kw):
+    def failing_addfile(self, *a, **kw):  # create writes every member with addfile
         calls.append(1)
         if len(calls) == 3:
             raise OSError("disk full")
-        return real_add(self, *a, **kw)
-    monkeypatch.setattr(tarfile.TarFile, "add", failing_add)
+        return real_addfile(self, *a, **kw)
+    monkeypatch.setattr(tarfile.TarFile, "addfile", failing_addfile)
     with pytest.raises(OSError):
         archive.create(str(world), str(arc))
     assert os.listdir(tmp_path) == ["world"]  # no final name, no partial left behind
@@ -117,14 +130,24 @@ def test_corrupt_archive_is_refused_and_target_untouched(world, tmp_path):
 
 
 def hostile(tmp_path, build):
-    """A .tar.gz with a manifest and whatever `build(tar)` adds, plus a matching sidecar."""
+    """A .tar.gz with a manifest that tells the truth about whatever `build(tar)` adds, plus a
+    matching sidecar: only the member is hostile."""
+    body = io.BytesIO()
+    with tarfile.open(fileobj=body, mode="w") as tar:
+        build(tar)
+    body.seek(0)
+    with tarfile.open(fileobj=body) as tar:
+        files = [m for m in tar.getmembers() if m.isreg()]
+    blob = json.dumps({"format": 1, "files": len(files), "bytes": sum(m.size for m in files)}).encode()
     arc = tmp_path / "evil.tar.gz"
     with tarfile.open(arc, "w:gz") as tar:
         info = tarfile.TarInfo(MANIFEST)
-        blob = b"{}"
         info.size = len(blob)
         tar.addfile(info, io.BytesIO(blob))
-        build(tar)
+        body.seek(0)
+        with tarfile.open(fileobj=body) as src:
+            for m in src.getmembers():
+                tar.addfile(m, src.extractfile(m) if m.isreg() else None)
     (tmp_path / "evil.tar.gz.sha256").write_text(hashlib.sha256(arc.read_bytes()).hexdigest())
     return arc
 
