@@ -27,7 +27,7 @@ from kubernetes.utils import parse_quantity
 from . import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, __version__, metrics, status as st
 from .backup import LABEL_BACKUP, LABEL_RESTORE
 from .kube import KINDS, Kube
-from .model import Game, InvalidSpec, parse_game, parse_gameserver
+from .model import STATE_STOPPED, Game, InvalidSpec, parse_game, parse_gameserver
 from .render import ReferencedSecrets, child_names, render
 from .runs import Runs, policy_of
 from .sessions import Sessions, policy_of as uptime_policy_of, transition_event
@@ -285,6 +285,7 @@ class Controller:
             desired = render(replace(gs, image=image), game, secrets, running=running,
                              helper_image=self.runs.job_image)
         except InvalidSpec as e:
+            self.stop_when_asked(body)
             self.write_status(body, invalid=e)
             return None
         changed = []
@@ -374,6 +375,19 @@ class Controller:
         return actual is None or result["metadata"]["resourceVersion"] != actual["metadata"].get(
             "resourceVersion")
 
+    def stop_when_asked(self, body: dict) -> None:
+        """spec.state Stopped always wins, even when the rest of the spec cannot be built (its
+        Game deleted, say): what was built before is scaled to zero, nothing else is touched."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        dep = self.cache.children.get(("Deployment", ns, name))
+        if (body.get("spec") or {}).get("state") != STATE_STOPPED or dep is None \
+                or not (dep.get("spec") or {}).get("replicas"):
+            return
+        updated = self.kube.merge_patch("Deployment", ns, name, {"spec": {"replicas": 0}})
+        self.cache.put(self.cache.children, ("Deployment", ns, name), updated, False)
+        self.kube.event(body, "Normal", "Stopping", "stopping the server as spec.state asks, "
+                        "although the rest of its spec cannot be built")
+
     def write_status(self, body: dict, invalid: InvalidSpec | None = None, game: Game | None = None,
                      image: str = "", want_running: bool = True, host_ports: bool = False,
                      extra: list[dict] = (), backup: dict | None = None,
@@ -383,7 +397,12 @@ class Controller:
         old = body.get("status") or {}
         now = st.now_iso()
         if invalid is not None:
-            new: dict[str, Any] = {"phase": st.ERROR, "observedGeneration": gen}
+            dep = self.cache.children.get(("Deployment", ns, name))
+            phase = st.ERROR
+            if dep is not None:  # what was built before still runs, or stops: say which
+                phase, _ = st.server_phase(bool((dep.get("spec") or {}).get("replicas")), dep,
+                                           self.cache.pods_of(ns, name))
+            new: dict[str, Any] = {"phase": phase, "observedGeneration": gen}
             conds = [st.condition("Valid", False, invalid.reason, invalid.message, gen),
                      st.condition("Ready", False, "Invalid", "the spec cannot be built; see Valid", gen)]
         else:

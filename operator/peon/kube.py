@@ -146,6 +146,12 @@ class Kube:
                 return False
             raise
 
+    def merge_patch(self, kind: str, namespace: str | None, name: str, patch: dict) -> dict:
+        writes.add("patch", kind)
+        return self._call("PATCH", path(kind, namespace, name), body=patch,
+                          query=[("fieldManager", self.field_manager)],
+                          content_type="application/merge-patch+json")
+
     def patch_status(self, kind: str, namespace: str | None, name: str, status: dict) -> dict:
         writes.add("status", kind)
         return self._call("PATCH", path(kind, namespace, name, "status"), body={"status": status},

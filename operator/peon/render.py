@@ -72,9 +72,11 @@ def render(gs: GameServer, game: Game, secrets: ReferencedSecrets = ReferencedSe
         out.append(config_map(gs, game, config_data))
     if not gs.storage.existing_claim:
         out.append(data_claim(gs, game))
-    out.append(deployment(gs, game, env_data, config_data, secrets, running, helper_image))
+    # The Service before the Deployment: a Service the API refuses (a node port taken) then
+    # leaves no server running that players could not reach.
     if game.ports:
         out.append(service(gs, game))
+    out.append(deployment(gs, game, env_data, config_data, secrets, running, helper_image))
     return out
 
 

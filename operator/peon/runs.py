@@ -228,9 +228,12 @@ class Runs:
                 update["completionTime"] = js["completionTime"]
             result = self._termination_message(ns, job["metadata"]["name"])
             if phase == bk.SUCCEEDED:
-                for k in ("sha256", "size", "files"):
-                    if k in result:
+                for k in ("sha256", "size", "files", "warnings"):
+                    if result.get(k) is not None:
                         update[k] = result[k]
+                if result.get("warnings"):
+                    update["message"] = (f"{msg}, leaving out {len(result['warnings'])} "
+                                         "entries (see warnings)")
             elif result.get("error"):
                 update["message"] = f"{msg}: {result['error']}"
         self._write(run, update)

@@ -68,6 +68,7 @@ def test_a_child_the_api_server_refuses_is_said_once_and_not_retried(kube, names
     valid = condition(gs, "Valid")
     assert valid["reason"] == "Rejected" and "Service second" in valid["message"]
     assert "already allocated" in valid["message"]
+    assert kube.get("Deployment", namespace, "second") is None  # nothing runs unreachable
     wait_for("a Warning event", lambda: [e for e in events_for(kube, namespace, "second")
                                          if e["type"] == "Warning" and e["reason"] == "Rejected"])
     time.sleep(2)
@@ -77,3 +78,33 @@ def test_a_child_the_api_server_refuses_is_said_once_and_not_retried(kube, names
     # A change of spec is the answer, and it is taken at once.
     apply_as_user(kube, gameserver("second", namespace, network={"type": "NodePort"}))
     wait_phase(kube, namespace, "second", "Running")
+
+
+def test_a_server_whose_game_is_deleted_says_what_runs_and_still_stops(kube, namespace, crds,
+                                                                        operator):
+    import copy
+    import pathlib
+
+    import yaml
+    game = yaml.safe_load((pathlib.Path(__file__).resolve().parents[2] / "examples" / "games"
+                           / "valheim.yaml").read_text())
+    game = copy.deepcopy(game)
+    game["metadata"] = {"name": f"vanishing-{namespace}"}
+    game["spec"].pop("aliases", None)
+    kube.apply(game)
+    try:
+        apply_as_user(kube, gameserver("orphan", namespace, gameUid=game["metadata"]["name"]))
+        wait_phase(kube, namespace, "orphan", "Running")
+        kube.delete("Game", None, game["metadata"]["name"])
+        gs = wait_for("Valid=False", lambda: (lambda g: g if condition(g, "Valid")["status"] == "False"
+                                              else None)(kube.get("GameServer", namespace, "orphan")))
+        # The pod built before still runs, and the phase says so; the condition says why.
+        assert gs["status"]["phase"] == "Running"
+        assert condition(gs, "Valid")["reason"] == "UnknownGame"
+        apply_as_user(kube, gameserver("orphan", namespace, gameUid=game["metadata"]["name"],
+                                       state="Stopped"))
+        wait_for("scaled to zero", lambda: kube.get("Deployment", namespace, "orphan")["spec"]["replicas"] == 0)
+        g = wait_phase(kube, namespace, "orphan", "Stopped")
+        assert condition(g, "Valid")["status"] == "False"
+    finally:
+        kube.delete("Game", None, game["metadata"]["name"])

@@ -253,7 +253,7 @@ def test_an_image_update_backs_up_first_then_runs_the_new_version_on_the_same_wo
     assert after["world"]["id"] == before["world"]["id"] and not after["world"]["created_now"]
     # The backup finished before the new version's pod started.
     pod = server_pod(kube, rns, "upd")
-    assert bk["status"]["completionTime"] <= pod["status"]["startTime"]
+    assert bk["status"]["completionTime"] <= pod["status"]["startTime"], (bk["status"], pod["status"])
     saved = archive_digest(volume_dir(kube, rns, "upd-backups")
                            / f"{bk['metadata']['name']}.tar.gz")
     assert json.loads(saved["worlds/Dedicated/meta.json"])["last_version"] == "1.0"
