@@ -8,6 +8,8 @@ import sys
 
 import yaml
 
+from . import __version__
+
 
 def cmd_convert(args) -> int:
     from .convert import PayloadError, convert
@@ -54,6 +56,7 @@ def _termination_message(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="peon", description="Peon's commands for game-server users.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("convert", help="turn a PEON REST payload (JSON) into GameServer YAML")
     c.add_argument("payload", help="the payload file, or - for standard input")

@@ -8,6 +8,8 @@ import os
 
 import kopf
 
+from . import __version__
+
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="peon-operator", description=__doc__)
@@ -25,11 +27,18 @@ def main(argv: list[str] | None = None) -> None:
                     help="image for backup and restore Jobs (the operator's own; $PEON_JOB_IMAGE)")
     ap.add_argument("--metrics-port", type=int, default=None,
                     help="serve Prometheus metrics on this port (off when omitted)")
+    ap.add_argument("--log-format", choices=["plain", "json"], default="plain",
+                    help="json: one JSON object a line, for log collectors (kopf's formatter)")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = ap.parse_args(argv)
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_format == "json":
+        kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
+        logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    else:
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # kopf's own per-event debug chatter drowns the operator's messages.
     logging.getLogger("kopf").setLevel(logging.INFO if args.verbose else logging.WARNING)
     from . import handlers, metrics  # importing handlers registers them

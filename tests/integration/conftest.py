@@ -37,6 +37,8 @@ def kubeconfig():
     yield str(STATE / "kubeconfig")
     if not was_running and not os.environ.get("PEON_KEEP_CLUSTER"):
         subprocess.run([str(ROOT / "tools/cluster"), "down"], check=False)
+        # A dockerd that the image builds started goes too; one that was running before stays.
+        subprocess.run([str(ROOT / "tools/images"), "stop-docker"], check=False)
 
 
 @pytest.fixture(scope="session")

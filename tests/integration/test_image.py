@@ -19,8 +19,6 @@ from gs_helpers import apply_as_user, gameserver, wait_phase
 # The first test also pays for debootstrap, the wheels and the image build.
 pytestmark = pytest.mark.timeout(900)
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-ROOTFS = pathlib.Path(os.environ.get("PEON_ROOTFS_CACHE", "/var/cache/peon-rootfs")) / "bookworm"
-BASE = "peon.local/debian-py:bookworm"
 TAG = "peon.local/peon-operator:test"
 
 
@@ -28,32 +26,16 @@ def sh(*args, check=True, **kw):
     return subprocess.run(args, capture_output=True, text=True, check=check, **kw)
 
 
-def docker_ready() -> bool:
-    return shutil.which("docker") is not None and sh("docker", "info", check=False).returncode == 0
-
-
 @pytest.fixture(scope="session")
 def image():
+    """The operator image, as `tools/images operator` builds it (dockerd started if need be)."""
     if shutil.which("dockerd") is None:
         pytest.skip("Docker Engine is not installed (make docker-deps installs Debian's docker.io)")
-    if not docker_ready():
-        subprocess.Popen(["dockerd"], stdout=open("/tmp/peon-dockerd.log", "wb"),
-                         stderr=subprocess.STDOUT, start_new_session=True)
-        for _ in range(60):
-            if docker_ready():
-                break
-            time.sleep(0.5)
-        else:
-            pytest.skip("dockerd did not start: " + pathlib.Path("/tmp/peon-dockerd.log").read_text()[-500:])
-    if sh("docker", "image", "inspect", BASE, check=False).returncode != 0:
-        if not (ROOTFS / "usr" / "bin" / "python3").exists():
-            ROOTFS.parent.mkdir(parents=True, exist_ok=True)
-            sh("debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
-               "bookworm", str(ROOTFS), "http://deb.debian.org/debian")
-        tar = subprocess.Popen(["tar", "-C", str(ROOTFS), "-c", "."], stdout=subprocess.PIPE)
-        sh("docker", "import", "-", BASE, stdin=tar.stdout)
-        tar.wait()
-    sh(str(ROOT / "tools" / "image"), TAG, BASE)
+    built = subprocess.run([str(ROOT / "tools" / "images"), "operator"], capture_output=True,
+                           text=True)
+    if built.returncode != 0 and "dockerd did not start" in built.stderr:
+        pytest.skip(built.stderr.strip()[-500:])
+    assert built.returncode == 0, built.stderr[-3000:]
     return TAG
 
 
