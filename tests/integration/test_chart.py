@@ -62,3 +62,28 @@ def test_install_upgrade_uninstall(helm, kube, kubectl, crds):
         assert kube.get("ClusterRole", None, "peon-peon-operator") is None
         assert kube.get("CustomResourceDefinition", None, "gameservers.peon.dev")  # CRDs stay
         kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def test_values_are_checked_against_the_schema(helm):
+    for args, words in ((["--set", "replicas=abc"], "/replicas"),
+                        (["--set", "replica=2"], "'replica' not allowed"),
+                        (["--set", "logFormat=xml"], "/logFormat"),
+                        (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy")):
+        out = helm("template", "x", str(CHART), *args, check=False)
+        assert out.returncode != 0 and words in out.stderr, (args, out.stderr)
+
+
+def test_pull_secrets_pod_labels_annotations_and_log_format_reach_the_pod(helm):
+    import yaml
+    docs = yaml.safe_load_all(helm("template", "x", str(CHART), "--set", "logFormat=json",
+                                   "--set", "podLabels.team=blue",
+                                   "--set", "podAnnotations.owner=friends",
+                                   "--set", "imagePullSecrets[0].name=regcred").stdout)
+    dep = next(d for d in docs if d and d["kind"] == "Deployment")
+    tmpl = dep["spec"]["template"]
+    assert tmpl["metadata"]["labels"]["team"] == "blue"
+    assert tmpl["metadata"]["annotations"] == {"owner": "friends"}
+    assert tmpl["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert "--log-format=json" in tmpl["spec"]["containers"][0]["args"]
+    # The selector stays the release's own: extra labels never change it.
+    assert "team" not in dep["spec"]["selector"]["matchLabels"]
