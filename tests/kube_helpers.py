@@ -17,6 +17,7 @@ KINDS.update({
     "Lease": ("/apis/coordination.k8s.io/v1", "leases", True),
     "PersistentVolume": ("/api/v1", "persistentvolumes", False),
     "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices", True),
+    "ResourceQuota": ("/api/v1", "resourcequotas", True),
 })
 
 

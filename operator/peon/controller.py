@@ -26,7 +26,7 @@ from kubernetes.utils import parse_quantity
 
 from . import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, __version__, metrics, status as st
 from .backup import LABEL_BACKUP, LABEL_RESTORE
-from .kube import KINDS, Kube
+from .kube import KINDS, Kube, refusal
 from .model import STATE_STOPPED, Game, InvalidSpec, parse_game, parse_gameserver
 from .render import ReferencedSecrets, child_names, render
 from .runs import Runs, policy_of
@@ -470,19 +470,6 @@ def _with_kind(obj: dict, kind: str) -> dict:
     obj.setdefault("kind", kind)
     obj.setdefault("apiVersion", KINDS[kind][0].split("/", 2)[2])
     return obj
-
-
-def refusal(e: ApiException, child: dict) -> str | None:
-    """What the API server said when it refused a child for what it holds (invalid, too large,
-    over a quota); None for what may pass on its own (conflicts, throttling, outages)."""
-    try:
-        body = json.loads(e.body or "{}")
-    except ValueError:
-        body = {}
-    message = body.get("message") or e.reason or ""
-    if e.status in (400, 413, 422) or (e.status == 403 and "exceeded quota" in message):
-        return f"the API server refused the {child['kind']} {child['metadata']['name']}: {message}"
-    return None
 
 
 def _namespace_terminating(e: Exception) -> bool:

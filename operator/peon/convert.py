@@ -12,11 +12,24 @@ class PayloadError(ValueError):
 
 
 def dns_label(text: str) -> str:
-    """A Kubernetes object name from a free-form server name: lowercase, '-' for the rest."""
-    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63].rstrip("-")
+    """A Kubernetes object name from a free-form server name: lowercase, '-' for the rest,
+    starting with a letter (a GameServer's name names its Service): "7 Days Crew" is
+    "gs-7-days-crew"."""
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    if name and not name[0].isalpha():
+        name = f"gs-{name}"
+    name = name[:63].rstrip("-")
     if not name:
         raise PayloadError(f"cannot make an object name from {text!r}")
     return name
+
+
+def file_name(text: str) -> str:
+    """A plain file name from PEON's free-form one ("server config.json" → "server_config.json"):
+    a file setting's name is the file's name, never a path."""
+    last = re.split(r"[\\/]", text.strip())[-1]  # a path's last part: PEON wrote files by name
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", last).strip("_") or "file"
+    return "file" if name in (".", "..") else name[:253]
 
 
 def convert(payload: Mapping[str, Any], namespace: str | None = None,
@@ -47,7 +60,7 @@ def convert(payload: Mapping[str, Any], namespace: str | None = None,
             settings.append({"type": "env", "name": sname,
                              "content": {k: str(v) for k, v in (s.get("content") or {}).items()}})
         else:
-            settings.append({"type": kind, "name": sname, "content": s.get("content")})
+            settings.append({"type": kind, "name": file_name(sname), "content": s.get("content")})
     spec: dict[str, Any] = {"gameUid": str(payload["game_uid"]).lower(),
                             "serverName": payload["servername"]}
     if payload.get("description"):

@@ -179,3 +179,16 @@ class Kube:
             })
         except ApiException as e:  # an Event that cannot be posted must not stop a reconcile
             log.warning("could not post event %s on %s: %s", reason, meta["name"], e.reason)
+
+
+def refusal(e: ApiException, child: dict) -> str | None:
+    """What the API server said when it refused a child for what it holds (invalid, too large,
+    over a quota); None for what may pass on its own (conflicts, throttling, outages)."""
+    try:
+        body = json.loads(e.body or "{}")
+    except ValueError:
+        body = {}
+    message = body.get("message") or e.reason or ""
+    if e.status in (400, 413, 422) or (e.status == 403 and "exceeded quota" in message):
+        return f"the API server refused the {child['kind']} {child['metadata']['name']}: {message}"
+    return None

@@ -165,8 +165,33 @@ class GameServer:
         return tuple(s.secret_ref for s in self.env_settings if s.secret_ref)
 
 
+def check_game(uid: str, spec: Mapping[str, Any]) -> None:
+    """What a Game's schema lets through but no pod could be built from; each server of the
+    Game then says which Game field is wrong."""
+    where = f"Game {uid}: spec"
+    try:
+        check_resources(spec.get("resources") or {}, f"{where}.resources")
+    except InvalidSpec as e:
+        raise InvalidSpec("InvalidGame", e.message) from None
+    for k in ("runAsUser", "runAsGroup", "fsGroup"):
+        v = (spec.get("securityContext") or {}).get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise InvalidSpec("InvalidGame", f"{where}.securityContext.{k} must be a number "
+                              f"(a uid or gid such as 1000), not {v!r}")
+    for k in ("command", "args"):
+        v = spec.get(k)
+        if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
+            raise InvalidSpec("InvalidGame", f"{where}.{k} must be a list of strings")
+    data = str(spec.get("dataPath", "")).rstrip("/")
+    for f in spec.get("files") or []:
+        if str(f.get("path", "")).rstrip("/") == data:
+            raise InvalidSpec("InvalidGame", f"{where}.files: {f.get('name')!r} is mounted at the "
+                              "data path itself, which would hide the world")
+
+
 def parse_game(obj: Mapping[str, Any]) -> Game:
     spec = obj.get("spec") or {}
+    check_game(obj["metadata"]["name"], spec)
     q = spec.get("query") or {}
     return Game(
         uid=obj["metadata"]["name"],

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes.client.rest import ApiException
 
 from . import backup as bk, clock, metrics, status as st
+from .kube import refusal
 from .model import GameServer, InvalidSpec, parse_scheduling
 
 if TYPE_CHECKING:
@@ -196,7 +197,15 @@ class Runs:
             if gs is None:
                 return self._finish(run, bk.FAILED, f"GameServer {gs_name!r} does not exist")
             policy = bk.parse_policy((gs.get("spec") or {}).get("backup"))
-            self._ensure_backup_volume(gs, policy)
+            try:
+                self._ensure_backup_volume(gs, policy)
+            except ApiException as e:
+                refused = refusal(e, bk.backup_claim(gs, policy))
+                if refused is None:
+                    raise  # transient: tried again
+                # The policy's storage cannot be made: this run fails and says why (and so does
+                # every scheduled one after it, each with an Event), never silently.
+                return self._finish(run, bk.FAILED, f"the backup volume cannot be created: {refused}")
             node = self._server_node(ns, gs_name)
             archive = bk.archive_path(gs_name, name)
             job = self.kube.create(bk.run_job(

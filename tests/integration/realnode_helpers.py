@@ -47,9 +47,10 @@ def exec_in(kubectl, ns: str, pod: str, *cmd: str) -> str:
 
 
 def report(kubectl, kube, ns: str, name: str) -> dict:
-    """What the game process says it read and runs (testgame report, through kubectl exec)."""
-    pod = server_pod(kube, ns, name)["metadata"]["name"]
-    return wait_for("the game's report", lambda: _report(kubectl, ns, pod), 60, interval=0.5)
+    """What the game process says it read and runs (testgame report, through kubectl exec).
+    The pod is chosen again on each try: a rollout may replace the one chosen before."""
+    return wait_for("the game's report", lambda: _report(
+        kubectl, ns, server_pod(kube, ns, name)["metadata"]["name"]), 120, interval=0.5)
 
 
 def _report(kubectl, ns, pod):

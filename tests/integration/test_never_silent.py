@@ -108,3 +108,20 @@ def test_a_server_whose_game_is_deleted_says_what_runs_and_still_stops(kube, nam
         assert condition(g, "Valid")["status"] == "False"
     finally:
         kube.delete("Game", None, game["metadata"]["name"])
+
+
+def test_a_backup_whose_volume_cannot_be_made_fails_and_says_why(kube, namespace, operator):
+    from gs_helpers import backup, run_phase
+    # One claim allowed: the world's. The backup volume is refused by the quota.
+    kube.create({"apiVersion": "v1", "kind": "ResourceQuota",
+                 "metadata": {"name": "one-claim", "namespace": namespace},
+                 "spec": {"hard": {"persistentvolumeclaims": "1"}}})
+    apply_as_user(kube, gameserver("cramped", namespace))
+    wait_phase(kube, namespace, "cramped", "Running")
+    kube.create(backup("cramped-b1", namespace, "cramped"))
+    st = run_phase(kube, "GameServerBackup", namespace, "cramped-b1", "Failed")
+    assert "backup volume cannot be created" in st["message"]
+    assert "exceeded quota" in st["message"]
+    wait_for("a Warning event", lambda: [e for e in kube.list("Event", namespace)
+                                         if e["type"] == "Warning" and e["reason"] == "BackupFailed"])
+    assert kube.get("PersistentVolumeClaim", namespace, "cramped-backups") is None

@@ -43,3 +43,16 @@ def test_cli_prints_yaml_and_fails_cleanly():
     bad = subprocess.run([sys.executable, "-m", "peon.cli", "convert", "/nonexistent.json"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "peon convert:" in bad.stderr
+
+
+def test_names_that_kubernetes_would_refuse_become_valid_ones():
+    from peon.convert import convert
+    docs = convert({"game_uid": "7dtd", "servername": "7 Days Crew", "settings": [
+        {"type": "txt", "name": "server config.xml", "content": "<x/>"},
+        {"type": "json", "name": "../../etc/passwd", "content": {}}]})
+    gs = docs[-1]
+    assert gs["metadata"]["name"] == "gs-7-days-crew"
+    assert [s["name"] for s in gs["spec"]["settings"]] == ["server_config.xml", "passwd"]
+    import re
+    for s in gs["spec"]["settings"]:
+        assert re.fullmatch(r"[A-Za-z0-9._-]+", s["name"])

@@ -70,3 +70,24 @@ def test_good_resources_pass():
                                                              "nvidia.com/gpu": 1},
                                                 "limits": {"cpu": 2, "memory": "2G"}}))
     assert gs.resources["limits"]["cpu"] == 2
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("resources", {"requests": {"cpu": "banana"}}, "Game valheim: spec.resources.requests.cpu"),
+    ("securityContext", {"runAsUser": "root"}, "spec.securityContext.runAsUser must be a number"),
+    ("command", "run.sh", "spec.command must be a list of strings"),
+    ("files", [{"name": "w", "path": "/config"}], "mounted at the data path itself"),
+])
+def test_a_game_no_pod_can_be_built_from_says_which_field(field, value, words):
+    g = game()
+    g["spec"][field] = value
+    with pytest.raises(InvalidSpec) as e:
+        parse_game(g)
+    assert e.value.reason == "InvalidGame" and words in e.value.message
+
+
+def test_every_catalogue_game_passes_the_checks():
+    import pathlib
+    import yaml
+    for f in (pathlib.Path(__file__).resolve().parents[2] / "examples" / "games").glob("*.yaml"):
+        parse_game(yaml.safe_load(f.read_text()))
