@@ -420,11 +420,27 @@ class _Seen:
     link: str       # normalised for hard links, as stored for symlinks
 
 
+# Room an archive from before `entries` gets beyond its declared bytes (see _Manifest).
+OLD_FORMAT_SLACK = 16 << 20
+
+
 @dataclass
 class _Manifest:
     files: int
     bytes: int
     entries: int | None  # archives made before it was counted have none
+
+    @property
+    def exact(self) -> bool:
+        """Archives made since `entries` was counted declare exactly what they hold. Older ones
+        took their byte count before reading the files, so a live world's growing file made
+        them hold a little more: they get room, still bounded, and the space check counts what
+        they really hold."""
+        return self.entries is not None
+
+    @property
+    def byte_limit(self) -> int:
+        return self.bytes if self.exact else self.bytes + self.bytes // 10 + OLD_FORMAT_SLACK
 
 
 @dataclass
@@ -486,7 +502,7 @@ def _read_manifest(tar: tarfile.TarFile, members: Iterator[tarfile.TarInfo]) -> 
     f = tar.extractfile(first)
     try:
         doc = json.loads(f.read() if f else b"")
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # "[[[[..." nests past the parser's depth
         raise ArchiveError(f"the manifest is not valid JSON: {e}") from e
     if not isinstance(doc, dict):
         raise ArchiveError("the manifest is not valid: not an object")
@@ -539,9 +555,9 @@ class _Checker:
             self.files += 1
             self.stored_bytes += m.size
             self.apparent_bytes += m.size
-            if self.stored_bytes > self.manifest.bytes:
+            if self.stored_bytes > self.manifest.byte_limit:
                 raise ArchiveError(f"refusing {m.name!r}: the archive holds more than the "
-                                   f"{self.manifest.bytes} bytes its manifest declares")
+                                   f"{self.manifest.byte_limit} bytes its manifest allows")
         seen = _Seen(m.name, m.type, m.size, m.linkname, name, link)
         self.seen.append(seen)
         if self.manifest.entries is not None and len(self.seen) > self.manifest.entries:
@@ -556,8 +572,8 @@ class _Checker:
                 raise ArchiveError(f"refusing link {name!r} -> {target!r}: it points outside "
                                    "the target, or loops")
         m = self.manifest
-        counted = (self.files, self.apparent_bytes)
-        if counted != (m.files, m.bytes) or m.entries not in (None, len(self.seen)):
+        bytes_ok = self.apparent_bytes == m.bytes if m.exact else self.apparent_bytes <= m.byte_limit
+        if self.files != m.files or not bytes_ok or m.entries not in (None, len(self.seen)):
             raise ArchiveError(
                 f"the manifest does not match the archive: it declares {m.files} files, "
                 f"{m.bytes} bytes" + ("" if m.entries is None else f", {m.entries} members") +
@@ -636,16 +652,17 @@ def _check(archive: str, target: str) -> _Plan:
                 manifest = _read_manifest(tar, members)
                 _check_declared_space(target, manifest.bytes)
                 checker = _Checker(manifest)
-                stream.allow(manifest.bytes, 0)
+                stream.allow(manifest.byte_limit, 0)
                 for m in members:
                     seen = checker.add(m)
-                    stream.allow(manifest.bytes, len(checker.seen))
+                    stream.allow(manifest.byte_limit, len(checker.seen))
                     if seen.type in REGULAR_TYPES:
                         _read_through(tar, m)
                 checker.finish()
     except ArchiveError:
         raise
-    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as e:
+    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, RecursionError,
+            OverflowError) as e:
         raise ArchiveError(f"cannot read {archive}: {e}") from e
     return _Plan(manifest, checker.seen)
 
@@ -738,7 +755,7 @@ def _to_extract(tar: tarfile.TarFile, plan: _Plan) -> Iterator[tarfile.TarInfo]:
         count += 1
         if m.isreg():
             written += m.size
-            if written > plan.manifest.bytes:
+            if written > plan.manifest.byte_limit:
                 raise ArchiveError("the archive writes more than its manifest declares")
         # Safe modes here too, for Pythons without the data filter (Debian bookworm's 3.11.2,
         # the operator image's, has neither it nor TarInfo.replace): set in place.
@@ -764,14 +781,15 @@ def _stage(archive: str, staging: str, plan: _Plan) -> None:
     try:
         with open(archive, "rb") as raw:
             stream, tar = _open_stream(raw)
-            stream.allow(plan.manifest.bytes, len(plan.members))
+            stream.allow(plan.manifest.byte_limit, len(plan.members))
             with tar:
                 # Owners are kept when running as root (numeric ids); folders get their modes
                 # and times at the end, so a read-only folder can still be filled.
                 tar.extractall(staging, members=_to_extract(tar, plan), numeric_owner=True, **guard)
     except ArchiveError:
         raise
-    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as e:
+    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, RecursionError,
+            OverflowError) as e:
         raise ArchiveError(f"cannot unpack {archive}: {e}") from e
 
 

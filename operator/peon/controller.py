@@ -299,6 +299,7 @@ class Controller:
                     raise  # transient: the worker backs off and tries again
                 # A child the API server refuses is a spec problem: say it, and wait for a
                 # change (an edit of the GameServer or its Game queues it again), no retry loop.
+                self.stop_when_asked(body)
                 self.write_status(body, invalid=InvalidSpec("Rejected", refused))
                 return None
         changed += [f"-{k}" for k in self.remove_unwanted(ns, name, {d["kind"] for d in desired})]

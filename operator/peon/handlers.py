@@ -45,7 +45,9 @@ def login(settings: kopf.OperatorSettings, **kwargs):
         username=cfg.username or None, password=cfg.password or None,
         scheme=scheme or None, token=token or None,
         certificate_path=cfg.cert_file, private_key_path=cfg.key_file,
-        trust_env=settings.networking.trust_env)
+        # trust_env (proxies from the environment) came with kopf 1.38's networking settings.
+        **({"trust_env": settings.networking.trust_env}
+           if hasattr(settings.networking, "trust_env") else {}))
 
 
 @kopf.on.startup()

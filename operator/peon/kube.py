@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -181,6 +182,9 @@ class Kube:
             log.warning("could not post event %s on %s: %s", reason, meta["name"], e.reason)
 
 
+RBAC_DENIAL = re.compile(r'(User|ServiceAccount) "[^"]*" cannot ')
+
+
 def refusal(e: ApiException, child: dict) -> str | None:
     """What the API server said when it refused a child for what it holds (invalid, too large,
     over a quota); None for what may pass on its own (conflicts, throttling, outages)."""
@@ -189,6 +193,11 @@ def refusal(e: ApiException, child: dict) -> str | None:
     except ValueError:
         body = {}
     message = body.get("message") or e.reason or ""
-    if e.status in (400, 413, 422) or (e.status == 403 and "exceeded quota" in message):
+    # 403 is also admission's "no": a quota, PodSecurity, a claim that cannot grow. An RBAC
+    # denial ('User "..." cannot ...') is the installation's problem, and a terminating
+    # namespace passes on its own: both stay transient.
+    admission_no = (e.status == 403 and not RBAC_DENIAL.search(message)
+                    and "being terminated" not in message)
+    if e.status in (400, 413, 422) or admission_no:
         return f"the API server refused the {child['kind']} {child['metadata']['name']}: {message}"
     return None

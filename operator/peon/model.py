@@ -279,7 +279,7 @@ def _parse_setting(s: Mapping[str, Any]) -> Setting:
     return Setting(kind, name, content, ref, s.get("path"))
 
 
-QUANTITY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]*)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][-+]?[0-9]+)?$")
+QUANTITY = re.compile(r"^\+?(?P<num>[0-9]+(\.[0-9]*)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][-+]?[0-9]{1,3})?$")
 SUFFIX = {"": 1, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
           "P": 1e15, "E": 1e18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
           "Ei": 2**60}
@@ -289,12 +289,14 @@ RESOURCE_NAMES = re.compile(r"^(cpu|memory|ephemeral-storage|hugepages-[0-9]+[KM
 
 def quantity(value: Any, where: str) -> float:
     """A Kubernetes quantity's value; InvalidSpec for what the API server would refuse."""
-    m = QUANTITY.match(str(value).strip()) if not isinstance(value, bool) else None
+    m = QUANTITY.match(str(value)) if not isinstance(value, bool) else None
     if m is None:
         raise InvalidSpec("InvalidResources", f"{where}: {value!r} is not a quantity (such as "
                           "500m, 2, 4Gi)")
     suffix = m["suffix"] or ""
-    scale = SUFFIX[suffix] if suffix in SUFFIX else 10 ** int(suffix[1:])
+    # Exponents have at most three digits (the pattern): 1e999 is inf, never a slow 10**n.
+    scale = SUFFIX[suffix] if suffix in SUFFIX else 10.0 ** int(suffix[1:]) if \
+        int(suffix[1:]) < 308 else float("inf")
     return float(m["num"]) * scale
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -122,7 +123,7 @@ def check_file_paths(gs: GameServer, game: Game) -> None:
     seen: dict[str, str] = {}
     data = game.data_path.rstrip("/") or "/"
     for s in gs.file_settings:
-        target = file_path(s, game)
+        target = posixpath.normpath(file_path(s, game))  # "/etc//passwd" is /etc/passwd
         # A file inside the world's folder is fine (Valheim reads /config/adminlist.txt there);
         # one mounted over the folder itself would hide the whole world.
         if target == data:
@@ -139,8 +140,7 @@ def check_file_paths(gs: GameServer, game: Game) -> None:
 
 def check_size(kind: str, data: Mapping[str, str]) -> None:
     """A Secret or ConfigMap over the API server's limit fails at apply; say so before."""
-    size = sum(len(k) + len(v.encode()) * (4 / 3 if kind == "Secret" else 1)
-               for k, v in data.items())
+    size = sum(len(k) + len(v.encode()) for k, v in data.items())  # as stored, not base64
     if size > OBJECT_LIMIT - 16 * 1024:  # room for metadata
         raise InvalidSpec("TooLarge", f"the {kind} for the settings would hold {int(size)} bytes; "
                           f"Kubernetes stores at most {OBJECT_LIMIT} in one object: move large "
@@ -295,6 +295,9 @@ def volume_owner(game: Game, helper_image: str | None) -> dict[str, Any] | None:
             "securityContext": {"runAsUser": 0, "runAsNonRoot": False,
                                 "allowPrivilegeEscalation": False,
                                 "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}},
+            # Namespaces whose quotas ask every container for its resources admit it too.
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                          "limits": {"cpu": "100m", "memory": "64Mi"}},
             "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT_FOR_OWNER}]}
 
 

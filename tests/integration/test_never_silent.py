@@ -125,3 +125,15 @@ def test_a_backup_whose_volume_cannot_be_made_fails_and_says_why(kube, namespace
     wait_for("a Warning event", lambda: [e for e in kube.list("Event", namespace)
                                          if e["type"] == "Warning" and e["reason"] == "BackupFailed"])
     assert kube.get("PersistentVolumeClaim", namespace, "cramped-backups") is None
+
+
+def test_a_world_that_cannot_grow_says_so_instead_of_retrying(kube, namespace, operator):
+    """Found by the fuzz suite: a bigger size on a claim whose class cannot expand was refused
+    with a 403 and retried forever, the server silent."""
+    apply_as_user(kube, gameserver("grow", namespace, storage={"size": "1Gi"}))
+    wait_phase(kube, namespace, "grow", "Running")
+    apply_as_user(kube, gameserver("grow", namespace, storage={"size": "2Gi"}))
+    valid = wait_for("the refusal", lambda: (lambda c: c if c.get("reason") == "Rejected" else None)(
+        next((c for c in (kube.status_of("GameServer", namespace, "grow").get("conditions") or [])
+              if c["type"] == "Valid"), {})))
+    assert "PersistentVolumeClaim grow-data" in valid["message"] and "resized" in valid["message"]

@@ -68,7 +68,7 @@ def truthful_manifest(members):
             files, total = files + 1, total + info.size
         elif info.islnk():
             files, total = files + 1, total + sizes.get(os.path.normpath(info.linkname), 0)
-    return {"format": 1, "files": files, "bytes": total}
+    return {"format": 1, "files": files, "bytes": total, "entries": len(members)}
 
 
 def build(path, members, manifest=None, compresslevel=6):
@@ -250,10 +250,10 @@ def test_a_nul_in_a_pax_name_is_refused(scene, capsys):
 # --- the manifest -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("manifest, words", [
-    ({"format": 1, "files": 2, "bytes": 5}, "the manifest does not match the archive: it declares 2 files"),
-    ({"format": 1, "files": 1, "bytes": 6}, "does not match the archive: it declares 1 files, 6 bytes"),
+    ({"format": 1, "files": 2, "bytes": 5, "entries": 1}, "the manifest does not match the archive: it declares 2 files"),
+    ({"format": 1, "files": 1, "bytes": 6, "entries": 1}, "does not match the archive: it declares 1 files, 6 bytes"),
     ({"format": 1, "files": 1, "bytes": 5, "entries": 3}, "3 members; the archive holds 1 files, 5 bytes, 1 members"),
-    ({"format": 1, "files": 1, "bytes": 3}, "the archive holds more than the 3 bytes its manifest declares"),
+    ({"format": 1, "files": 1, "bytes": 3, "entries": 1}, "the archive holds more than the 3 bytes its manifest allows"),
     ({"format": 1, "files": 1}, "'bytes' must be a count, got None"),
     ({"format": 1, "files": True, "bytes": 5}, "'files' must be a count, got True"),
     ({"format": 1, "files": 1, "bytes": -5}, "'bytes' must be a count"),
@@ -290,12 +290,12 @@ class Meter:
 
 def test_a_gzip_bomb_is_stopped_before_it_inflates(scene, capsys, monkeypatch):
     zeros = bytes(50 << 20)
-    build(scene.arc, [file("bomb.bin", zeros)], manifest={"format": 1, "files": 1, "bytes": 1000},
+    build(scene.arc, [file("bomb.bin", zeros)], manifest={"format": 1, "files": 1, "bytes": 1000, "entries": 1},
           compresslevel=1)
     assert scene.arc.stat().st_size < 1 << 20  # 50 MiB of zeros in well under 1 MB
     meter = Meter(monkeypatch)
     started = time.monotonic()
-    refused(scene, capsys, "the archive holds more than the 1000 bytes its manifest declares")
+    refused(scene, capsys, "the archive holds more than the 1000 bytes its manifest allows")
     assert meter.most < 1 << 20, meter.most  # refused at the header: the zeros were never inflated
     assert time.monotonic() - started < 5
 
@@ -675,3 +675,37 @@ def test_the_manifest_counts_what_is_in_the_archive(world, tmp_path):
     assert manifest["entries"] == len(members)
     assert sum(1 for m in members if m.islnk()) == 1
     restores_cleanly(world, arc, tmp_path)
+
+
+# --- archives from before `entries`, and inputs that once raised instead of saying why -----------
+
+def test_an_old_live_backup_whose_file_grew_while_read_still_restores(scene, capsys):
+    """The previous create counted bytes before reading; a game appending to its world in
+    between made the archive hold a little more than declared. Those backups must restore."""
+    grown = b"tick\n" * 300
+    build(scene.arc, [file("world.db", grown)],
+          manifest={"format": 1, "files": 1, "bytes": len(grown) - 50})
+    rc, out = scene.restore(capsys)
+    assert rc == 0, out.err
+    assert (scene.target / "world.db").read_bytes() == grown
+
+
+def test_an_old_format_archive_far_beyond_its_manifest_is_still_refused(scene, capsys):
+    from peon.archive import OLD_FORMAT_SLACK
+    build(scene.arc, [file("bomb.bin", bytes(OLD_FORMAT_SLACK + 2000))],
+          manifest={"format": 1, "files": 1, "bytes": 1000}, compresslevel=1)
+    refused(scene, capsys, "its manifest allows")
+
+
+def test_a_deeply_nested_manifest_is_refused_with_a_message(scene, capsys):
+    build(scene.arc, [file("a.txt", b"x")], manifest=b"[" * 3000)  # small enough to be read, deep enough to recurse
+    refused(scene, capsys, "the manifest is not valid JSON")
+
+
+def test_an_impossible_time_is_refused_with_a_message(scene, capsys):
+    info, data = file("a.txt", b"x")
+    info.pax_headers = {"mtime": "1e999"}
+    build(scene.arc, [(info, data)])
+    scene.freeze()
+    rc, out = scene.restore(capsys)
+    assert rc == 1 and "Traceback" not in out.err and out.err.startswith("peon archive restore: ")

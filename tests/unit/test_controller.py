@@ -52,3 +52,27 @@ def test_work_queue_never_runs_a_key_twice_at_once_and_coalesces():
         q.done(key)
         assert q.idle()
     asyncio.run(scenario())
+
+
+
+def test_refusals_are_told_apart_from_what_passes_on_its_own():
+    import json as _json
+    from kubernetes.client.rest import ApiException
+    from peon.kube import refusal
+
+    def err(status, message):
+        e = ApiException(status=status, reason="x")
+        e.body = _json.dumps({"message": message})
+        return e
+    child = {"kind": "PersistentVolumeClaim", "metadata": {"name": "w-data"}}
+    assert "only dynamically provisioned" in refusal(err(403, 'persistentvolumeclaims "w-data" is '
+        "forbidden: only dynamically provisioned pvc can be resized"), child)
+    assert refusal(err(403, 'pvc "w" is forbidden: exceeded quota: q'), child)
+    assert refusal(err(422, "Invalid value"), child).startswith(
+        "the API server refused the PersistentVolumeClaim w-data: ")
+    assert refusal(err(403, 'persistentvolumeclaims is forbidden: User "system:serviceaccount:'
+                            'p:peon" cannot patch resource'), child) is None
+    assert refusal(err(403, "unable to create new content in namespace x because it is being "
+                            "terminated"), child) is None
+    assert refusal(err(409, "conflict"), child) is None
+    assert refusal(err(500, "etcd"), child) is None

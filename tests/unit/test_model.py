@@ -56,6 +56,9 @@ def test_game_parses_ports_env_and_aliases():
     ({"requests": {"gpus": "1"}}, "'gpus' is not a resource name"),
     ({"requests": {"memory": "8Gi"}, "limits": {"memory": "4Gi"}}, "memory request (8Gi) is above its limit (4Gi)"),
     ({"limit": {"cpu": "1"}}, "only requests and limits"),
+    ({"requests": {"cpu": "1e999999999"}}, "is not a quantity"),
+    ({"requests": {"cpu": " 1"}}, "is not a quantity"),
+    ({"requests": {"memory": "1e400"}, "limits": {"memory": "1Gi"}}, "above its limit"),
 ])
 def test_resources_that_do_not_parse_are_invalid(resources, words):
     from fixtures import gameserver
@@ -66,6 +69,7 @@ def test_resources_that_do_not_parse_are_invalid(resources, words):
 
 def test_good_resources_pass():
     from fixtures import gameserver
+    parse_gameserver(gameserver(resources={"requests": {"cpu": "+1", "memory": "1e3"}}))
     gs = parse_gameserver(gameserver(resources={"requests": {"cpu": "500m", "memory": "1.5Gi",
                                                              "nvidia.com/gpu": 1},
                                                 "limits": {"cpu": 2, "memory": "2G"}}))

@@ -74,7 +74,13 @@ def missing_prerequisites() -> list[str]:
 
 
 def sh(*cmd: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, check=check, capture_output=True, input=input)
+    try:
+        return subprocess.run(cmd, check=check, capture_output=True, input=input)
+    except FileNotFoundError:
+        if check:
+            raise Unavailable(f"{cmd[0]} is not installed")
+        # Tear-down goes on without a missing tool: what it would undo was never done.
+        return subprocess.CompletedProcess(cmd, 127, b"", f"{cmd[0]}: not found".encode())
 
 
 # --- configuration files -------------------------------------------------------------------------
@@ -383,10 +389,25 @@ class RealNode:
         raise Unavailable(f"timed out after {timeout:.0f}s waiting for {what}; logs in "
                           f"{self.state / 'logs'}")
 
+    def owner(self) -> str | None:
+        """The state folder of the bed that runs this machine's real node, if it still runs."""
+        f = RUN / "owner"
+        if not f.exists():
+            return None
+        state = Path(f.read_text())
+        pid = state / "pids" / "containerd"
+        return str(state) if pid.exists() and alive(int(pid.read_text())) else None
+
     def up(self, sign, write_kubeconfig, kubectl, free_port) -> None:
         """sign(name, subject, ext), write_kubeconfig(path, user), kubectl(*args, input=) and
         free_port() are the bed's own helpers."""
+        other = self.owner()
+        if other and other != str(self.state):
+            # One real node per machine: its folders, socket, bridge and chains are shared.
+            raise Unavailable(f"the bed at {other} runs this machine's real node")
         problems = missing_prerequisites()
+        problems += [f"{b} is not in {self.bin} (run tools/testbed/build)"
+                     for b in ("kubelet", "kube-proxy") if not (self.bin / b).exists()]
         if problems:
             raise Unavailable("; ".join(problems))
         t0 = time.monotonic()
@@ -395,6 +416,7 @@ class RealNode:
             (d / sub).mkdir(parents=True, exist_ok=True)
         for p in (RUN, LIB):
             p.mkdir(parents=True, exist_ok=True)
+        (RUN / "owner").write_text(str(self.state))
         sign("node", f"/O=system:nodes/CN=system:node:{NODE}", "extendedKeyUsage=clientAuth\n")
         sign("kube-proxy", "/CN=system:kube-proxy", "extendedKeyUsage=clientAuth\n")
         sign("kubelet-serving", f"/CN={NODE}",
@@ -437,6 +459,9 @@ class RealNode:
 
     def down(self, kubectl) -> None:
         """Undo everything `up` did. kubectl may fail (the API server already gone)."""
+        other = self.owner()
+        if other and other != str(self.state):
+            return  # another bed's node: never touch what it shares with this one
         if self.running():
             # Pods go while the kubelet runs: it unmounts their volumes and runs CNI DEL.
             try:
@@ -445,6 +470,10 @@ class RealNode:
                         f"--field-selector=spec.nodeName={NODE}", "--grace-period=5")
             except Exception:
                 pass
+        try:  # a node left cordoned would keep every later real-node pod Pending
+            kubectl("delete", "node", NODE, "--ignore-not-found", "--wait=false")
+        except Exception:
+            pass
         for name in ("kube-proxy", "kubelet"):
             if (p := self.pid(name)):
                 stop_pid(p)
