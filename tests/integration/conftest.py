@@ -62,12 +62,18 @@ def kubectl(kubeconfig, kubectl_bin):
     return run
 
 
-@pytest.fixture
-def namespace(kube):
-    name = f"t-{uuid.uuid4().hex[:8]}"
+def fresh_namespace(kube, prefix: str):
+    """A namespace of its own for one test, deleted after it (the prefix says which operator
+    watches it: t-* the session's, r-* the real node's)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     yield name
     kube.delete("Namespace", None, name)
+
+
+@pytest.fixture
+def namespace(kube):
+    yield from fresh_namespace(kube, "t")
 
 
 @pytest.fixture(scope="session")

@@ -85,9 +85,11 @@ adversarial_spec = st.fixed_dictionaries({"gameUid": st.sampled_from(["valheim",
         "type": st.sampled_from(["ClusterIP", "NodePort", "LoadBalancer", "Ingress"]),
         "annotations": st.dictionaries(st.sampled_from(["ok.io/x", "bad key", "a/b/c", "x"]),
                                        st.text(max_size=5), max_size=2)}),
-    "uptime": st.fixed_dictionaries({"idle": st.fixed_dictionaries({"after": st.sampled_from(["30m", "1h", "x"])},
-                                                                   optional={"probeAddress": st.sampled_from(
-                                                                       ["127.0.0.1:9", "host", "[::1]:5"])})}),
+    # Always a probe address: without one the operator would ask the Service's cluster IP, and
+    # these servers' endpoints are kwok pods (the network rule: never a packet there).
+    "uptime": st.fixed_dictionaries({"idle": st.fixed_dictionaries({
+        "after": st.sampled_from(["30m", "1h", "x"]),
+        "probeAddress": st.sampled_from(["127.0.0.1:9", "host", "[::1]:5"])})}),
     "scheduling": st.fixed_dictionaries({}, optional={
         "nodeSelector": st.dictionaries(st.sampled_from(["disk", "kubernetes.io/hostname", "bad key"]),
                                         st.sampled_from(["big", "nowhere"]), max_size=1),

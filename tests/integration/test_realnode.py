@@ -16,7 +16,7 @@ import a2s
 import pytest
 import yaml
 
-from conftest import Clock, Operator
+from conftest import Clock, Operator, fresh_namespace
 from gs_helpers import apply_as_user, backup, events_for, restore, run_phase, wait_phase
 from kube_helpers import wait_for
 from realnode_helpers import (GAME, GAME_FILE, IMAGE, NODE, ON_REAL_NODE, OPERATOR_IMAGE, TAINT,
@@ -83,10 +83,7 @@ def rn_operator(kubeconfig, crds, real_node, tmp_path_factory, rn_clock):
 
 @pytest.fixture
 def rns(kube):
-    name = f"r-{uuid.uuid4().hex[:8]}"
-    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    yield name
-    kube.delete("Namespace", None, name)
+    yield from fresh_namespace(kube, "r")
 
 
 def players_online(kube, ns, name):
