@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Mapping
+
+from kubernetes.utils import parse_quantity
 
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 FILE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -279,25 +282,23 @@ def _parse_setting(s: Mapping[str, Any]) -> Setting:
     return Setting(kind, name, content, ref, s.get("path"))
 
 
-QUANTITY = re.compile(r"^\+?(?P<num>[0-9]+(\.[0-9]*)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][-+]?[0-9]{1,3})?$")
-SUFFIX = {"": 1, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-          "P": 1e15, "E": 1e18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
-          "Ei": 2**60}
 RESOURCE_NAMES = re.compile(r"^(cpu|memory|ephemeral-storage|hugepages-[0-9]+[KMG]i|"
                             r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-A-Za-z0-9_.]+)$")
 
 
-def quantity(value: Any, where: str) -> float:
-    """A Kubernetes quantity's value; InvalidSpec for what the API server would refuse."""
-    m = QUANTITY.match(str(value)) if not isinstance(value, bool) else None
-    if m is None:
+def quantity(value: Any, where: str) -> Decimal:
+    """A Kubernetes quantity's value (the client's own parser); InvalidSpec for what the API
+    server would refuse: not a quantity, negative, or padded with spaces."""
+    try:
+        if isinstance(value, bool) or str(value) != str(value).strip():
+            raise ValueError(value)
+        parsed = parse_quantity(value)
+    except (ValueError, ArithmeticError):
+        parsed = None
+    if parsed is None or parsed < 0:
         raise InvalidSpec("InvalidResources", f"{where}: {value!r} is not a quantity (such as "
                           "500m, 2, 4Gi)")
-    suffix = m["suffix"] or ""
-    # Exponents have at most three digits (the pattern): 1e999 is inf, never a slow 10**n.
-    scale = SUFFIX[suffix] if suffix in SUFFIX else 10.0 ** int(suffix[1:]) if \
-        int(suffix[1:]) < 308 else float("inf")
-    return float(m["num"]) * scale
+    return parsed
 
 
 def check_resources(resources: Mapping[str, Any], where: str) -> Mapping[str, Any]:
@@ -308,7 +309,7 @@ def check_resources(resources: Mapping[str, Any], where: str) -> Mapping[str, An
     if unknown:
         raise InvalidSpec("InvalidResources", f"{where}: only requests and limits, not "
                           f"{', '.join(sorted(unknown))}")
-    parsed: dict[str, dict[str, float]] = {}
+    parsed: dict[str, dict[str, Decimal]] = {}
     for part in ("requests", "limits"):
         for name, value in (resources.get(part) or {}).items():
             if not RESOURCE_NAMES.match(name):
