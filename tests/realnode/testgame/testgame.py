@@ -89,30 +89,19 @@ def write_json(path: str, obj, mode: int = 0o644, sync: bool = False) -> None:
     write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode, sync)
 
 
-def env_int(name: str, default: int, low: int, high: int) -> int:
+def env_number(name: str, default, low, high, kind=int):
+    """A number from the environment, of `kind` (int or float), within [low, high]."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
         value = low - 1
     if not low <= value <= high:
         # The value itself is not printed: no environment value ever reaches the logs.
-        raise Fatal(f"{name} must be an integer from {low} to {high}", 2)
-    return value
-
-
-def env_float(name: str, default: float, low: float, high: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise Fatal(f"{name} must be a number from {low} to {high}", 2)
+        noun = "an integer" if kind is int else "a number"
+        raise Fatal(f"{name} must be {noun} from {low} to {high}", 2)
     return value
 
 
@@ -124,14 +113,14 @@ class Config:
         self.world_name = env.get("WORLD_NAME") or "Dedicated"
         if self.world_name in (".", "..") or "/" in self.world_name or "\x00" in self.world_name:
             raise Fatal("WORLD_NAME must be a plain folder name", 2)
-        self.max_players = env_int("MAX_PLAYERS", 10, 1, 255)
+        self.max_players = env_number("MAX_PLAYERS", 10, 1, 255)
         self.data_dir = env.get("DATA_DIR") or "/data"
-        self.game_port = env_int("GAME_PORT", 2456, 1, 65535)
-        self.query_port = env_int("QUERY_PORT", 2457, 1, 65535)
+        self.game_port = env_number("GAME_PORT", 2456, 1, 65535)
+        self.query_port = env_number("QUERY_PORT", 2457, 1, 65535)
         self.bind = env.get("BIND_ADDRESS") or "0.0.0.0"
         self.version = version()
         self.config_paths = [p for p in (env.get("TESTGAME_CONFIG", "/config")).split(":") if p]
-        self.tick = env_float("TESTGAME_TICK", 1.0, 0.01, 3600.0)
+        self.tick = env_number("TESTGAME_TICK", 1.0, 0.01, 3600.0, float)
         self.state = state_path()
 
 
