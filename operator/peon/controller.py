@@ -26,6 +26,7 @@ from kubernetes.utils import parse_quantity
 
 from . import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, __version__, metrics, status as st
 from .backup import LABEL_BACKUP, LABEL_RESTORE
+from .games import GameReconciler
 from .kube import KINDS, Kube, refusal
 from .model import STATE_STOPPED, Game, InvalidSpec, parse_game, parse_gameserver
 from .render import ReferencedSecrets, child_names, render
@@ -38,7 +39,7 @@ ANNOTATION_APPLIED = "peon.dev/applied-hash"
 # Backup and restore Jobs run `peon archive` from the operator's own image.
 DEFAULT_JOB_IMAGE = f"ghcr.io/peon-dev/peon-operator:{__version__}"
 CHILD_KINDS = ("Secret", "ConfigMap", "PersistentVolumeClaim", "Deployment", "Service")
-Key = tuple[str, str, str]  # (kind, namespace, name): GameServer, GameServerBackup or -Restore
+Key = tuple[str, str, str]  # (kind, namespace, name): GameServer, GameServerBackup, -Restore; Game ("", name)
 
 
 def newer(a: dict | None, b: dict) -> bool:
@@ -161,7 +162,8 @@ def digest(obj: Any) -> str:
 
 
 class Controller:
-    def __init__(self, kube: Kube, workers: int = 8, job_image: str = DEFAULT_JOB_IMAGE):
+    def __init__(self, kube: Kube, workers: int = 8, job_image: str = DEFAULT_JOB_IMAGE,
+                 whole_cluster: bool = True):
         self.kube = kube
         self.cache = Cache()
         self.queue = WorkQueue()
@@ -173,6 +175,7 @@ class Controller:
         self.phases: dict[Key, str] = {}  # last phase seen of every GameServer, for metrics
         self.runs = Runs(self, job_image)
         self.sessions = Sessions(self)
+        self.games = GameReconciler(kube, self.cache, whole_cluster)
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -254,6 +257,8 @@ class Controller:
             return self.runs.reconcile_backup(ns, name)
         if kind == "GameServerRestore":
             return self.runs.reconcile_restore(ns, name)
+        if kind == "Game":
+            return self.games.reconcile(name)
         return self.reconcile_gameserver(ns, name)
 
     def reconcile_gameserver(self, ns: str, name: str) -> float | None:

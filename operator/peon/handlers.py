@@ -11,6 +11,7 @@ import kopf
 from . import GROUP, LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 from .backup import FINISHED, LABEL_BACKUP, LABEL_RESTORE
 from .controller import Controller
+from .games import is_judged
 from .kube import Kube, load_config
 from .leader import Election
 from . import metrics
@@ -60,7 +61,8 @@ async def start(settings: kopf.OperatorSettings, **_):
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 60
     kube = Kube()
-    controller = Controller(kube, workers=WORKERS, **({"job_image": JOB_IMAGE} if JOB_IMAGE else {}))
+    controller = Controller(kube, workers=WORKERS, whole_cluster=not NAMESPACES,
+                            **({"job_image": JOB_IMAGE} if JOB_IMAGE else {}))
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, controller.prime, NAMESPACES)
     # A follower keeps its cache current from the watches and queues what they show; only the
@@ -90,11 +92,16 @@ def _deleted(event) -> bool:
 async def gameserver_event(event, body, namespace, name, **_):
     controller.cache.put(controller.cache.gameservers, (namespace, name), dict(body), _deleted(event))
     controller.queue.add(("GameServer", namespace, name))
+    game = controller.cache.game((body.get("spec") or {}).get("gameUid", ""))
+    if game is not None and not is_judged(game):  # a namespaced operator judges the Games it uses
+        controller.queue.add(("Game", "", game["metadata"]["name"]))
 
 
 @kopf.on.event(GROUP, VERSION, "games")
 async def game_event(event, body, name, **_):
     controller.cache.put(controller.cache.games, name, dict(body), _deleted(event))
+    if not _deleted(event):
+        controller.queue.add(("Game", "", name))
     for key in controller.cache.gameservers_of_game(body):
         controller.queue.add(key)
 

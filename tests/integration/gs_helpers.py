@@ -37,8 +37,10 @@ def wait_phase(kube, ns: str, name: str, phase: str, timeout: float = 60) -> dic
     return wait_for(f"{ns}/{name} to be {phase}", reached, timeout)
 
 
-def condition(gs: dict, type_: str) -> dict:
-    return next(c for c in gs["status"]["conditions"] if c["type"] == type_)
+def condition(obj: dict, type_: str) -> dict:
+    """The condition of that type, or {} while the operator has not written it."""
+    return next((c for c in (obj.get("status") or {}).get("conditions") or []
+                 if c["type"] == type_), {})
 
 
 def events_for(kube, ns: str, name: str) -> list[dict]:

@@ -137,3 +137,43 @@ def test_a_world_that_cannot_grow_says_so_instead_of_retrying(kube, namespace, o
         next((c for c in (kube.status_of("GameServer", namespace, "grow").get("conditions") or [])
               if c["type"] == "Valid"), {})))
     assert "PersistentVolumeClaim grow-data" in valid["message"] and "resized" in valid["message"]
+
+
+def test_a_game_no_pod_can_be_built_from_says_so_itself_and_so_do_its_servers(
+        kube, namespace, crds, operator):
+    import copy
+    import pathlib
+
+    import yaml
+    game = copy.deepcopy(yaml.safe_load((pathlib.Path(__file__).resolve().parents[2] / "examples"
+                                         / "games" / "valheim.yaml").read_text()))
+    uid = f"broken-{namespace}"
+    game["metadata"] = {"name": uid}
+    game["spec"].pop("aliases", None)
+    good_resources = game["spec"].get("resources")
+    game["spec"]["resources"] = {"requests": {"cpu": "banana"}}
+    kube.apply(game)
+    try:
+        apply_as_user(kube, gameserver("uses-broken", namespace, gameUid=uid))
+        gs = wait_for("the server's Valid=False", lambda: (lambda o: o if condition(o, "Valid").get(
+            "status") == "False" else None)(kube.get("GameServer", namespace, "uses-broken")))
+        assert condition(gs, "Valid")["reason"] == "InvalidGame"
+        assert f"Game {uid}" in condition(gs, "Valid")["message"]
+        assert kube.get("Deployment", namespace, "uses-broken") is None
+        # The Game itself says so (`kubectl get games` shows Valid), judged by the operator
+        # whose server uses it.
+        g = wait_for("the Game's Valid=False", lambda: (lambda o: o if condition(o, "Valid").get(
+            "status") == "False" else None)(kube.get("Game", None, uid)))
+        valid = condition(g, "Valid")
+        assert valid["reason"] == "InvalidGame" and "spec.resources" in valid["message"] \
+            and "banana" in valid["message"], valid
+        assert g["status"]["observedGeneration"] == g["metadata"]["generation"]
+        # Mended, the Game and its server both say so; the operator never wrote the Game's spec.
+        game["spec"]["resources"] = good_resources or {}
+        kube.apply(game)
+        g = wait_for("the Game's Valid=True", lambda: (lambda o: o if condition(o, "Valid").get(
+            "status") == "True" else None)(kube.get("Game", None, uid)))
+        assert g["status"]["observedGeneration"] == g["metadata"]["generation"] == 2
+        wait_phase(kube, namespace, "uses-broken", "Running")
+    finally:
+        kube.delete("Game", None, uid)

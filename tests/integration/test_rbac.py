@@ -15,7 +15,8 @@ from gs_helpers import (AUDIT, apply_as_user, backup, gameserver, restore, run_p
                         token_kubeconfig, wait_phase)
 from kube_helpers import K, client_for, wait_for
 
-CHART = pathlib.Path(__file__).resolve().parents[2] / "charts" / "peon-operator"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "peon-operator"
 
 
 def granted_rules(rendered: str) -> set[tuple[str, str, str]]:
@@ -90,15 +91,23 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
     assert "--leader-elect" in args and f"--namespace={ns}" in args
     op = Operator(kc, tmp_path / "operator.log",
                   [*args, "--job-image", "peon.invalid/peon-operator:test"])
+    # A Game of its own: the operator judges the Games its servers use (games/status), and
+    # only this one's servers use this one.
+    game = yaml.safe_load((ROOT / "examples" / "games" / "valheim.yaml").read_text())
+    game["metadata"] = {"name": ns}
+    game["spec"].pop("aliases", None)
+    kube.apply(game)
     try:
         kube.create({"apiVersion": "v1", "kind": "Secret",
                      "metadata": {"name": "pw", "namespace": ns}, "stringData": {"ADMIN": "x"}})
-        spec = dict(settings=[{"type": "env", "name": "e", "content": {"SERVER_PASS": "hunter22"}},
+        spec = dict(gameUid=ns, settings=[{"type": "env", "name": "e", "content": {"SERVER_PASS": "hunter22"}},
                               {"type": "env", "name": "s", "secretRef": {"name": "pw"}},
                               {"type": "txt", "name": "motd.txt", "content": "hi"}],
                     backup={"retention": {"keepLast": 1}}, storage={"retainOnDelete": False})
         apply_as_user(kube, gameserver("life", ns, **spec))
         wait_phase(kube, ns, "life", "Running")
+        wait_for("the Game judged", lambda: (kube.get("Game", None, ns).get("status") or {}).get(
+            "conditions"))
         for name in ("b1", "b2"):  # retention deletes b1
             kube.create(backup(name, ns, "life"))
             run_phase(kube, "GameServerBackup", ns, name, "Succeeded")
@@ -128,6 +137,7 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
     finally:
         op.stop()
         helm("uninstall", "rbac", "-n", sys_ns, check=False)
+        kube.delete("Game", None, ns)
         kubectl("delete", "namespace", ns, sys_ns, "--wait=false")
     used = used_rules(f"system:serviceaccount:{sys_ns}:{sa}")
     granted = granted_rules(rendered)

@@ -34,5 +34,5 @@ def test_crd_schema_is_what_we_meant(path):
     crd = yaml.safe_load(path.read_text())
     for v in crd["spec"]["versions"]:
         walk(v["schema"]["openAPIV3Schema"], "")
-        assert v.get("subresources") == {"status": {}} or crd["spec"]["names"]["kind"] == "Game"
+        assert v.get("subresources") == {"status": {}}
     assert "gs" not in crd["spec"]["names"].get("shortNames", [])  # Agones' name
