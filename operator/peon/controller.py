@@ -293,20 +293,13 @@ class Controller:
             self.stop_when_asked(body)
             self.write_status(body, invalid=e)
             return None
-        changed = []
-        for d in desired:
-            try:
-                if self.ensure(d):
-                    changed.append(d["kind"])
-            except ApiException as e:
-                refused = refusal(e, d)
-                if refused is None:
-                    raise  # transient: the worker backs off and tries again
-                # A child the API server refuses is a spec problem: say it, and wait for a
-                # change (an edit of the GameServer or its Game queues it again), no retry loop.
-                self.stop_when_asked(body)
-                self.write_status(body, invalid=InvalidSpec("Rejected", refused))
-                return None
+        changed, refused = self.build(ns, desired)
+        if refused:
+            # A child the API server refuses is a spec problem: say it, and wait for a change
+            # (an edit of the GameServer or its Game queues it again), no retry loop.
+            self.stop_when_asked(body)
+            self.write_status(body, invalid=InvalidSpec("Rejected", refused))
+            return None
         changed += [f"-{k}" for k in self.remove_unwanted(ns, name, {d["kind"] for d in desired})]
         if changed:
             self.kube.event(body, "Normal", "Applied", f"applied {', '.join(changed)}")
@@ -343,6 +336,28 @@ class Controller:
             keys[n] = frozenset(data)
             digests[n] = digest(data)
         return ReferencedSecrets(keys, digests)
+
+    def build(self, ns: str, desired: list[dict]) -> tuple[list[str], str | None]:
+        """Apply the children that differ. Returns the kinds written and the API server's
+        refusal, if one refused; transient errors raise. A server's first build is tried whole
+        (server-side dry run) before any child is made: a claim or Secret made before a refused
+        Service or Deployment would stay half-built, and the operator may not delete claims."""
+        first = not any((d["kind"], ns, d["metadata"]["name"]) in self.cache.children
+                        for d in desired)
+        steps = [(True, d) for d in desired] if first else []
+        changed: list[str] = []
+        for dry_run, d in steps + [(False, d) for d in desired]:
+            try:
+                if dry_run:
+                    self.kube.apply(d, dry_run=True)
+                elif self.ensure(d):
+                    changed.append(d["kind"])
+            except ApiException as e:
+                refused = refusal(e, d)
+                if refused is None:
+                    raise  # transient: the worker backs off and tries again
+                return changed, refused
+        return changed, None
 
     def remove_unwanted(self, ns: str, name: str, wanted: set[str]) -> list[str]:
         """Delete our Secret or ConfigMap once the spec no longer asks for it (the last env or

@@ -8,6 +8,8 @@ RECONCILE_SECONDS = Histogram("peon_reconcile_duration_seconds", "Time one recon
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 API_WRITES = Counter("peon_api_writes_total", "Writes the operator made to the API",
                      ["verb", "kind"])
+DRY_RUNS = Counter("peon_api_dry_runs_total", "Server-side dry runs (a server's first build is "
+                   "tried whole before it is made); they write nothing", ["kind"])
 SERVERS = Gauge("peon_gameservers", "GameServers by phase", ["phase"])
 LEADING = Gauge("peon_leading", "1 in the replica that reconciles (the leader), else 0")
 BACKUPS = Counter("peon_backups_total", "Backup runs finished, by result", ["result"])

@@ -63,6 +63,8 @@ def operator_writes(ns: str | None = None) -> list[dict]:
             continue
         if ns and e.get("objectRef", {}).get("namespace") != ns:
             continue
+        if "dryRun=All" in e.get("requestURI", ""):
+            continue  # a first build tried whole: checked, not written
         out.append(e)
     return out
 

@@ -68,7 +68,10 @@ def test_a_child_the_api_server_refuses_is_said_once_and_not_retried(kube, names
     valid = condition(gs, "Valid")
     assert valid["reason"] == "Rejected" and "Service second" in valid["message"]
     assert "already allocated" in valid["message"]
-    assert kube.get("Deployment", namespace, "second") is None  # nothing runs unreachable
+    # Nothing half-built: no server runs unreachable, and no Secret or claim waits for it.
+    for kind, child in (("Deployment", "second"), ("Secret", "second-env"),
+                        ("PersistentVolumeClaim", "second-data"), ("Service", "second")):
+        assert kube.get(kind, namespace, child) is None, kind
     wait_for("a Warning event", lambda: [e for e in events_for(kube, namespace, "second")
                                          if e["type"] == "Warning" and e["reason"] == "Rejected"])
     time.sleep(2)

@@ -1,0 +1,79 @@
+"""An in-memory stand-in for `peon.kube.Kube`, for driving reconcilers in unit tests (as
+Agones' tests drive its controller through a fake). It keeps objects by (kind, namespace, name),
+records every call, and refuses what a test tells it to, with the API server's shape of error."""
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+
+def api_error(status: int, message: str) -> ApiException:
+    e = ApiException(status=status, reason="refused")
+    e.body = json.dumps({"kind": "Status", "message": message, "code": status})
+    return e
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str | None, str], dict] = {}
+        self.calls: list[tuple[str, str, str]] = []  # (verb, kind, name)
+        self.refuse: dict[str, ApiException] = {}    # kind -> the error its applies get
+        self.events: list[tuple[str, str, str]] = []  # (type, reason, message)
+        self._rv = 0
+
+    def _stored(self, obj: dict) -> dict:
+        self._rv += 1
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        return obj
+
+    def writes(self) -> list[tuple[str, str, str]]:
+        return [c for c in self.calls if c[0] != "dry-run"]
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict | None:
+        self.calls.append(("get", kind, name))
+        return copy.deepcopy(self.objects.get((kind, namespace, name)))
+
+    def list(self, kind: str, namespace: str | None = None, selector: str | None = None) -> list[dict]:
+        return [copy.deepcopy(o) for (k, ns, _), o in self.objects.items()
+                if k == kind and namespace in (None, ns)]
+
+    def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict:
+        kind, meta = obj["kind"], obj["metadata"]
+        self.calls.append(("dry-run" if dry_run else "apply", kind, meta["name"]))
+        if kind in self.refuse:
+            raise self.refuse[kind]
+        stored = self._stored(obj)
+        if not dry_run:
+            self.objects[(kind, meta.get("namespace"), meta["name"])] = stored
+        return copy.deepcopy(stored)
+
+    def delete(self, kind: str, namespace: str | None, name: str, propagation: str = "Background") -> bool:
+        self.calls.append(("delete", kind, name))
+        return self.objects.pop((kind, namespace, name), None) is not None
+
+    def _patch(self, verb: str, kind: str, namespace: str | None, name: str, patch: dict) -> dict:
+        self.calls.append((verb, kind, name))
+        key = (kind, namespace, name)
+        if key not in self.objects:
+            raise api_error(404, f"{kind} {name} not found")
+        obj = self.objects[key]
+        for k, v in patch.items():
+            obj[k] = {**(obj.get(k) or {}), **v} if isinstance(v, dict) else v
+        self.objects[key] = self._stored(obj)
+        return copy.deepcopy(self.objects[key])
+
+    def merge_patch(self, kind, namespace, name, patch):
+        return self._patch("patch", kind, namespace, name, patch)
+
+    def patch_status(self, kind, namespace, name, status):
+        return self._patch("status", kind, namespace, name, {"status": status})
+
+    def patch_metadata(self, kind, namespace, name, metadata):
+        return self._patch("metadata", kind, namespace, name, {"metadata": metadata})
+
+    def event(self, involved: dict, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
