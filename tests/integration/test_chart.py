@@ -87,3 +87,30 @@ def test_pull_secrets_pod_labels_annotations_and_log_format_reach_the_pod(helm):
     assert "--log-format=json" in tmpl["spec"]["containers"][0]["args"]
     # The selector stays the release's own: extra labels never change it.
     assert "team" not in dep["spec"]["selector"]["matchLabels"]
+
+
+def test_a_catalogue_applied_with_kubectl_is_adopted_and_outlives_the_release(helm, kube,
+                                                                               kubectl, crds):
+    """`make run` applies the catalogue with kubectl; Helm refuses to install over objects it
+    does not own unless told to take them (--take-ownership), and uninstalling the release must
+    not delete the Games that servers use (they are kept, as the CRDs are)."""
+    ns = f"peon-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", ns)
+    values = ["--set", "watchNamespaces={" + ns + "}"]
+    try:
+        plain = helm("install", "adopt", str(CHART), "-n", ns, *values, check=False)
+        assert plain.returncode != 0 and "exists and cannot be imported" in plain.stderr
+        helm("install", "adopt", str(CHART), "-n", ns, *values, "--take-ownership")
+        g = kube.get("Game", None, "valheim")
+        assert g["metadata"]["annotations"]["meta.helm.sh/release-name"] == "adopt"
+        assert g["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        helm("uninstall", "adopt", "-n", ns, "--wait")
+        assert {p.stem for p in (CHART / "games").glob("*.yaml")} <= {
+            x["metadata"]["name"] for x in kube.list("Game")}
+    finally:
+        helm("uninstall", "adopt", "-n", ns, check=False)
+        # Hand the catalogue back to kubectl, as the rest of the suite found it.
+        kubectl("annotate", "games", "--all", "meta.helm.sh/release-name-",
+                "meta.helm.sh/release-namespace-", "helm.sh/resource-policy-", check=False)
+        kubectl("label", "games", "--all", "app.kubernetes.io/managed-by-", check=False)
+        kubectl("delete", "namespace", ns, "--wait=false")
