@@ -36,7 +36,8 @@ def test_every_command_of_the_walk_through_is_tested():
     fenced = section.count("```bash")
     marked = len(MARK.findall(section))
     assert fenced == marked, "a bash block in 'On your cluster' has no readme-test marker"
-    assert list(blocks()) == ["install", "run", "address", "stop-start", "uninstall", "wake"]
+    assert list(blocks()) == ["install", "upgrade", "run", "address", "stop-start", "uninstall",
+                            "wake"]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,17 @@ def test_the_walk_through_on_a_fresh_cluster(fresh):
     kube = K(client_for(fresh["kubeconfig"]))
     out = run_block(fresh, "install")
     assert {"valheim", "minecraft", "factorio"} <= set(out.split())
+    # An upgrade from a release whose Game CRD had no status (the one before Game's Valid):
+    # Helm alone would leave that CRD, and the operator could never say a Game is broken.
+    kube.raw("PATCH", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/games.peon.dev",
+             [{"op": "remove", "path": "/spec/versions/0/subresources"}],
+             content_type="application/json-patch+json")
+    run_block(fresh, "upgrade")
+    crd = kube.get("CustomResourceDefinition", None, "games.peon.dev")
+    assert crd["spec"]["versions"][0].get("subresources") == {"status": {}}
     op = operator_as_the_chart_runs_it(fresh, kube)
+    wait_for("the catalogue judged", lambda: (kube.get("Game", None, "valheim").get("status") or {})
+             .get("conditions", [{}])[0].get("status") == "True")
     try:
         out = run_block(fresh, "run")
         assert re.search(r"^vikings\s+valheim\s+Running\s+Running\s", out, re.M), out
@@ -115,5 +126,5 @@ def test_the_walk_through_on_a_fresh_cluster(fresh):
     assert kube.get("GameServer", "games", "vikings") is None
     assert kube.get("PersistentVolumeClaim", "games", "vikings-data"), "the world was lost"
     assert kube.get("Deployment", "peon-system", "peon-peon-operator") is None
-    assert kube.get("Game", None, "valheim") is None          # the catalogue went with the chart
+    assert kube.get("Game", None, "valheim"), "the catalogue outlives the release"
     assert kube.get("CustomResourceDefinition", None, "gameservers.peon.dev")  # the CRDs stay
