@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from . import API_VERSION, LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY
+from . import API_VERSION, LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, clock
 
 MANUAL, SCHEDULED, BEFORE_UPDATE, BEFORE_ERADICATION, BEFORE_STOP = (
     "Manual", "Scheduled", "BeforeUpdate", "BeforeEradication", "BeforeStop")
@@ -100,7 +100,7 @@ def backup_volume(gs: str) -> str:
     return f"{gs}-backups"
 
 
-def archive_path(gs: str, backup: str) -> str:
+def archive_path(backup: str) -> str:
     """Where the archive lives inside the backup volume."""
     return f"{BACKUP_MOUNT}/{backup}.tar.gz"
 
@@ -147,17 +147,14 @@ def expired(backups: Iterable[Mapping], keep_last: int | None, max_age: dt.timed
             doomed |= {b["metadata"]["name"] for b in runs[keep_last:]}
         if max_age is not None:
             cutoff = now - max_age
+            # A run with no readable time has no known age: it is not expired by age.
             doomed |= {b["metadata"]["name"] for b in runs
-                       if _parse_time(finished_at(b)[0]) < cutoff}
+                       if (t := clock.parse(finished_at(b)[0])) is not None and t < cutoff}
     newest_ok = max((b for b in backups if (b.get("status") or {}).get("phase") == SUCCEEDED),
                     key=finished_at, default=None)
     if newest_ok is not None:
         doomed.discard(newest_ok["metadata"]["name"])
     return sorted(doomed)
-
-
-def _parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 # --- manifests -----------------------------------------------------------------------------------

@@ -12,26 +12,27 @@ comes back, and when nothing changed nothing is written.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 
 from . import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, __version__, metrics, status as st
-from .backup import LABEL_BACKUP, LABEL_RESTORE
+from .cache import Cache, Key, digest
 from .games import GameReconciler
 from .kube import KINDS, Kube, refusal
-from .model import STATE_STOPPED, Game, InvalidSpec, parse_game, parse_gameserver
+from .model import STATE_STOPPED, Game, InvalidSpec, is_env_name, parse_game, parse_gameserver
 from .render import ReferencedSecrets, child_names, render
-from .runs import Runs, policy_of
-from .sessions import Sessions, policy_of as uptime_policy_of, transition_event
+from .prober import Prober
+from .runs import Runs
+from .sessions import Sessions, transition_event
+from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -39,107 +40,6 @@ ANNOTATION_APPLIED = "peon.dev/applied-hash"
 # Backup and restore Jobs run `peon archive` from the operator's own image.
 DEFAULT_JOB_IMAGE = f"ghcr.io/peon-dev/peon-operator:{__version__}"
 CHILD_KINDS = ("Secret", "ConfigMap", "PersistentVolumeClaim", "Deployment", "Service")
-Key = tuple[str, str, str]  # (kind, namespace, name): GameServer, GameServerBackup, -Restore; Game ("", name)
-
-
-def newer(a: dict | None, b: dict) -> bool:
-    """Is b at least as new as a? resourceVersions are opaque, but etcd's are integers."""
-    if a is None:
-        return True
-    ra, rb = a["metadata"].get("resourceVersion", ""), b["metadata"].get("resourceVersion", "")
-    if ra.isdigit() and rb.isdigit():
-        return int(rb) >= int(ra)
-    return True
-
-
-@dataclass
-class Cache:
-    """What the watches have shown, keyed for the reconcile. Written from the event loop,
-    read from worker threads (dict operations are atomic under the GIL)."""
-    gameservers: dict[tuple[str, str], dict] = field(default_factory=dict)  # (ns, name)
-    games: dict[str, dict] = field(default_factory=dict)
-    children: dict[tuple[str, str, str], dict] = field(default_factory=dict)  # (kind, ns, name)
-    pods: dict[tuple[str, str], dict] = field(default_factory=dict)
-    backups: dict[tuple[str, str], dict] = field(default_factory=dict)
-    restores: dict[tuple[str, str], dict] = field(default_factory=dict)
-    jobs: dict[tuple[str, str], dict] = field(default_factory=dict)
-
-    def put(self, store: dict, key, obj: dict, deleted: bool) -> None:
-        if deleted:
-            store.pop(key, None)
-        elif newer(store.get(key), obj):
-            store[key] = obj
-
-    def game(self, uid: str) -> dict | None:
-        if uid in self.games:
-            return self.games[uid]
-        return next((g for g in list(self.games.values())
-                     if uid in (g.get("spec") or {}).get("aliases", [])), None)
-
-    def pods_of(self, ns: str, gs_name: str) -> list[dict]:
-        """The server's own pods (not its backup or restore Jobs' pods)."""
-        out = []
-        for (pns, _), p in list(self.pods.items()):
-            labels = p["metadata"].get("labels", {})
-            if pns == ns and labels.get(LABEL_GAMESERVER) == gs_name and \
-                    LABEL_BACKUP not in labels and LABEL_RESTORE not in labels:
-                out.append(p)
-        return out
-
-    @staticmethod
-    def runs_of(store: dict, ns: str, gs_name: str) -> list[dict]:
-        return [r for (rns, _), r in list(store.items())
-                if rns == ns and (r.get("spec") or {}).get("gameServer") == gs_name]
-
-    def gameservers_of_game(self, game: dict) -> list[Key]:
-        names = {game["metadata"]["name"], *(game.get("spec") or {}).get("aliases", [])}
-        return [("GameServer", *k) for k, gs in list(self.gameservers.items())
-                if (gs.get("spec") or {}).get("gameUid") in names]
-
-    def gameservers_referencing_secret(self, ns: str, name: str) -> list[Key]:
-        return [("GameServer", *k) for k, gs in list(self.gameservers.items()) if k[0] == ns and any(
-            (s.get("secretRef") or {}).get("name") == name
-            for s in (gs.get("spec") or {}).get("settings", []))]
-
-
-class WorkQueue:
-    """Keys to reconcile. A key is never worked on twice at once; adds while it is being
-    worked on coalesce into one more run (client-go's workqueue, in miniature)."""
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
-        self._pending: set[Key] = set()
-        self._active: set[Key] = set()
-        self._dirty: set[Key] = set()
-        self._timers: dict[Key, asyncio.TimerHandle] = {}
-
-    def add(self, key: Key) -> None:
-        if key in self._active:
-            self._dirty.add(key)
-        elif key not in self._pending:
-            self._pending.add(key)
-            self._queue.put_nowait(key)
-
-    def add_after(self, key: Key, delay: float) -> None:
-        old = self._timers.pop(key, None)
-        if old:
-            old.cancel()
-        self._timers[key] = asyncio.get_running_loop().call_later(delay, self.add, key)
-
-    async def get(self) -> Key:
-        key = await self._queue.get()
-        self._pending.discard(key)
-        self._active.add(key)
-        return key
-
-    def done(self, key: Key) -> None:
-        self._active.discard(key)
-        if key in self._dirty:
-            self._dirty.discard(key)
-            self.add(key)
-
-    def idle(self) -> bool:
-        return not (self._pending or self._active or self._dirty)
 
 
 def is_subset(want: Any, have: Any) -> bool:
@@ -157,10 +57,6 @@ def is_subset(want: Any, have: Any) -> bool:
     return want == have
 
 
-def digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
 class Controller:
     def __init__(self, kube: Kube, workers: int = 8, job_image: str = DEFAULT_JOB_IMAGE,
                  whole_cluster: bool = True):
@@ -173,8 +69,9 @@ class Controller:
         self._failures: dict[Key, int] = {}
         self._tasks: list[asyncio.Task] = []
         self.phases: dict[Key, str] = {}  # last phase seen of every GameServer, for metrics
-        self.runs = Runs(self, job_image)
-        self.sessions = Sessions(self)
+        self.runs = Runs(kube, self.cache, self.queue, job_image)
+        self.prober = Prober(lambda key: self.queue.add(("GameServer", *key)))
+        self.sessions = Sessions(self.cache, self.prober)
         self.games = GameReconciler(kube, self.cache, whole_cluster)
 
     # --- the loop --------------------------------------------------------------------------------
@@ -207,22 +104,35 @@ class Controller:
                         m = obj["metadata"]
                         self.cache.put(store, (m["namespace"], m["name"]), _with_kind(obj, kind), False)
             for kind in CHILD_KINDS:
+                if kind == "Secret":
+                    continue  # below, with the users' Secrets
                 for obj in self.kube.list(kind, scope, managed):
                     if wanted(obj):
                         m = obj["metadata"]
                         self.cache.put(self.cache.children, (kind, m["namespace"], m["name"]),
                                        _with_kind(obj, kind), False)
+            # Every Secret: ours are children, the users' are kept as views (keys and digest).
+            for obj in self.kube.list("Secret", scope):
+                if wanted(obj):
+                    m = obj["metadata"]
+                    if (m.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY:
+                        self.cache.put(self.cache.children, ("Secret", m["namespace"], m["name"]),
+                                       _with_kind(obj, "Secret"), False)
+                    else:
+                        self.cache.put_secret(m["namespace"], obj, False)
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
+        self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
+        self.prober.start()
 
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.prober.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _worker(self, n: int) -> None:
+    async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             key = await self.queue.get()
@@ -267,25 +177,24 @@ class Controller:
         body = self.cache.gameservers.get((ns, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.phases.pop(key, None)
+            self.sessions.forget(ns, name)
             if body is not None:
                 self.runs.before_eradication(body)
             return None  # owner references let the garbage collector remove the children
         try:
             gs = parse_gameserver(body)
-            policy = policy_of(body)
             game_obj = self.cache.game(gs.game_uid)
             if game_obj is None:
                 raise InvalidSpec("UnknownGame", f"no Game named {gs.game_uid!r} in the catalogue "
                                   "(kubectl get games lists them)")
             game = parse_game(game_obj)
             secrets = self.referenced_secrets(ns, gs.secret_refs)
-            self.runs.ensure_finalizer(body, gs, policy)
-            image, updated = self.runs.image_to_run(body, gs, gs.image or game.image, policy)
+            self.runs.ensure_finalizer(body, gs)
+            image, updated = self.runs.backup_before_update(body, gs, gs.image or game.image)
             restore = self.runs.restoring(ns, name)
-            uptime_policy = uptime_policy_of(body)
             decision, uptime_status, players_status, uptime_requeue = self.sessions.decide(
-                body, gs, game, uptime_policy)
-            holding = self.runs.hold_stop_for_backup(body, decision.run, decision.reason)
+                body, gs, game)
+            holding = self.runs.backup_before_stop(body, gs, decision.run, decision.reason)
             running = (decision.run or holding is not None) and restore is None
             desired = render(replace(gs, image=image), game, secrets, running=running,
                              helper_image=self.runs.job_image)
@@ -303,7 +212,7 @@ class Controller:
         changed += [f"-{k}" for k in self.remove_unwanted(ns, name, {d["kind"] for d in desired})]
         if changed:
             self.kube.event(body, "Normal", "Applied", f"applied {', '.join(changed)}")
-        requeue, backup_status = self.runs.schedule_and_retain(body, policy)
+        requeue, backup_status = self.runs.schedule_and_retain(body, gs.backup)
         why_stopped = (f"restoring backup {restore['spec']['backup']} ({restore['metadata']['name']})"
                        if restore else None)
         if not why_stopped and not decision.run and decision.reason != "Stopped":
@@ -322,19 +231,25 @@ class Controller:
         return min(filter(None, [requeue, uptime_requeue]), default=None)
 
     def referenced_secrets(self, ns: str, names: tuple[str, ...]) -> ReferencedSecrets:
+        """The users' Secrets named by secretRef, from the cache (Secrets are watched). One the
+        cache lacks is read once: applied together with its server, its event may come second."""
         keys, digests = {}, {}
         for n in names:
-            secret = self.kube.get("Secret", ns, n)
-            if secret is None:
+            view = self.cache.secrets.get((ns, n))
+            if view is None:
+                secret = self.kube.get("Secret", ns, n)
+                if secret is not None:
+                    self.cache.put_secret(ns, secret, False)
+                    view = self.cache.secrets[(ns, n)]
+            if view is None:
                 raise InvalidSpec("SecretNotFound", f"Secret {n!r} named by secretRef does not "
                                   f"exist in namespace {ns}")
-            data = secret.get("data") or {}
-            bad = [k for k in data if not k.replace("_", "").replace("-", "").replace(".", "").isalnum()]
+            bad = [k for k in view.keys if not is_env_name(k)]
             if bad:
                 raise InvalidSpec("InvalidSetting", f"Secret {n!r} has keys that are not variable "
                                   f"names: {', '.join(sorted(bad))}")
-            keys[n] = frozenset(data)
-            digests[n] = digest(data)
+            keys[n] = view.keys
+            digests[n] = view.digest
         return ReferencedSecrets(keys, digests)
 
     def build(self, ns: str, desired: list[dict]) -> tuple[list[str], str | None]:

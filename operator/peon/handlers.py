@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import dataclass
 
 import kopf
 
@@ -17,17 +18,21 @@ from .leader import Election
 from . import metrics
 
 log = logging.getLogger(__name__)
-controller: Controller | None = None
-WORKERS = 8
-JOB_IMAGE: str | None = None
-# kopf watches CRDs (new kinds) and namespaces (to match patterns). Peon's kinds exist before it
-# starts, and exact namespace names need no matching, so it does without both — and without
-# the permissions they take — unless a namespace pattern such as `games-*` is given.
-SCAN_CLUSTER = False
-NAMESPACES: list[str] = []
-# (Lease name, namespace) when several replicas run; None runs alone.
-LEADER_ELECTION: tuple[str, str] | None = None
-election: Election | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The operator's settings, from the command line (main.py), handed to the handlers in
+    kopf's memo (`memo.settings`); the running Controller is `memo.controller`."""
+    workers: int = 8
+    job_image: str | None = None
+    namespaces: tuple[str, ...] = ()
+    # kopf watches CRDs (new kinds) and namespaces (to match patterns). Peon's kinds exist
+    # before it starts, and exact namespace names need no matching, so it does without both,
+    # and without the permissions they take, unless a namespace pattern such as `games-*` is given.
+    scan_cluster: bool = False
+    # (Lease name, namespace) when several replicas run; None runs alone.
+    leader_election: tuple[str, str] | None = None
 
 
 @kopf.on.login()
@@ -52,36 +57,38 @@ def login(settings: kopf.OperatorSettings, **kwargs):
 
 
 @kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, **_):
-    global controller, election
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
+    config: Settings = memo.settings
     # Only event-watching handlers are registered, so kopf itself writes nothing to GameServers
     # (no progress annotations, no finalizers); Events are the controller's own.
     settings.posting.enabled = False
-    settings.scanning.disabled = not SCAN_CLUSTER
+    settings.scanning.disabled = not config.scan_cluster
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 60
     kube = Kube()
-    controller = Controller(kube, workers=WORKERS, whole_cluster=not NAMESPACES,
-                            **({"job_image": JOB_IMAGE} if JOB_IMAGE else {}))
+    controller = memo.controller = Controller(
+        kube, workers=config.workers, whole_cluster=not config.namespaces,
+        **({"job_image": config.job_image} if config.job_image else {}))
+    memo.election = None
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, controller.prime, NAMESPACES)
+    await loop.run_in_executor(None, controller.prime, list(config.namespaces))
     # A follower keeps its cache current from the watches and queues what they show; only the
     # leader's workers take from the queue.
-    if LEADER_ELECTION:
-        election = Election(kube, *LEADER_ELECTION,
-                            on_leading=lambda: loop.call_soon_threadsafe(controller.start))
-        election.start()
+    if config.leader_election:
+        memo.election = Election(kube, *config.leader_election,
+                                 on_leading=lambda: loop.call_soon_threadsafe(controller.start))
+        memo.election.start()
     else:
         metrics.LEADING.set(1)
         controller.start()
 
 
 @kopf.on.cleanup()
-async def stop(**_):
-    if controller:
-        await controller.stop()
-    if election:
-        await asyncio.get_running_loop().run_in_executor(None, election.release)
+async def stop(memo: kopf.Memo, **_):
+    if getattr(memo, "controller", None):
+        await memo.controller.stop()
+    if getattr(memo, "election", None):
+        await asyncio.get_running_loop().run_in_executor(None, memo.election.release)
 
 
 def _deleted(event) -> bool:
@@ -89,7 +96,8 @@ def _deleted(event) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, "gameservers")
-async def gameserver_event(event, body, namespace, name, **_):
+async def gameserver_event(event, body, namespace, name, memo, **_):
+    controller: Controller = memo.controller
     controller.cache.put(controller.cache.gameservers, (namespace, name), dict(body), _deleted(event))
     controller.queue.add(("GameServer", namespace, name))
     game = controller.cache.game((body.get("spec") or {}).get("gameUid", ""))
@@ -98,7 +106,8 @@ async def gameserver_event(event, body, namespace, name, **_):
 
 
 @kopf.on.event(GROUP, VERSION, "games")
-async def game_event(event, body, name, **_):
+async def game_event(event, body, name, memo, **_):
+    controller: Controller = memo.controller
     controller.cache.put(controller.cache.games, name, dict(body), _deleted(event))
     if not _deleted(event):
         controller.queue.add(("Game", "", name))
@@ -107,7 +116,8 @@ async def game_event(event, body, name, **_):
 
 
 def _child_event(kind: str):
-    async def handler(event, body, namespace, name, **_):
+    async def handler(event, body, namespace, name, memo, **_):
+        controller: Controller = memo.controller
         owner = (body.get("metadata", {}).get("labels") or {}).get(LABEL_GAMESERVER)
         controller.cache.put(controller.cache.children, (kind, namespace, name), dict(body),
                              _deleted(event))
@@ -128,36 +138,40 @@ _secret_child = _child_event("Secret")
 
 
 @kopf.on.event("", "v1", "secrets", id="secret")
-async def secret_event(event, body, namespace, name, **_):
+async def secret_event(event, body, namespace, name, memo, **_):
+    controller: Controller = memo.controller
     labels = body.get("metadata", {}).get("labels") or {}
     if labels.get(LABEL_MANAGED_BY) == MANAGED_BY:
-        await _secret_child(event=event, body=body, namespace=namespace, name=name)
+        await _secret_child(event=event, body=body, namespace=namespace, name=name, memo=memo)
         return
     # A user's Secret named by secretRef: a change rolls the servers that use it.
+    controller.cache.put_secret(namespace, body, _deleted(event))
     for key in controller.cache.gameservers_referencing_secret(namespace, name):
         controller.queue.add(key)
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_GAMESERVER: kopf.PRESENT}, id="pod")
-async def pod_event(event, body, namespace, name, **_):
+async def pod_event(event, body, namespace, name, memo, **_):
+    controller: Controller = memo.controller
     controller.cache.put(controller.cache.pods, (namespace, name), dict(body), _deleted(event))
     labels = body["metadata"]["labels"]
     controller.queue.add(("GameServer", namespace, labels[LABEL_GAMESERVER]))
     for label, kind in ((LABEL_RESTORE, "GameServerRestore"), (LABEL_BACKUP, "GameServerBackup")):
         if label in labels:  # a run waits for the server's pods to go
             controller.queue.add((kind, namespace, labels[label]))
-    for key in _restores_waiting_for(namespace, labels[LABEL_GAMESERVER]):
+    for key in _restores_waiting_for(controller, namespace, labels[LABEL_GAMESERVER]):
         controller.queue.add(key)
 
 
-def _restores_waiting_for(ns: str, gs: str):
+def _restores_waiting_for(controller: Controller, ns: str, gs: str):
     return [("GameServerRestore", ns, r["metadata"]["name"])
             for r in controller.cache.runs_of(controller.cache.restores, ns, gs)
             if (r.get("status") or {}).get("phase") not in FINISHED]
 
 
 def _run_event(store_name: str, kind: str):
-    async def handler(event, body, namespace, name, **_):
+    async def handler(event, body, namespace, name, memo, **_):
+        controller: Controller = memo.controller
         controller.cache.put(getattr(controller.cache, store_name), (namespace, name), dict(body),
                              _deleted(event))
         controller.queue.add((kind, namespace, name))
@@ -165,7 +179,7 @@ def _run_event(store_name: str, kind: str):
         if gs:  # the server's status, update hold and restore hold follow its runs
             controller.queue.add(("GameServer", namespace, gs))
             if kind == "GameServerBackup":  # a restore may wait for this backup to finish
-                for key in _restores_waiting_for(namespace, gs):
+                for key in _restores_waiting_for(controller, namespace, gs):
                     controller.queue.add(key)
     return handler
 
@@ -177,7 +191,8 @@ kopf.on.event(GROUP, VERSION, "gameserverrestores", id="restore")(
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=_managed, id="job")
-async def job_event(event, body, namespace, name, **_):
+async def job_event(event, body, namespace, name, memo, **_):
+    controller: Controller = memo.controller
     controller.cache.put(controller.cache.jobs, (namespace, name), dict(body), _deleted(event))
     labels = body["metadata"].get("labels") or {}
     for label, kind in ((LABEL_BACKUP, "GameServerBackup"), (LABEL_RESTORE, "GameServerRestore")):

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import kubernetes
 from kubernetes.client import ApiClient
+from kubernetes.dynamic import DynamicClient
 from kubernetes.client.rest import ApiException
 
 from . import API_VERSION, FIELD_MANAGER, __version__, metrics
@@ -94,18 +95,20 @@ class Kube:
             api_client = ApiClient(cfg)
             api_client.user_agent = f"{FIELD_MANAGER}/{__version__}"
         self.api = api_client
+        # No discovery: every path is built here (path()), so the discovery cache (and its
+        # file in /tmp) would only cost requests at start.
+        self.dynamic = DynamicClient(api_client, discoverer=lambda client, cache_file: None)
 
     def _call(self, method: str, url: str, body: Any = None, query: list | None = None,
               content_type: str = "application/json") -> Any:
-        method, full_url, headers, body, post = self.api.param_serialize(
-            method, url, query_params=query or [], body=body,
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
-            auth_settings=["BearerToken"])
-        resp = self.api.call_api(method, full_url, header_params=headers, body=body,
-                                 post_params=post, _request_timeout=60)
-        data = resp.read()
-        if not 200 <= resp.status < 300:
-            raise ApiException(http_resp=resp, body=data.decode(errors="replace") if data else None)
+        # DynamicClient.request is the client's public call for a path of one's own (it
+        # serialises, authenticates and raises ApiException on an error status).
+        # serialize=False: the JSON is ours to read (no ResourceInstance wrapping).
+        resp = self.dynamic.request(method, url, body=body, query_params=list(query or []),
+                                    content_type=content_type,
+                                    header_params={"Accept": "application/json"},
+                                    _request_timeout=60, serialize=False)
+        data = resp.data
         return json.loads(data) if data else None
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict | None:

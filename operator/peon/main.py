@@ -42,14 +42,15 @@ def main(argv: list[str] | None = None) -> None:
     # kopf's own per-event debug chatter drowns the operator's messages.
     logging.getLogger("kopf").setLevel(logging.INFO if args.verbose else logging.WARNING)
     from . import handlers, metrics  # importing handlers registers them
-    handlers.WORKERS = args.workers
-    handlers.JOB_IMAGE = args.job_image
-    handlers.NAMESPACES = list(args.namespace)
-    handlers.SCAN_CLUSTER = any(c in ns for ns in args.namespace for c in "*?[!")
+    leader_election = None
     if args.leader_elect:
         from .leader import own_namespace
-        handlers.LEADER_ELECTION = (args.leader_election_id,
-                                    args.leader_election_namespace or own_namespace())
+        leader_election = (args.leader_election_id,
+                           args.leader_election_namespace or own_namespace())
+    memo = kopf.Memo(settings=handlers.Settings(
+        workers=args.workers, job_image=args.job_image, namespaces=tuple(args.namespace),
+        scan_cluster=any(c in ns for ns in args.namespace for c in "*?[!"),
+        leader_election=leader_election))
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     asyncio.run(kopf.operator(
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         # Replicas are coordinated by leader election (leader.py), not kopf's peering.
         standalone=True,
         liveness_endpoint=args.liveness,
+        memo=memo,
     ))
 
 

@@ -14,7 +14,16 @@ from typing import Any, Mapping
 
 from kubernetes.utils import parse_quantity
 
+from . import backup as bk, clock, uptime as up
+
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+
+def is_env_name(k: str) -> bool:
+    """A name that can be both an environment variable and a Secret's key (which refuses "."
+    and ".." and names over 253 characters): the one rule, for inline settings and for the
+    keys of a Secret named by secretRef."""
+    return bool(ENV_NAME.match(k)) and k not in (".", "..") and len(k) <= 253
 FILE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 STATE_RUNNING = "Running"
@@ -154,6 +163,8 @@ class GameServer:
     settings: tuple[Setting, ...] = ()
     restarted_at: str | None = None
     scheduling: Scheduling = Scheduling()
+    backup: bk.Policy = bk.Policy()
+    uptime: up.Policy = up.Policy()
 
     @property
     def env_settings(self) -> tuple[Setting, ...]:
@@ -220,6 +231,23 @@ def parse_game(obj: Mapping[str, Any]) -> Game:
     )
 
 
+def parse_backup_policy(spec: Mapping[str, Any] | None) -> bk.Policy:
+    try:
+        policy = bk.parse_policy(spec)
+        if policy.schedule:
+            bk.schedule_slots(policy.schedule, policy.time_zone, clock.now())
+    except (ValueError, KeyError, LookupError) as e:  # bad cron, zone or duration
+        raise InvalidSpec("InvalidBackupPolicy", f"spec.backup: {e}") from e
+    return policy
+
+
+def parse_uptime_policy(spec: Mapping[str, Any] | None) -> up.Policy:
+    try:
+        return up.parse_policy(spec)
+    except (ValueError, KeyError, LookupError) as e:
+        raise InvalidSpec("InvalidUptimePolicy", f"spec.uptime: {e}") from e
+
+
 def parse_gameserver(obj: Mapping[str, Any]) -> GameServer:
     """Parse and check what the CRD schema cannot. Raises InvalidSpec."""
     meta, spec = obj["metadata"], obj.get("spec") or {}
@@ -244,6 +272,8 @@ def parse_gameserver(obj: Mapping[str, Any]) -> GameServer:
         settings=settings,
         restarted_at=(meta.get("annotations") or {}).get("peon.dev/restartedAt"),
         scheduling=parse_scheduling(spec.get("scheduling")),
+        backup=parse_backup_policy(spec.get("backup")),
+        uptime=parse_uptime_policy(spec.get("uptime")),
     )
 
 
@@ -262,7 +292,7 @@ def _parse_setting(s: Mapping[str, Any]) -> Setting:
                                   "variable names to strings")
             for k, v in content.items():
                 # Keys become a Secret's keys too, which refuses "." and ".." and long names.
-                if not ENV_NAME.match(k) or k in (".", "..") or len(k) > 253:
+                if not is_env_name(k):
                     raise InvalidSpec("InvalidSetting", f"{where}: {k!r} is not a valid "
                                       "environment variable name")
                 if not isinstance(v, str):

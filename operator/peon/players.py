@@ -19,15 +19,16 @@ class Players:
     max: int
 
 
-def query(protocol: str, host: str, port: int, timeout: float = 2.0) -> Players | None:
+async def query(protocol: str, host: str, port: int, timeout: float = 2.0) -> Players | None:
+    """One query, with the libraries' async calls (the prober runs them on the event loop)."""
     try:
         if protocol == "a2s":
             import a2s
-            info = a2s.info((host, port), timeout=timeout)
+            info = await a2s.ainfo((host, port), timeout=timeout)
             return Players(int(info.player_count), int(info.max_players))
         if protocol == "minecraft":
             from mcstatus import JavaServer
-            status = JavaServer(host, port, timeout=timeout).status()
+            status = await JavaServer(host, port, timeout=timeout).async_status()
             return Players(int(status.players.online), int(status.players.max))
     except Exception as e:  # timeouts, refused connections, garbled answers: unknown
         log.debug("player query %s %s:%s failed: %s", protocol, host, port, e)

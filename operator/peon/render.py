@@ -60,7 +60,7 @@ def render(gs: GameServer, game: Game, secrets: ReferencedSecrets = ReferencedSe
     if running is None:
         running = gs.state == STATE_RUNNING
     env_data = inline_env(gs)
-    check_required_env(gs, game, set(env_data) | {k for r in gs.secret_refs
+    check_required_env(game, set(env_data) | {k for r in gs.secret_refs
                                                   for k in secrets.keys.get(r, ())})
     config_data = config_files(gs)
     check_file_paths(gs, game)
@@ -92,7 +92,7 @@ def inline_env(gs: GameServer) -> dict[str, str]:
     return data
 
 
-def check_required_env(gs: GameServer, game: Game, provided: set[str]) -> None:
+def check_required_env(game: Game, provided: set[str]) -> None:
     missing = [e.name for e in game.env if e.required and e.default is None
                and e.name not in provided and not provided.intersection(e.aliases)]
     if missing:

@@ -9,34 +9,22 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kubernetes.client.rest import ApiException
 
 from . import backup as bk, clock, metrics, status as st
-from .kube import refusal
-from .model import GameServer, InvalidSpec, parse_scheduling
-
-if TYPE_CHECKING:
-    from .controller import Controller
+from .cache import Cache
+from .kube import Kube, refusal
+from .model import GameServer, InvalidSpec, parse_backup_policy, parse_scheduling
+from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
 
-def policy_of(body: dict) -> bk.Policy:
-    spec = (body.get("spec") or {}).get("backup")
-    try:
-        policy = bk.parse_policy(spec)
-        if policy.schedule:
-            bk.schedule_slots(policy.schedule, policy.time_zone, clock.now())
-    except (ValueError, KeyError, LookupError) as e:  # bad cron, zone or duration
-        raise InvalidSpec("InvalidBackupPolicy", f"spec.backup: {e}") from e
-    return policy
-
-
 class Runs:
-    def __init__(self, ctl: "Controller", job_image: str):
-        self.ctl, self.kube, self.cache, self.job_image = ctl, ctl.kube, ctl.cache, job_image
+    def __init__(self, kube: Kube, cache: Cache, queue: WorkQueue, job_image: str):
+        self.kube, self.cache, self.queue, self.job_image = kube, cache, queue, job_image
 
     # --- GameServer side -------------------------------------------------------------------------
 
@@ -46,10 +34,11 @@ class Runs:
         return next((r for r in self.cache.runs_of(self.cache.restores, ns, gs)
                      if (r.get("status") or {}).get("phase") in (bk.PENDING, bk.RUNNING)), None)
 
-    def image_to_run(self, body: dict, gs: GameServer, target: str, policy: bk.Policy
-                     ) -> tuple[str, dict]:
+    def backup_before_update(self, body: dict, gs: GameServer, target: str) -> tuple[str, dict]:
         """The image to render and the Updated condition. A new image waits for a backup of the
-        world as it is; a failed backup holds it, and nothing is lost."""
+        world as it is (this step asks for that backup); a failed backup holds it, and nothing
+        is lost."""
+        policy = gs.backup
         gen = body["metadata"].get("generation", 0)
         dep = self.cache.children.get(("Deployment", gs.namespace, gs.name))
         current = None
@@ -75,14 +64,15 @@ class Runs:
         return current, st.condition("Updated", False, "BackingUp",
                                      f"backing up before updating to {target} ({name})", gen)
 
-    def hold_stop_for_backup(self, body: dict, decision_run: bool, reason: str) -> str | None:
+    def backup_before_stop(self, body: dict, gs: GameServer, decision_run: bool, reason: str
+                           ) -> str | None:
         """With spec.uptime.backupBeforeStop, an automatic stop of a running server waits for a
-        backup of the session that ends. Returns a message while it waits, else None."""
-        uptime = (body.get("spec") or {}).get("uptime") or {}
+        backup of the session that ends (this step asks for it). Returns a message while it
+        waits, else None."""
         meta = body["metadata"]
         dep = self.cache.children.get(("Deployment", meta["namespace"], meta["name"]))
         session = ((body.get("status") or {}).get("uptime") or {}).get("sessionStart")
-        if (decision_run or reason == "Stopped" or not uptime.get("backupBeforeStop")
+        if (decision_run or reason == "Stopped" or not gs.uptime.backup_before_stop
                 or not dep or not dep["spec"].get("replicas") or not session):
             return None
         name = bk.before_stop_name(meta["name"], session)
@@ -135,10 +125,10 @@ class Runs:
                 out["lastSuccessfulTime"] = newest["status"]["completionTime"]
         return requeue, out
 
-    def ensure_finalizer(self, body: dict, gs: GameServer, policy: bk.Policy) -> None:
+    def ensure_finalizer(self, body: dict, gs: GameServer) -> None:
         """Eradication (retainOnDelete: false) waits for a final backup: a finalizer holds the
         GameServer, and with it the world, until that backup succeeded."""
-        want = not gs.storage.retain_on_delete and policy.before_eradication
+        want = not gs.storage.retain_on_delete and gs.backup.before_eradication
         self._set_finalizer("GameServer", body, bk.FINALIZER_FINAL_BACKUP, want,
                             self.cache.gameservers, (gs.namespace, gs.name))
 
@@ -150,7 +140,7 @@ class Runs:
         spec = body.get("spec") or {}
         retain = (spec.get("storage") or {}).get("retainOnDelete", True)
         try:
-            policy = policy_of(body)
+            policy = parse_backup_policy(spec.get("backup"))
         except InvalidSpec:
             policy = bk.Policy()
         if retain or not policy.before_eradication:
@@ -196,7 +186,10 @@ class Runs:
         if job is None:
             if gs is None:
                 return self._finish(run, bk.FAILED, f"GameServer {gs_name!r} does not exist")
-            policy = bk.parse_policy((gs.get("spec") or {}).get("backup"))
+            try:
+                policy = parse_backup_policy((gs.get("spec") or {}).get("backup"))
+            except InvalidSpec as e:
+                return self._finish(run, bk.FAILED, e.message)
             try:
                 self._ensure_backup_volume(gs, policy)
             except ApiException as e:
@@ -207,7 +200,7 @@ class Runs:
                 # every scheduled one after it, each with an Event), never silently.
                 return self._finish(run, bk.FAILED, f"the backup volume cannot be created: {refused}")
             node = self._server_node(ns, gs_name)
-            archive = bk.archive_path(gs_name, name)
+            archive = bk.archive_path(name)
             job = self.kube.create(bk.run_job(
                 run, "GameServerBackup", ["create", bk.DATA_MOUNT, archive], _data_claim(gs),
                 bk.backup_volume(gs_name), self.job_image, node, True, "backup",
@@ -216,7 +209,7 @@ class Runs:
             self._write(run, {"phase": bk.PENDING, "job": job_name, "volume": bk.backup_volume(gs_name),
                               "archive": archive, "node": node or "",
                               "message": "waiting for the Job's pod"})
-            self._event(run, gs, "Normal", "BackupStarted", f"backup {name} started ({run['spec'].get('reason', 'Manual')})")
+            self._event(run, gs, "Normal", "BackupStarted", f"backup {name} started ({run['spec'].get('reason', bk.MANUAL)})")
             return
         phase, msg = bk.job_outcome(job)
         if phase in bk.FINISHED:
@@ -259,7 +252,7 @@ class Runs:
             self._event(run, gs, "Warning", f"{kind}Failed", f"{kind.lower()} {run['metadata']['name']} failed: {update['message']}")
         if kind == "Backup":
             metrics.BACKUPS.labels(phase.lower()).inc()
-        self.ctl.queue.add(("GameServer", ns, run["spec"]["gameServer"]))
+        self.queue.add(("GameServer", ns, run["spec"]["gameServer"]))
 
     def _delete_archive(self, run: dict) -> None:
         """A deleted backup takes its archive with it: a Job removes the file, then the
@@ -323,7 +316,7 @@ class Runs:
                                   "wasRunning": was_running, "message": "stopping the server"})
                 self._event(run, gs, "Normal", "RestoreStarted",
                             f"restoring {backup_name}: stopping the server")
-                self.ctl.queue.add(("GameServer", ns, gs_name))
+                self.queue.add(("GameServer", ns, gs_name))
                 return
             busy = [b for b in self.cache.runs_of(self.cache.backups, ns, gs_name)
                     if (b.get("status") or {}).get("phase") in (bk.PENDING, bk.RUNNING)]

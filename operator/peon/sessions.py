@@ -1,36 +1,30 @@
-"""Uptime, the I/O half of uptime.py: read what status remembers, ask the server how many
-players are on (when due), decide, and say what to write back. Called by the controller."""
+"""Uptime, the I/O half of uptime.py: read what status remembers and what the prober last
+heard from the server, decide, and say what to write back. Called by the controller."""
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import clock, players, uptime
-from .model import Game, GameServer, InvalidSpec
-
-if TYPE_CHECKING:
-    from .controller import Controller
+from . import clock, uptime
+from .cache import Cache
+from .model import Game, GameServer
+from .prober import Prober, Target
 
 log = logging.getLogger(__name__)
 ANNOTATION_WAKE = "peon.dev/wake"
 
 
-def policy_of(body: dict) -> uptime.Policy:
-    try:
-        return uptime.parse_policy((body.get("spec") or {}).get("uptime"))
-    except (ValueError, KeyError, LookupError) as e:
-        raise InvalidSpec("InvalidUptimePolicy", f"spec.uptime: {e}") from e
-
-
 class Sessions:
-    def __init__(self, ctl: "Controller"):
-        self.ctl = ctl
-        self._probes: dict[tuple[str, str], tuple[float, players.Players | None]] = {}
+    def __init__(self, cache: Cache, prober: Prober):
+        self.cache, self.prober = cache, prober
 
-    def decide(self, body: dict, gs: GameServer, game: Game, policy: uptime.Policy
+    def forget(self, ns: str, name: str) -> None:
+        self.prober.forget((ns, name))
+
+    def decide(self, body: dict, gs: GameServer, game: Game
                ) -> tuple[uptime.Decision, dict, dict | None, float | None]:
         """(decision, status.uptime, status.players or None, seconds to look again)."""
+        policy = gs.uptime
         now = clock.now()
         old = (body.get("status") or {})
         mem = old.get("uptime") or {}
@@ -38,14 +32,12 @@ class Sessions:
         probe, players_status, requeue = None, old.get("players"), None
         idle = (gs.namespace, gs.name)
         if policy.idle_after and game.query.protocol != "none" and mem.get("running", True):
-            interval = self._interval(body)
-            last = self._probes.get(idle)
-            if last is None or time.monotonic() - last[0] >= interval:
-                probe = self._ask(body, gs, game)
-                self._probes[idle] = (time.monotonic(), probe)
+            target = self.target(gs, game)
+            if target is not None:
+                self.prober.want(idle, target)  # it queues this server when the answer changes
             else:
-                probe = last[1]
-            requeue = interval
+                self.prober.forget(idle)
+            probe = self.prober.latest(idle)
             if probe is not None:
                 prev = old.get("players") or {}
                 last_seen = prev.get("lastSeen")
@@ -55,7 +47,7 @@ class Sessions:
                 if last_seen:
                     players_status["lastSeen"] = last_seen
         else:
-            self._probes.pop(idle, None)
+            self.prober.forget(idle)
         observed = uptime.Observed(
             now=now, session_start=clock.parse(mem.get("sessionStart")),
             session_end=clock.parse(mem.get("sessionEnd")), end_reason=mem.get("endReason"), wake=wake,
@@ -70,23 +62,19 @@ class Sessions:
             requeue = min(filter(None, [requeue, max(0.5, min(clock.requeue_cap(), wait))]))
         return d, status, players_status, requeue
 
-    def _interval(self, body: dict) -> float:
-        idle = ((body.get("spec") or {}).get("uptime") or {}).get("idle") or {}
-        return min(float(idle.get("probeIntervalSeconds") or 30), max(1.0, clock.requeue_cap()))
-
-    def _ask(self, body: dict, gs: GameServer, game: Game) -> players.Players | None:
-        """Ask the override address, else the Service's cluster IP on the Game's query port."""
-        idle = ((body.get("spec") or {}).get("uptime") or {}).get("idle") or {}
-        if idle.get("probeAddress"):
-            # host:port or [IPv6]:port (the CRD's pattern guarantees the port).
-            host, _, port = idle["probeAddress"].rpartition(":")
-            return players.query(game.query.protocol, host.strip("[]"), int(port))
-        svc = self.ctl.cache.children.get(("Service", gs.namespace, gs.name))
+    def target(self, gs: GameServer, game: Game) -> Target | None:
+        """Where to ask: the override address, else the Service's cluster IP on the Game's
+        query port; None while the Service has no address."""
+        interval = min(gs.uptime.probe_interval, max(1.0, clock.requeue_cap()))
+        if gs.uptime.probe_address:
+            host, port = gs.uptime.probe_address
+            return Target(game.query.protocol, host, port, interval)
+        svc = self.cache.children.get(("Service", gs.namespace, gs.name))
         port = next((p for p in game.ports if p.name == game.query.port), None)
         ip = ((svc or {}).get("spec") or {}).get("clusterIP")
         if not ip or ip == "None" or port is None:
             return None
-        return players.query(game.query.protocol, ip, port.container_port)
+        return Target(game.query.protocol, ip, port.container_port, interval)
 
 
 def transition_event(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, str] | None:

@@ -37,6 +37,9 @@ class Policy:
     stop_at: dt.time | None = None
     idle_after: dt.timedelta | None = None
     idle_grace: dt.timedelta = dt.timedelta(minutes=10)
+    probe_interval: float = 30.0  # seconds between player queries
+    probe_address: tuple[str, int] | None = None  # ask here instead of the Service
+    backup_before_stop: bool = False
 
     @property
     def restricts(self) -> bool:
@@ -83,7 +86,18 @@ def parse_policy(spec: Mapping[str, Any] | None) -> Policy:
         max_duration=parse_duration(session["maxDuration"]) if session.get("maxDuration") else None,
         stop_at=_hhmm(session["stopAt"]) if session.get("stopAt") else None,
         idle_after=parse_duration(idle["after"]) if idle.get("after") else None,
-        idle_grace=parse_duration(idle["grace"]) if idle.get("grace") else dt.timedelta(minutes=10))
+        idle_grace=parse_duration(idle["grace"]) if idle.get("grace") else dt.timedelta(minutes=10),
+        probe_interval=float(idle.get("probeIntervalSeconds") or 30),
+        probe_address=_host_port(idle["probeAddress"]) if idle.get("probeAddress") else None,
+        backup_before_stop=bool(u.get("backupBeforeStop", False)))
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """host:port or [IPv6]:port (the CRD's pattern asks for the port; this says so if not)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"idle.probeAddress {address!r} must be host:port")
+    return host.strip("[]"), int(port)
 
 
 def _local(day: dt.date, t: dt.time, tz: ZoneInfo) -> dt.datetime:

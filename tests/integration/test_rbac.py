@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import Operator
-from gs_helpers import (AUDIT, apply_as_user, backup, gameserver, restore, run_phase,
+from gs_helpers import (AUDIT, apply_as_user, backup, condition, gameserver, restore, run_phase,
                         token_kubeconfig, wait_phase)
 from kube_helpers import K, client_for, wait_for
 
@@ -98,13 +98,16 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
     game["spec"].pop("aliases", None)
     kube.apply(game)
     try:
-        kube.create({"apiVersion": "v1", "kind": "Secret",
-                     "metadata": {"name": "pw", "namespace": ns}, "stringData": {"ADMIN": "x"}})
         spec = dict(gameUid=ns, settings=[{"type": "env", "name": "e", "content": {"SERVER_PASS": "hunter22"}},
                               {"type": "env", "name": "s", "secretRef": {"name": "pw"}},
                               {"type": "txt", "name": "motd.txt", "content": "hi"}],
                     backup={"retention": {"keepLast": 1}}, storage={"retainOnDelete": False})
+        # The Secret comes after its server (Secrets are watched; one the cache lacks is read).
         apply_as_user(kube, gameserver("life", ns, **spec))
+        wait_for("SecretNotFound", lambda: condition(kube.get("GameServer", ns, "life"), "Valid")
+                 .get("reason") == "SecretNotFound")
+        kube.create({"apiVersion": "v1", "kind": "Secret",
+                     "metadata": {"name": "pw", "namespace": ns}, "stringData": {"ADMIN": "x"}})
         wait_phase(kube, ns, "life", "Running")
         wait_for("the Game judged", lambda: (kube.get("Game", None, ns).get("status") or {}).get(
             "conditions"))

@@ -1,7 +1,7 @@
 """The controller's pure parts: change detection, claim updates, the work queue."""
 import asyncio
 
-from peon.controller import WorkQueue, claim_update, is_subset, newer
+from peon.controller import claim_update, is_subset
 
 
 def test_subset_ignores_server_defaults_and_omitted_empties():
@@ -28,31 +28,6 @@ def test_claim_update_sends_immutable_fields_back_and_only_grows():
     assert out["spec"]["storageClassName"] == "standard"
     desired["spec"]["resources"]["requests"]["storage"] = "20Gi"
     assert claim_update(desired, actual)["spec"]["resources"]["requests"]["storage"] == "20Gi"
-
-
-def test_newer_compares_resource_versions():
-    a = {"metadata": {"resourceVersion": "10"}}
-    assert newer(a, {"metadata": {"resourceVersion": "11"}})
-    assert not newer(a, {"metadata": {"resourceVersion": "9"}})
-    assert newer(None, a)
-
-
-def test_work_queue_never_runs_a_key_twice_at_once_and_coalesces():
-    async def scenario():
-        q = WorkQueue()
-        q.add(("ns", "a"))
-        q.add(("ns", "a"))  # coalesced while pending
-        key = await q.get()
-        q.add(("ns", "a"))  # while active: remembered, not queued twice
-        q.add(("ns", "a"))
-        assert q._queue.qsize() == 0
-        q.done(key)
-        assert q._queue.qsize() == 1
-        await q.get()
-        q.done(key)
-        assert q.idle()
-    asyncio.run(scenario())
-
 
 
 def test_refusals_are_told_apart_from_what_passes_on_its_own():

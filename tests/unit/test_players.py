@@ -1,11 +1,17 @@
 """Player counts through the same code the operator uses, over the real protocols."""
-import sys
+import asyncio
 import pathlib
+import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from fakegames import A2SServer, MinecraftServer  # noqa: E402
-from peon.players import Players, query  # noqa: E402
+from peon import players  # noqa: E402
+from peon.players import Players  # noqa: E402
+
+
+def query(*args, **kwargs):
+    return asyncio.run(players.query(*args, **kwargs))
 
 
 def test_a2s_reports_players_as_they_join_and_leave():

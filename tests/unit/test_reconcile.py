@@ -5,6 +5,7 @@ import pytest
 from fake_kube import FakeKube, api_error
 from fixtures import game, gameserver
 
+from peon.cache import Cache
 from peon.controller import Controller
 from peon.games import GameReconciler
 
@@ -64,7 +65,9 @@ def test_the_game_reconciler_writes_once_and_only_for_games_it_serves(world):
     kube, c = world
     g = c.cache.games["valheim"]
     kube.objects[("Game", None, "valheim")] = g
-    lonely = GameReconciler(kube, c.cache.__class__(games={"valheim": g}), whole_cluster=False)
+    alone = Cache()
+    alone.put(alone.games, "valheim", g, False)
+    lonely = GameReconciler(kube, alone, whole_cluster=False)
     lonely.reconcile("valheim")  # a namespaced operator none of whose servers use it
     assert kube.writes() == []
     r = GameReconciler(kube, c.cache, whole_cluster=False)

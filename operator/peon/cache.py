@@ -1,0 +1,173 @@
+"""What the watches have shown, kept for the reconcilers, with indexes by server.
+
+kopf's watch streams feed it (handlers.py) and the reconcilers put back what they wrote, so the
+next look acts on it. Every question a reconcile asks (this server's pods, its backups, the
+servers of a Game, the servers that name a Secret) is answered from an index: a reconcile costs
+the same with 10 servers as with 10,000.
+
+Written from the event loop and from worker threads; one lock keeps a store and its indexes
+in step. Readers take copies (`list(...)`) and never hold the lock across a reconcile.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Iterable
+
+from . import LABEL_GAMESERVER
+from .backup import LABEL_BACKUP, LABEL_RESTORE
+
+Key = tuple[str, str, str]  # (kind, namespace, name); a Game's is ("Game", "", name)
+
+
+def newer(a: dict | None, b: dict) -> bool:
+    """Is b at least as new as a? resourceVersions are opaque, but etcd's are integers."""
+    if a is None:
+        return True
+    ra, rb = a["metadata"].get("resourceVersion", ""), b["metadata"].get("resourceVersion", "")
+    if ra.isdigit() and rb.isdigit():
+        return int(rb) >= int(ra)
+    return True
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SecretView:
+    """A user's Secret as the reconcile needs it: its keys and a digest of its data (which rolls
+    the servers that mount it). The values themselves are never kept."""
+    name: str
+    keys: frozenset[str]
+    digest: str
+    resource_version: str
+
+    @classmethod
+    def of(cls, obj: dict) -> "SecretView":
+        data = obj.get("data") or {}
+        return cls(obj["metadata"]["name"], frozenset(data), digest(data),
+                   obj["metadata"].get("resourceVersion", ""))
+
+
+class Index:
+    """index key -> the store keys whose objects map to it."""
+
+    def __init__(self, keys_of: Callable[[Any, dict], Iterable[Hashable]]):
+        self.keys_of = keys_of
+        self.entries: dict[Hashable, dict[Any, None]] = {}  # an insertion-ordered set
+
+    def move(self, key: Any, old: dict | None, new: dict | None) -> None:
+        before = set(self.keys_of(key, old)) if old is not None else set()
+        after = set(self.keys_of(key, new)) if new is not None else set()
+        for k in before - after:
+            bucket = self.entries.get(k)
+            if bucket is not None:
+                bucket.pop(key, None)
+                if not bucket:
+                    del self.entries[k]
+        for k in after - before:
+            self.entries.setdefault(k, {})[key] = None
+
+    def get(self, k: Hashable) -> list:
+        return list(self.entries.get(k, ()))
+
+
+def _server_pod(key, pod: dict):
+    labels = pod["metadata"].get("labels") or {}
+    if labels.get(LABEL_GAMESERVER) and LABEL_BACKUP not in labels and LABEL_RESTORE not in labels:
+        yield (key[0], labels[LABEL_GAMESERVER])
+
+
+def _run_server(key, run: dict):
+    gs = (run.get("spec") or {}).get("gameServer")
+    if gs:
+        yield (key[0], gs)
+
+
+def _game_uid(key, gs: dict):
+    yield (gs.get("spec") or {}).get("gameUid", "")
+
+
+def _secret_refs(key, gs: dict):
+    for s in (gs.get("spec") or {}).get("settings") or []:
+        ref = (s.get("secretRef") or {}).get("name")
+        if ref:
+            yield (key[0], ref)
+
+
+def _aliases(key, game: dict):
+    yield from (game.get("spec") or {}).get("aliases") or []
+
+
+class Cache:
+    def __init__(self) -> None:
+        self.gameservers: dict[tuple[str, str], dict] = {}  # (ns, name)
+        self.games: dict[str, dict] = {}
+        self.children: dict[tuple[str, str, str], dict] = {}  # (kind, ns, name)
+        self.pods: dict[tuple[str, str], dict] = {}
+        self.backups: dict[tuple[str, str], dict] = {}
+        self.restores: dict[tuple[str, str], dict] = {}
+        self.jobs: dict[tuple[str, str], dict] = {}
+        self.secrets: dict[tuple[str, str], SecretView] = {}  # users' Secrets, as views
+        self._lock = threading.Lock()
+        self._indexes: dict[int, list[Index]] = {
+            id(self.pods): [Index(_server_pod)],
+            id(self.backups): [Index(_run_server)],
+            id(self.restores): [Index(_run_server)],
+            id(self.gameservers): [Index(_game_uid), Index(_secret_refs)],
+            id(self.games): [Index(_aliases)],
+        }
+
+    def put(self, store: dict, key, obj: dict, deleted: bool) -> None:
+        with self._lock:
+            old = store.get(key)
+            if deleted:
+                if old is None:
+                    return
+                del store[key]
+                new = None
+            elif newer(old, obj):
+                store[key] = new = obj
+            else:
+                return
+            for index in self._indexes.get(id(store), ()):
+                index.move(key, old, new)
+
+    def put_secret(self, ns: str, obj: dict, deleted: bool) -> None:
+        key = (ns, obj["metadata"]["name"])
+        if deleted:
+            self.secrets.pop(key, None)
+        else:
+            self.secrets[key] = SecretView.of(obj)
+
+    # --- questions, each answered from an index --------------------------------------------------
+
+    def game(self, uid: str) -> dict | None:
+        """The Game named `uid`, or the one that lists it among its aliases."""
+        if uid in self.games:
+            return self.games[uid]
+        names = self._indexes[id(self.games)][0].get(uid)
+        return self.games.get(names[0]) if names else None
+
+    def pods_of(self, ns: str, gs_name: str) -> list[dict]:
+        """The server's own pods (not its backup or restore Jobs' pods)."""
+        return [p for k in self._indexes[id(self.pods)][0].get((ns, gs_name))
+                if (p := self.pods.get(k)) is not None]
+
+    def runs_of(self, store: dict, ns: str, gs_name: str) -> list[dict]:
+        """The server's GameServerBackups or GameServerRestores (`store` says which)."""
+        return [r for k in self._indexes[id(store)][0].get((ns, gs_name))
+                if (r := store.get(k)) is not None]
+
+    def gameservers_of_game(self, game: dict) -> list[Key]:
+        out: list[Key] = []
+        aliases = (game.get("spec") or {}).get("aliases") or []
+        for uid in (game["metadata"]["name"], *aliases):
+            out += [("GameServer", *k) for k in self._indexes[id(self.gameservers)][0].get(uid)]
+        return out
+
+    def gameservers_referencing_secret(self, ns: str, name: str) -> list[Key]:
+        return [("GameServer", *k) for k in self._indexes[id(self.gameservers)][1].get((ns, name))]

@@ -1,0 +1,76 @@
+"""The cache and its indexes: every question a reconcile asks, answered from an index that
+follows puts, moves and deletes."""
+from peon.cache import Cache, newer
+
+
+def test_newer_compares_resource_versions():
+    a = {"metadata": {"resourceVersion": "10"}}
+    assert newer(a, {"metadata": {"resourceVersion": "11"}})
+    assert not newer(a, {"metadata": {"resourceVersion": "9"}})
+    assert newer(None, a)
+
+
+def pod(name, gs, ns="n", rv="1", **labels):
+    return {"metadata": {"name": name, "namespace": ns, "resourceVersion": rv,
+                         "labels": {"peon.dev/gameserver": gs, **labels}}}
+
+
+def test_pods_of_a_server_follow_puts_and_deletes_and_leave_out_run_pods():
+    c = Cache()
+    c.put(c.pods, ("n", "a-1"), pod("a-1", "a"), False)
+    c.put(c.pods, ("n", "a-backup"), pod("a-backup", "a", **{"peon.dev/backup": "b1"}), False)
+    c.put(c.pods, ("m", "a-1"), pod("a-1", "a", ns="m"), False)
+    assert [p["metadata"]["name"] for p in c.pods_of("n", "a")] == ["a-1"]
+    c.put(c.pods, ("n", "a-1"), pod("a-1", "a"), True)
+    assert c.pods_of("n", "a") == [] and len(c.pods_of("m", "a")) == 1
+
+
+def test_an_older_version_never_replaces_a_newer_one_nor_its_index_entries():
+    c = Cache()
+    c.put(c.pods, ("n", "p"), pod("p", "a", rv="5"), False)
+    c.put(c.pods, ("n", "p"), pod("p", "b", rv="4"), False)  # a stale event
+    assert c.pods_of("n", "b") == [] and len(c.pods_of("n", "a")) == 1
+    c.put(c.pods, ("n", "p"), pod("p", "b", rv="6"), False)  # relabelled: it moves
+    assert c.pods_of("n", "a") == [] and len(c.pods_of("n", "b")) == 1
+
+
+def gs(name, game="valheim", refs=(), ns="n", rv="1"):
+    return {"metadata": {"name": name, "namespace": ns, "resourceVersion": rv},
+            "spec": {"gameUid": game, "settings": [{"type": "env", "name": r, "secretRef": {"name": r}}
+                                                   for r in refs]}}
+
+
+def test_servers_by_game_alias_and_by_secret():
+    c = Cache()
+    c.put(c.games, "valheim", {"metadata": {"name": "valheim", "resourceVersion": "1"},
+                               "spec": {"aliases": ["valhiem"]}}, False)
+    c.put(c.gameservers, ("n", "a"), gs("a", refs=["pw"]), False)
+    c.put(c.gameservers, ("n", "b"), gs("b", game="valhiem"), False)
+    c.put(c.gameservers, ("m", "c"), gs("c", game="factorio", refs=["pw"], ns="m"), False)
+    assert c.game("valhiem")["metadata"]["name"] == "valheim" and c.game("nope") is None
+    assert sorted(c.gameservers_of_game(c.games["valheim"])) == [("GameServer", "n", "a"),
+                                                               ("GameServer", "n", "b")]
+    assert c.gameservers_referencing_secret("n", "pw") == [("GameServer", "n", "a")]
+    c.put(c.gameservers, ("n", "a"), gs("a", rv="2"), False)  # the reference removed
+    assert c.gameservers_referencing_secret("n", "pw") == []
+    c.put(c.gameservers, ("n", "b"), gs("b"), True)
+    assert c.gameservers_of_game(c.games["valheim"]) == [("GameServer", "n", "a")]
+
+
+def test_runs_of_a_server():
+    c = Cache()
+    run = lambda n, g: {"metadata": {"name": n, "namespace": "n", "resourceVersion": "1"},
+                        "spec": {"gameServer": g}}
+    c.put(c.backups, ("n", "b1"), run("b1", "a"), False)
+    c.put(c.backups, ("n", "b2"), run("b2", "x"), False)
+    c.put(c.restores, ("n", "r1"), run("r1", "a"), False)
+    assert [r["metadata"]["name"] for r in c.runs_of(c.backups, "n", "a")] == ["b1"]
+    assert [r["metadata"]["name"] for r in c.runs_of(c.restores, "n", "a")] == ["r1"]
+
+
+def test_a_users_secret_is_kept_as_keys_and_a_digest_never_its_values():
+    c = Cache()
+    c.put_secret("n", {"metadata": {"name": "pw", "resourceVersion": "3"},
+                       "data": {"SERVER_PASS": "aHVudGVyMjI="}}, False)
+    view = c.secrets[("n", "pw")]
+    assert view.keys == frozenset({"SERVER_PASS"}) and "aHVudGVyMjI=" not in repr(view)
