@@ -6,10 +6,17 @@
     operator  N GameServers applied with that concurrency, until every one is Running with
               all its children
 
-Prints both times and their ratio (operator / floor), then holds the operator idle and prints
-the API writes it made meanwhile (target: zero), and its peak memory.
+For each N: both times and their ratio (operator / floor), the operator's API writes per server
+(server-side dry runs, which write nothing, apart), its CPU seconds per server and peak memory,
+then the writes it makes while held idle (target: zero). Targets (issue 12): at N=1,000 a ratio
+within 1.3, at most 8 writes per server, peak RSS at most 150 MiB, 0 idle writes; CPU seconds per
+server at N=3,000 no more than 1.2x those at N=1,000.
 
-    bench/converge.py [--n 100] [--concurrency 8] [--idle 60]
+    bench/converge.py [--n 100[,1000,3000]] [--concurrency 8] [--idle 60]
+
+The bed's controller-manager and scheduler run with --kube-api-qps=300 (tools/cluster), so
+the floor measures the API server, not client-go's default 20 QPS; the bench prints what the
+running controller-manager was given.
 
 Uses KUBECONFIG when set, else the local test bed (tools/cluster up).
 """
@@ -108,26 +115,27 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=100)
-    ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--idle", type=float, default=60)
-    ap.add_argument("--timeout", type=float, default=1800)
-    args = ap.parse_args()
+def cpu_seconds(pid: int) -> float:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
-    kc = kubeconfig()
-    kube = K(client_for(kc))
-    kube.api.configuration.connection_pool_maxsize = max(32, args.concurrency * 2)
-    subprocess.run(["kubectl", "--kubeconfig", kc, "apply", "--server-side", "-f", str(ROOT / "crds")],
-                   check=True, capture_output=True, env=_env())
-    subprocess.run(["kubectl", "--kubeconfig", kc, "wait", "--for=condition=Established",
-                    "-f", str(ROOT / "crds")], check=True, capture_output=True, env=_env())
-    kube.apply(GAME)
 
-    t_floor = floor(kube, args.n, args.concurrency, args.timeout)
-    print(f"floor:    {args.n} servers' children created directly, all ready in {t_floor:.2f} s")
+def controller_manager_qps() -> str:
+    """What the running kube-controller-manager was given (local bed only)."""
+    for proc in pathlib.Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"kube-controller-manager"):
+            qps = [a.decode() for a in argv if a.startswith(b"--kube-api-")]
+            return " ".join(qps) or "client-go's defaults (20 QPS, burst 30)"
+    return "not found on this machine"
 
+
+def run(kube: K, kc: str, n: int, args) -> dict:
+    t_floor = floor(kube, n, args.concurrency, args.timeout)
+    print(f"floor:    {n} servers' children created directly, all ready in {t_floor:.2f} s", flush=True)
     ns = f"bench-op-{uuid.uuid4().hex[:6]}"
     kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     port = _free_port()
@@ -139,31 +147,72 @@ def main() -> None:
                           env=dict(os.environ, KUBECONFIG=kc), stdout=log, stderr=subprocess.STDOUT)
     try:
         wait("the operator's metrics", lambda: _up(port), 60)
+        cpu0 = cpu_seconds(op.pid)
         t0 = time.monotonic()
         with ThreadPoolExecutor(args.concurrency) as pool:
-            list(pool.map(kube.create, [gameserver(i, ns) for i in range(args.n)]))
+            list(pool.map(kube.create, [gameserver(i, ns) for i in range(n)]))
 
         def all_running() -> bool:
             items = kube.list("GameServer", ns)
-            return len(items) == args.n and all(
+            return len(items) == n and all(
                 (g.get("status") or {}).get("phase") == "Running" for g in items)
         t1 = wait("every GameServer Running", all_running, args.timeout)
+        cpu = cpu_seconds(op.pid) - cpu0
         t_op = t1 - t0
-        assert ready_deployments(kube, ns) == args.n
-        print(f"operator: {args.n} GameServers Running with all children in {t_op:.2f} s")
-        print(f"ratio:    {t_op / t_floor:.2f} (operator / floor, concurrency {args.concurrency})")
-        writes_converge = metric_total(port, "peon_api_writes_total")
+        assert ready_deployments(kube, ns) == n
+        print(f"operator: {n} GameServers Running with all children in {t_op:.2f} s", flush=True)
         time.sleep(3)  # the last watch events of the rollout
-        before = metric_total(port, "peon_api_writes_total")
+        writes = metric_total(port, "peon_api_writes_total")
+        dry = metric_total(port, "peon_api_dry_runs_total")
         time.sleep(args.idle)
-        after = metric_total(port, "peon_api_writes_total")
-        print(f"converge: {writes_converge:.0f} API writes ({writes_converge / args.n:.1f} per server)")
-        print(f"idle:     {after - before:.0f} API writes in {args.idle:.0f} s idle (target 0)")
-        print(f"memory:   operator peak RSS {peak_rss_mib(op.pid):.0f} MiB")
+        idle = metric_total(port, "peon_api_writes_total") - writes
+        row = {"n": n, "floor": t_floor, "operator": t_op, "ratio": t_op / t_floor,
+               "writes": writes / n, "dry": dry / n, "cpu": cpu / n, "rss": peak_rss_mib(op.pid),
+               "idle": idle}
+        print(f"ratio:    {row['ratio']:.2f} (operator / floor, concurrency {args.concurrency})")
+        print(f"converge: {writes:.0f} API writes ({row['writes']:.1f} per server; "
+              f"{row['dry']:.1f} dry runs per server apart)")
+        print(f"cpu:      {cpu:.1f} operator CPU seconds ({row['cpu'] * 1000:.1f} ms per server)")
+        print(f"idle:     {idle:.0f} API writes in {args.idle:.0f} s idle (target 0)")
+        print(f"memory:   operator peak RSS {row['rss']:.0f} MiB", flush=True)
+        return row
     finally:
         op.terminate()
         op.wait(30)
         kube.delete("Namespace", None, ns)
+        wait("the operator's namespace to be gone",
+             lambda: kube.get("Namespace", None, ns) is None, args.timeout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", default="100", help="servers; several as 100,1000,3000")
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--idle", type=float, default=60)
+    ap.add_argument("--timeout", type=float, default=3600)
+    args = ap.parse_args()
+
+    kc = kubeconfig()
+    kube = K(client_for(kc))
+    kube.api.configuration.connection_pool_maxsize = max(32, args.concurrency * 2)
+    subprocess.run(["kubectl", "--kubeconfig", kc, "apply", "--server-side", "-f", str(ROOT / "crds")],
+                   check=True, capture_output=True, env=_env())
+    subprocess.run(["kubectl", "--kubeconfig", kc, "wait", "--for=condition=Established",
+                    "-f", str(ROOT / "crds")], check=True, capture_output=True, env=_env())
+    kube.apply(GAME)
+    print(f"bed:      kube-controller-manager {controller_manager_qps()}")
+    rows = [run(kube, kc, int(n), args) for n in args.n.split(",")]
+    print("\n|     N | floor s | operator s | ratio | writes/server | dry runs/server "
+          "| CPU ms/server | peak RSS MiB | idle writes |")
+    print("|------:|--------:|-----------:|------:|--------------:|----------------:"
+          "|--------------:|-------------:|------------:|")
+    for r in rows:
+        print(f"| {r['n']:5d} | {r['floor']:7.1f} | {r['operator']:10.1f} | {r['ratio']:5.2f} "
+              f"| {r['writes']:13.1f} | {r['dry']:15.1f} | {r['cpu'] * 1000:13.1f} "
+              f"| {r['rss']:12.0f} | {r['idle']:11.0f} |")
+    if len(rows) > 1:
+        print(f"cpu per server at N={rows[-1]['n']} / N={rows[-2]['n']}: "
+              f"{rows[-1]['cpu'] / rows[-2]['cpu']:.2f} (target at most 1.2: linear cost)")
 
 
 def _env() -> dict:
