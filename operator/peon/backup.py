@@ -228,6 +228,19 @@ def run_job(run: Mapping, kind: str, action: list[str], data_claim: str | None, 
     }
 
 
+def job_finished_at(job: Mapping) -> str | None:
+    """When the Job finished, by the API server's clock: its completionTime, else (a Job seen
+    between SuccessCriteriaMet and Complete, which comes with completionTime) the time its
+    finishing condition turned True. Mixing in the operator's own clock misordered retention."""
+    st = job.get("status") or {}
+    if st.get("completionTime"):
+        return st["completionTime"]
+    times = [c.get("lastTransitionTime") for c in st.get("conditions") or []
+             if c.get("status") == "True" and c.get("type") in
+             ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")]
+    return max(filter(None, times), default=None)
+
+
 def job_outcome(job: Mapping | None) -> tuple[str, str]:
     """(phase, message) of a run from its Job."""
     if job is None:

@@ -27,7 +27,7 @@ from . import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, __version__, metri
 from .cache import Cache, Key, digest
 from .games import GameReconciler
 from .kube import KINDS, Kube, refusal
-from .model import STATE_STOPPED, Game, InvalidSpec, is_env_name, parse_game, parse_gameserver
+from .model import STATE_STOPPED, InvalidSpec, is_env_name, parse_game, parse_gameserver
 from .render import ReferencedSecrets, child_names, render
 from .prober import Prober
 from .runs import Runs
@@ -69,6 +69,7 @@ class Controller:
         self._failures: dict[Key, int] = {}
         self._tasks: list[asyncio.Task] = []
         self.phases: dict[Key, str] = {}  # last phase seen of every GameServer, for metrics
+        self._transitional: dict[Key, float] = {}  # since when a server's phase is on its way
         self.runs = Runs(kube, self.cache, self.queue, job_image)
         self.prober = Prober(lambda key: self.queue.add(("GameServer", *key)))
         self.sessions = Sessions(self.cache, self.prober)
@@ -177,6 +178,7 @@ class Controller:
         body = self.cache.gameservers.get((ns, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.phases.pop(key, None)
+            self._transitional.pop(key, None)
             self.sessions.forget(ns, name)
             if body is not None:
                 self.runs.before_eradication(body)
@@ -224,11 +226,13 @@ class Controller:
         event = transition_event((body.get("status") or {}).get("uptime"), uptime_status)
         if event:
             self.kube.event(body, "Normal", *event)
-        self.write_status(body, game=game, image=image, want_running=running,
-                          host_ports=gs.network.host_ports, extra=[updated],
-                          backup=backup_status, why_stopped=why_stopped,
-                          more={"uptime": uptime_status, "players": players_status})
-        return min(filter(None, [requeue, uptime_requeue]), default=None)
+        settle = self.write_status(body, built=st.Built(
+            game_uid=game.uid, image=image, want_running=running, host_ports=gs.network.host_ports,
+            ports=[{"name": p.name, "containerPort": p.container_port, "protocol": p.protocol}
+                   for p in game.ports],
+            extra=(updated,), backup=backup_status, why_stopped=why_stopped,
+            more={"uptime": uptime_status, "players": players_status}))
+        return min(filter(None, [requeue, uptime_requeue, settle]), default=None)
 
     def referenced_secrets(self, ns: str, names: tuple[str, ...]) -> ReferencedSecrets:
         """The users' Secrets named by secretRef, from the cache (Secrets are watched). One the
@@ -324,62 +328,48 @@ class Controller:
         self.kube.event(body, "Normal", "Stopping", "stopping the server as spec.state asks, "
                         "although the rest of its spec cannot be built")
 
-    def write_status(self, body: dict, invalid: InvalidSpec | None = None, game: Game | None = None,
-                     image: str = "", want_running: bool = True, host_ports: bool = False,
-                     extra: list[dict] = (), backup: dict | None = None,
-                     why_stopped: str | None = None, more: dict | None = None) -> None:
+    def write_status(self, body: dict, invalid: InvalidSpec | None = None,
+                     built: st.Built | None = None) -> float | None:
+        """Write the server's status when it changed. Returns seconds after which to look
+        again while a transitional phase is held back (status.SETTLE_SECONDS)."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        key = ("GameServer", ns, name)
         gen = body["metadata"].get("generation", 0)
         old = body.get("status") or {}
-        now = st.now_iso()
+        dep = self.cache.children.get(("Deployment", ns, name))
+        pods = self.cache.pods_of(ns, name)
         if invalid is not None:
-            dep = self.cache.children.get(("Deployment", ns, name))
-            phase = st.ERROR
-            if dep is not None:  # what was built before still runs, or stops: say which
-                phase, _ = st.server_phase(bool((dep.get("spec") or {}).get("replicas")), dep,
-                                           self.cache.pods_of(ns, name))
-            new: dict[str, Any] = {"phase": phase, "observedGeneration": gen}
-            conds = [st.condition("Valid", False, invalid.reason, invalid.message, gen),
-                     st.condition("Ready", False, "Invalid", "the spec cannot be built; see Valid", gen)]
+            new, conds = st.invalid_status(gen, invalid.reason, invalid.message, dep, pods)
         else:
-            dep = self.cache.children.get(("Deployment", ns, name))
-            svc = self.cache.children.get(("Service", ns, name))
-            pods = self.cache.pods_of(ns, name)
-            phase, why = st.server_phase(want_running, dep, pods)
-            if why_stopped and phase in (st.STOPPING, st.STOPPED):
-                why = why_stopped
-            # A stopped server has no address to give players (it showed the cluster IP).
-            eps = [] if phase == st.STOPPED else st.endpoints(
-                svc, pods, host_ports, [{"name": p.name, "containerPort": p.container_port,
-                                         "protocol": p.protocol} for p in game.ports])
-            new = {"phase": phase, "observedGeneration": gen, "game": game.uid, "image": image,
-                   "endpoints": eps, "endpoint": st.summary_endpoint(eps)}
-            conds = [st.condition("Valid", True, "Resolved", f"game {game.uid}, image {image}", gen),
-                     st.condition("Ready", phase == st.RUNNING, phase, why, gen), *extra]
-            if backup:
-                new["backup"] = backup
-            for k, v in (more or {}).items():
-                if v is not None:
-                    new[k] = v
-        new["conditions"] = st.merge_conditions(old.get("conditions"), conds, now)
-        self.phases[("GameServer", ns, name)] = new["phase"]
+            new, conds = st.built_status(gen, built, dep, self.cache.children.get(("Service", ns, name)),
+                                         pods)
+        new["conditions"] = st.merge_conditions(old.get("conditions"), conds, st.now_iso())
+        self.phases[key] = new["phase"]
         if not st.status_differs(old, new):
-            return
+            self._transitional.pop(key, None)
+            return None
+        if invalid is None:
+            now = time.monotonic()
+            since = self._transitional.setdefault(key, now) \
+                if new["phase"] in st.TRANSITIONAL else self._transitional.pop(key, None)
+            wait = st.settle_wait(new["phase"], since, now)
+            if wait is not None:
+                return wait
+        self._transitional.pop(key, None)
         try:
             updated = self.kube.patch_status("GameServer", ns, name, new)
             # Keep what was written: the next reconcile must not act on the status it replaced.
             self.cache.put(self.cache.gameservers, (ns, name), updated, False)
         except ApiException as e:
             if e.status == 404:  # deleted meanwhile
-                return
+                return None
             raise
-        if old.get("phase") != new["phase"]:
-            if invalid is not None:
-                self.kube.event(body, "Warning", invalid.reason, invalid.message)
-            else:
-                self.kube.event(body, "Normal", new["phase"], conds[1]["message"])
-        elif invalid is not None and _cond(old, "Valid").get("message") != invalid.message:
+        # Warnings only: a phase change is in the status itself (`kubectl get` shows it), and
+        # an Event that repeats it is a write nobody needs.
+        if invalid is not None and (old.get("phase") != new["phase"]
+                                    or _cond(old, "Valid").get("message") != invalid.message):
             self.kube.event(body, "Warning", invalid.reason, invalid.message)
+        return None
 
 
 def claim_update(desired: dict, actual: dict) -> dict:

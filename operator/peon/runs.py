@@ -226,8 +226,9 @@ class Runs:
             js = job.get("status") or {}
             if js.get("startTime"):
                 update["startTime"] = js["startTime"]
-            if js.get("completionTime"):
-                update["completionTime"] = js["completionTime"]
+            finished = bk.job_finished_at(job)
+            if finished:
+                update["completionTime"] = finished
             result = self._termination_message(ns, job["metadata"]["name"])
             if phase == bk.SUCCEEDED:
                 for k in ("sha256", "size", "files", "warnings"):

@@ -1,6 +1,7 @@
 """Pure status computation: what the children show in, the GameServer's status out."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from . import clock
@@ -99,3 +100,65 @@ def _clean(v: Any) -> Any:
 def status_differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """True when writing `new` would change what `old` says (fields the operator owns only)."""
     return any(_clean(old.get(k)) != _clean(v) for k, v in new.items())
+
+
+# --- the GameServer's status, assembled (pure) ---------------------------------------------------
+
+TRANSITIONAL = (PENDING, STARTING, STOPPING)
+# A phase on the way somewhere is written only once it has lasted this long: a server that is
+# up within it shows Running as its first phase (one status write, not three), and one that
+# takes longer (an image pull, a slow boot) shows where it is after at most this delay.
+SETTLE_SECONDS = 2.0
+
+
+def settle_wait(phase: str, since: float | None, now: float) -> float | None:
+    """Seconds to hold back a status whose phase is `phase`, transitional since `since`
+    (monotonic); None to write it now."""
+    if phase not in TRANSITIONAL or since is None:
+        return None
+    left = SETTLE_SECONDS - (now - since)
+    return left if left > 0 else None
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a reconcile that built the server knows, for its status."""
+    game_uid: str
+    ports: list[dict]  # the Game's ports: name, containerPort, protocol
+    image: str
+    want_running: bool
+    host_ports: bool
+    extra: tuple[dict, ...] = ()  # more conditions (Updated)
+    backup: dict | None = None
+    why_stopped: str | None = None
+    more: Mapping[str, Any] | None = None  # uptime, players
+
+
+def invalid_status(gen: int, reason: str, message: str, deployment: Mapping | None,
+                   pods: list[Mapping]) -> tuple[dict, list[dict]]:
+    """(status fields, conditions) of a server whose spec cannot be built."""
+    phase = ERROR
+    if deployment is not None:  # what was built before still runs, or stops: say which
+        phase, _ = server_phase(bool((deployment.get("spec") or {}).get("replicas")), deployment, pods)
+    return ({"phase": phase, "observedGeneration": gen},
+            [condition("Valid", False, reason, message, gen),
+             condition("Ready", False, "Invalid", "the spec cannot be built; see Valid", gen)])
+
+
+def built_status(gen: int, b: Built, deployment: Mapping | None, service: Mapping | None,
+                 pods: list[Mapping]) -> tuple[dict, list[dict]]:
+    """(status fields, conditions) of a server built as its spec says."""
+    phase, why = server_phase(b.want_running, deployment, pods)
+    if b.why_stopped and phase in (STOPPING, STOPPED):
+        why = b.why_stopped
+    # A stopped server has no address to give players (it showed the cluster IP).
+    eps = [] if phase == STOPPED else endpoints(service, pods, b.host_ports, b.ports)
+    new: dict[str, Any] = {"phase": phase, "observedGeneration": gen, "game": b.game_uid,
+                           "image": b.image, "endpoints": eps, "endpoint": summary_endpoint(eps)}
+    if b.backup:
+        new["backup"] = b.backup
+    for k, v in (b.more or {}).items():
+        if v is not None:
+            new[k] = v
+    return new, [condition("Valid", True, "Resolved", f"game {b.game_uid}, image {b.image}", gen),
+                 condition("Ready", phase == RUNNING, phase, why, gen), *b.extra]

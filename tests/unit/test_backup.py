@@ -118,3 +118,13 @@ def test_job_outcome():
     phase, msg = bk.job_outcome({"status": {"conditions": [
         {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "gave up"}]}})
     assert phase == "Failed" and "BackoffLimitExceeded" in msg
+
+
+def test_a_job_finishes_by_the_api_servers_clock_even_before_its_completion_time():
+    from peon.backup import job_finished_at
+    met = {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": "2026-11-29T04:00:05Z"}
+    assert job_finished_at({"status": {"conditions": [met]}}) == "2026-11-29T04:00:05Z"
+    done = {"status": {"completionTime": "2026-11-29T04:00:06Z",
+                       "conditions": [met, {**met, "type": "Complete"}]}}
+    assert job_finished_at(done) == "2026-11-29T04:00:06Z"
+    assert job_finished_at({"status": {"active": 1}}) is None

@@ -29,14 +29,29 @@ def child_writes(kube):
 
 def test_a_first_build_is_tried_whole_then_made(world):
     kube, c = world
-    c.reconcile(("GameServer", "games", "odin"))
+    again = c.reconcile(("GameServer", "games", "odin"))
     dry = [k for v, k, _ in kube.calls if v == "dry-run"]
     made = [k for v, k in child_writes(kube) if v == "apply"]
     assert dry == made == ["Secret", "PersistentVolumeClaim", "Service", "Deployment"]
     first_apply = next(i for i, c_ in enumerate(kube.calls) if c_[0] == "apply")
     assert all(v == "dry-run" for v, _, _ in kube.calls[:first_apply] if v != "get")
+    # Pending (no pod yet) is held back a moment: a server up within it shows Running first.
+    assert "status" not in kube.objects[("GameServer", "games", "odin")]
+    assert 0 < again <= 2.0
+
+
+def test_a_phase_on_its_way_is_written_once_it_has_lasted(world, monkeypatch):
+    import peon.controller as ctl
+    kube, c = world
+    clock = [1000.0]
+    monkeypatch.setattr(ctl.time, "monotonic", lambda: clock[0])
+    c.reconcile(("GameServer", "games", "odin"))
+    clock[0] += 2.5  # still no pod: Pending has lasted, and is said
+    c.reconcile(("GameServer", "games", "odin"))
     status = kube.objects[("GameServer", "games", "odin")]["status"]
+    assert status["phase"] == "Pending"
     assert next(x for x in status["conditions"] if x["type"] == "Valid")["status"] == "True"
+    assert [e for e in kube.events if e[1] == "Pending"] == []  # no Event repeats the phase
 
 
 def test_a_refused_first_build_makes_nothing_and_says_why(world):

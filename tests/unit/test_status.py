@@ -60,3 +60,13 @@ def test_status_differs_treats_removed_and_absent_alike():
     assert not st.status_differs(old, {"uptime": {"running": True, "reason": "AlwaysOn",
                                                   "sessionEnd": None}})
     assert st.status_differs(old, {"uptime": {"running": False, "reason": "Idle"}})
+
+
+
+def test_a_transitional_phase_is_held_until_it_has_lasted():
+    from peon.status import SETTLE_SECONDS, settle_wait
+    assert settle_wait("Running", 100.0, 100.1) is None  # final phases: at once
+    assert settle_wait("Error", None, 5.0) is None
+    assert settle_wait("Pending", 100.0, 100.5) == SETTLE_SECONDS - 0.5
+    assert settle_wait("Starting", 100.0, 100.0 + SETTLE_SECONDS) is None
+    assert settle_wait("Stopping", 100.0, 103.0) is None

@@ -19,3 +19,30 @@ def test_work_queue_never_runs_a_key_twice_at_once_and_coalesces():
         q.done(key)
         assert q.idle()
     asyncio.run(scenario())
+
+
+def test_an_add_from_a_reconcile_thread_wakes_a_waiting_worker():
+    """With no timer pending, an event loop sleeps until something wakes it: an add made
+    straight from another thread left the worker asleep (the key sat in the queue)."""
+    import threading
+    got, ready = [], threading.Event()
+    loop = asyncio.new_event_loop()
+    q = WorkQueue()
+
+    async def worker():
+        task = asyncio.ensure_future(q.get())
+        await asyncio.sleep(0)  # the worker is waiting on the loop
+        ready.set()
+        got.append(await task)
+
+    runner = threading.Thread(target=loop.run_until_complete, args=(worker(),), daemon=True)
+    runner.start()
+    assert ready.wait(10)
+    q.add(("GameServer", "ns", "a"))  # from this thread, as a reconcile thread does
+    runner.join(10)
+    woken = not runner.is_alive()
+    if not woken:
+        for task in asyncio.all_tasks(loop):
+            loop.call_soon_threadsafe(task.cancel)
+        runner.join(10)
+    assert woken and got == [("GameServer", "ns", "a")], "the waiting worker was never woken"
