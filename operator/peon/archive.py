@@ -650,7 +650,7 @@ def _check(archive: str, target: str) -> _Plan:
             with tar:
                 members = iter(tar)
                 manifest = _read_manifest(tar, members)
-                _check_declared_space(target, manifest.bytes)
+                check_space_for(target, manifest.bytes)
                 checker = _Checker(manifest)
                 stream.allow(manifest.byte_limit, 0)
                 for m in members:
@@ -706,8 +706,9 @@ def _not_enough_space(target: str, need: int, free: int) -> ArchiveError:
                         "is complete, so both must fit)")
 
 
-def _check_declared_space(target: str, data_bytes: int) -> None:
-    """Early: an archive whose manifest alone does not fit is refused before it is read."""
+def check_space_for(target: str, data_bytes: int) -> None:
+    """Refuse, before anything is written, a new world of `data_bytes` that does not fit beside
+    the old one (an archive's manifest, a snapshot's restore size)."""
     space = _free_space(_existing(target))
     if data_bytes > space.free_bytes:
         raise _not_enough_space(target, data_bytes, space.free_bytes)
@@ -799,7 +800,7 @@ def _world_names(target: str) -> list[str]:
     return sorted(n for n in os.listdir(target) if not n.startswith(RESERVED))
 
 
-def _clear_leftovers(target: str) -> list[str]:
+def clear_leftovers(target: str) -> list[str]:
     """Staging folders of restores that died are dropped; an old world they had moved aside
     is kept, and said, since it may be the only copy of something."""
     warnings = []
@@ -813,7 +814,7 @@ def _clear_leftovers(target: str) -> list[str]:
     return warnings
 
 
-def _swap(target: str, staging: str) -> list[str]:
+def swap_in(target: str, staging: str) -> list[str]:
     """Step 3: the old world's entries renamed aside, the new ones renamed in, the old deleted.
     Renames within the volume are cheap and, with put-back on failure, all or nothing."""
     old = tempfile.mkdtemp(prefix=OLD_PREFIX, dir=target)
@@ -858,23 +859,23 @@ def restore(archive: str, target: str, expected_sha256: str | None = None) -> Re
     plan = _check(archive, target)
     try:
         os.makedirs(target, exist_ok=True)
-        warnings = _clear_leftovers(target)
+        warnings = clear_leftovers(target)
         _check_space(target, plan)
         staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=target)
     except OSError as e:
         raise ArchiveError(f"cannot prepare {target}: {e}") from e
     try:
         _stage(archive, staging, plan)
-        _sync_volume(staging)  # the new world on disk before the old one goes
+        sync_volume(staging)  # the new world on disk before the old one goes
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    warnings += _swap(target, staging)
+    warnings += swap_in(target, staging)
     return Result(archive, digest, os.path.getsize(archive), plan.manifest.files,
                   plan.manifest.bytes, warnings)
 
 
-def _sync_volume(path: str) -> None:
+def sync_volume(path: str) -> None:
     """tarfile does not fsync what it writes. syncfs(2) flushes the one volume; where it is
     missing, sync(2) flushes them all."""
     fd = os.open(path, os.O_RDONLY)

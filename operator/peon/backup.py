@@ -32,6 +32,25 @@ DATA_MOUNT, BACKUP_MOUNT = "/data", "/backups"
 
 
 @dataclass(frozen=True)
+class Store:
+    """An S3-compatible bucket outside the cluster: each server's backups are snapshots in a
+    restic repository of its own there, encrypted with RESTIC_PASSWORD from `secret`."""
+    endpoint: str
+    bucket: str
+    secret: str  # a Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, RESTIC_PASSWORD
+    prefix: str | None = None  # the repository's folder in the bucket; <namespace>/<server>
+    region: str | None = None
+
+    def repository(self, namespace: str, server: str) -> str:
+        """restic's name of the server's repository (no secret in it)."""
+        folder = (self.prefix or f"{namespace}/{server}").strip("/")
+        return f"s3:{self.endpoint.rstrip('/')}/{self.bucket}/{folder}"
+
+
+STORE_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "RESTIC_PASSWORD")
+
+
+@dataclass(frozen=True)
 class Policy:
     schedule: str | None = None
     time_zone: str = "UTC"
@@ -41,6 +60,7 @@ class Policy:
     before_eradication: bool = True
     storage_size: str = "20Gi"
     storage_class: str | None = None
+    store: Store | None = None  # off-site; None keeps backups on the <server>-backups volume
 
 
 def parse_duration(text: str) -> dt.timedelta:
@@ -62,7 +82,18 @@ def parse_policy(spec: Mapping[str, Any] | None) -> Policy:
         max_age=parse_duration(r["maxAge"]) if r.get("maxAge") else None,
         before_update=b.get("beforeUpdate", True),
         before_eradication=b.get("beforeEradication", True),
-        storage_size=st.get("size", "20Gi"), storage_class=st.get("storageClassName"))
+        storage_size=st.get("size", "20Gi"), storage_class=st.get("storageClassName"),
+        store=_parse_store(b.get("store")))
+
+
+def _parse_store(spec: Mapping[str, Any] | None) -> Store | None:
+    if not spec:
+        return None
+    s3 = spec.get("s3") or {}
+    if not s3.get("endpoint") or not s3.get("bucket") or not (spec.get("secretRef") or {}).get("name"):
+        raise ValueError("store needs s3.endpoint, s3.bucket and secretRef.name")
+    return Store(endpoint=s3["endpoint"], bucket=s3["bucket"], secret=spec["secretRef"]["name"],
+                 prefix=s3.get("prefix") or None, region=s3.get("region") or None)
 
 
 # --- names ---------------------------------------------------------------------------------------
@@ -182,32 +213,54 @@ def backup_claim(gs: Mapping, policy: Policy) -> dict[str, Any]:
             "spec": spec}
 
 
-def run_job(run: Mapping, kind: str, action: list[str], data_claim: str | None, backup_claim_name: str,
-            image: str, node: str | None, data_read_only: bool, suffix: str,
-            scheduling: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A Job that mounts the data and backup volumes and runs `peon archive ...`.
-    `scheduling` (the server's pod fields: nodeSelector, tolerations, affinity, priority) sends
-    it where the server may run, so it tolerates the same taints; `node` pins it beside the
-    running server: the volumes are ReadWriteOnce."""
+@dataclass(frozen=True)
+class StoreTarget:
+    """Where a store Job's repository is: restic's name for it, the Secret with the keys and
+    the password, the region. Recorded in a backup's status, so a restore or a delete uses the
+    repository the snapshot is in, whatever the policy says later."""
+    repository: str
+    secret: str
+    region: str | None = None
+
+
+def run_job(run: Mapping, kind: str, action: list[str], data_claim: str | None,
+            backup_claim_name: str | None, image: str, node: str | None, data_read_only: bool,
+            suffix: str, scheduling: Mapping[str, Any] | None = None,
+            store: StoreTarget | None = None) -> dict[str, Any]:
+    """A Job that mounts the data volume and runs `peon archive ...` with the backup volume,
+    or `peon store ...` with the store's repository (`store`; the keys and the password come
+    from its Secret through envFrom, never through the Job's spec). `scheduling` (the server's
+    pod fields: nodeSelector, tolerations, affinity, priority) sends it where the server may
+    run, so it tolerates the same taints; `node` pins it beside the running server: the
+    volumes are ReadWriteOnce."""
     meta = run["metadata"]
     gs_name = run["spec"]["gameServer"]
     run_label = LABEL_BACKUP if kind == "GameServerBackup" else LABEL_RESTORE
     labels = {**(meta.get("labels") or {}), LABEL_MANAGED_BY: MANAGED_BY,
               LABEL_GAMESERVER: gs_name, run_label: meta["name"]}
-    pod: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "containers": [{
-            "name": "archive", "image": image, "command": ["peon", "archive", *action],
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-            "volumeMounts": [{"name": "backups", "mountPath": BACKUP_MOUNT}],
-            # Root, to read every file of the world and keep its owners; nothing more.
-            "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"],
-                                                 "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER"]}},
-        }],
-        "volumes": [{"name": "backups", "persistentVolumeClaim": {"claimName": backup_claim_name}}],
+    container: dict[str, Any] = {
+        "name": "store" if store else "archive", "image": image,
+        "command": ["peon", "store" if store else "archive", *action],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [],
+        # Root, to read every file of the world and keep its owners; nothing more.
+        "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": False,
+                            "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"],
+                                             "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER"]}},
     }
+    pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container], "volumes": []}
+    if store:
+        container["env"] = [{"name": "RESTIC_REPOSITORY", "value": store.repository}] + (
+            [{"name": "AWS_DEFAULT_REGION", "value": store.region}] if store.region else [])
+        container["envFrom"] = [{"secretRef": {"name": store.secret}}]
+        # restic assembles packs in TMPDIR before it uploads them.
+        container["volumeMounts"].append({"name": "tmp", "mountPath": "/tmp"})
+        pod["volumes"].append({"name": "tmp", "emptyDir": {}})
+    if backup_claim_name:
+        container["volumeMounts"].append({"name": "backups", "mountPath": BACKUP_MOUNT})
+        pod["volumes"].append({"name": "backups",
+                               "persistentVolumeClaim": {"claimName": backup_claim_name}})
     if data_claim:  # a delete Job needs only the backup volume
         pod["containers"][0]["volumeMounts"].insert(
             0, {"name": "data", "mountPath": DATA_MOUNT, "readOnly": data_read_only})

@@ -47,6 +47,25 @@ def cmd_archive(args) -> int:
     return 0
 
 
+def cmd_store(args) -> int:
+    """Run by store Jobs (off-site backups through restic). One JSON line out, as archive."""
+    from . import store
+    try:
+        if args.action == "backup":
+            line = store.backup(args.source, args.host, args.name).json()
+        elif args.action == "restore":
+            line = store.restore(args.snapshot, args.path, args.target).json()
+        else:
+            line = json.dumps(store.forget(args.snapshot))
+    except (store.StoreError, OSError) as e:
+        print(f"peon store {args.action}: {e}", file=sys.stderr)
+        _termination_message(json.dumps({"error": str(e)}))
+        return 1
+    print(line)
+    _termination_message(line)
+    return 0
+
+
 def _termination_message(text: str) -> None:
     path = "/dev/termination-log"
     if os.path.exists(path) and os.access(path, os.W_OK):
@@ -76,6 +95,22 @@ def main(argv: list[str] | None = None) -> int:
     ad = asub.add_parser("delete", help="remove ARCHIVE and its checksum file")
     ad.add_argument("archive")
     a.set_defaults(fn=cmd_archive)
+    s = sub.add_parser("store", help="back a world up to an S3 store, restore it, or forget a "
+                       "snapshot (Jobs run this; restic, with RESTIC_REPOSITORY, RESTIC_PASSWORD "
+                       "and the AWS_* keys in the environment)")
+    ssub = s.add_subparsers(dest="action", required=True)
+    sb = ssub.add_parser("backup", help="snapshot SOURCE_DIR into the repository")
+    sb.add_argument("source")
+    sb.add_argument("--host", required=True, help="the server, as namespace/name")
+    sb.add_argument("--name", required=True, help="the GameServerBackup's name (a tag)")
+    sr = ssub.add_parser("restore", help="verify, then replace TARGET_DIR's contents with PATH "
+                         "as the snapshot holds it")
+    sr.add_argument("snapshot")
+    sr.add_argument("path", help="the folder inside the snapshot (the world's, /data)")
+    sr.add_argument("target")
+    sf = ssub.add_parser("forget", help="remove a snapshot and the data only it used")
+    sf.add_argument("snapshot")
+    s.set_defaults(fn=cmd_store)
     args = ap.parse_args(argv)
     return args.fn(args)
 

@@ -24,7 +24,8 @@ from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 
 from . import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, __version__, metrics, status as st
-from .cache import Cache, Key, digest
+from .backup import STORE_SECRET_KEYS, Store
+from .cache import Cache, Key, SecretView, digest
 from .games import GameReconciler
 from .kube import KINDS, Kube, refusal
 from .model import STATE_STOPPED, InvalidSpec, is_env_name, parse_game, parse_gameserver
@@ -191,6 +192,8 @@ class Controller:
                                   "(kubectl get games lists them)")
             game = parse_game(game_obj)
             secrets = self.referenced_secrets(ns, gs.secret_refs)
+            if gs.backup.store is not None:
+                self.check_store_secret(ns, gs.backup.store)
             self.runs.ensure_finalizer(body, gs)
             image, updated = self.runs.backup_before_update(body, gs, gs.image or game.image)
             restore = self.runs.restoring(ns, name)
@@ -204,7 +207,8 @@ class Controller:
             self.stop_when_asked(body)
             self.write_status(body, invalid=e)
             return None
-        changed, refused = self.build(ns, desired)
+        first_build = self.is_first_build(ns, desired)
+        changed, refused = self.build(ns, desired, first_build)
         if refused:
             # A child the API server refuses is a spec problem: say it, and wait for a change
             # (an edit of the GameServer or its Game queues it again), no retry loop.
@@ -212,7 +216,7 @@ class Controller:
             self.write_status(body, invalid=InvalidSpec("Rejected", refused))
             return None
         changed += [f"-{k}" for k in self.remove_unwanted(ns, name, {d["kind"] for d in desired})]
-        if changed:
+        if changed and not first_build:  # a new server's children are its status' to tell
             self.kube.event(body, "Normal", "Applied", f"applied {', '.join(changed)}")
         requeue, backup_status = self.runs.schedule_and_retain(body, gs.backup)
         why_stopped = (f"restoring backup {restore['spec']['backup']} ({restore['metadata']['name']})"
@@ -239,12 +243,7 @@ class Controller:
         cache lacks is read once: applied together with its server, its event may come second."""
         keys, digests = {}, {}
         for n in names:
-            view = self.cache.secrets.get((ns, n))
-            if view is None:
-                secret = self.kube.get("Secret", ns, n)
-                if secret is not None:
-                    self.cache.put_secret(ns, secret, False)
-                    view = self.cache.secrets[(ns, n)]
+            view = self.secret_view(ns, n)
             if view is None:
                 raise InvalidSpec("SecretNotFound", f"Secret {n!r} named by secretRef does not "
                                   f"exist in namespace {ns}")
@@ -256,13 +255,37 @@ class Controller:
             digests[n] = view.digest
         return ReferencedSecrets(keys, digests)
 
-    def build(self, ns: str, desired: list[dict]) -> tuple[list[str], str | None]:
+    def secret_view(self, ns: str, name: str) -> SecretView | None:
+        view = self.cache.secrets.get((ns, name))
+        if view is None:
+            secret = self.kube.get("Secret", ns, name)
+            if secret is not None:
+                self.cache.put_secret(ns, secret, False)
+                view = self.cache.secrets[(ns, name)]
+        return view
+
+    def check_store_secret(self, ns: str, store: Store) -> None:
+        """The off-site store's Secret exists and holds the keys a backup Job will need: a
+        missing one is said now, not by every backup failing later."""
+        view = self.secret_view(ns, store.secret)
+        if view is None:
+            raise InvalidSpec("InvalidBackupStore", f"spec.backup.store.secretRef: Secret "
+                              f"{store.secret!r} does not exist in namespace {ns}")
+        missing = [k for k in STORE_SECRET_KEYS if k not in view.keys]
+        if missing:
+            raise InvalidSpec("InvalidBackupStore", f"spec.backup.store.secretRef: Secret "
+                              f"{store.secret!r} lacks {', '.join(missing)}")
+
+    def is_first_build(self, ns: str, desired: list[dict]) -> bool:
+        """Is none of the server's children made yet?"""
+        return not any((d["kind"], ns, d["metadata"]["name"]) in self.cache.children
+                       for d in desired)
+
+    def build(self, ns: str, desired: list[dict], first: bool) -> tuple[list[str], str | None]:
         """Apply the children that differ. Returns the kinds written and the API server's
         refusal, if one refused; transient errors raise. A server's first build is tried whole
         (server-side dry run) before any child is made: a claim or Secret made before a refused
         Service or Deployment would stay half-built, and the operator may not delete claims."""
-        first = not any((d["kind"], ns, d["metadata"]["name"]) in self.cache.children
-                        for d in desired)
         steps = [(True, d) for d in desired] if first else []
         changed: list[str] = []
         for dry_run, d in steps + [(False, d) for d in desired]:

@@ -190,6 +190,8 @@ class Runs:
                 policy = parse_backup_policy((gs.get("spec") or {}).get("backup"))
             except InvalidSpec as e:
                 return self._finish(run, bk.FAILED, e.message)
+            if policy.store is not None:
+                return self._start_store_backup(run, gs, policy.store, job_name)
             try:
                 self._ensure_backup_volume(gs, policy)
             except ApiException as e:
@@ -219,6 +221,25 @@ class Runs:
             update["startTime"] = job["status"]["startTime"]
         self._write(run, update)
 
+    def _start_store_backup(self, run: dict, gs: dict, store: bk.Store, job_name: str) -> None:
+        """An off-site backup: a snapshot of the world in the server's repository in the store."""
+        meta = run["metadata"]
+        ns, name, gs_name = meta["namespace"], meta["name"], gs["metadata"]["name"]
+        target = bk.StoreTarget(store.repository(ns, gs_name), store.secret, store.region)
+        node = self._server_node(ns, gs_name)
+        job = self.kube.create(bk.run_job(
+            run, "GameServerBackup", ["backup", bk.DATA_MOUNT, "--host", f"{ns}/{gs_name}",
+                                      "--name", name],
+            _data_claim(gs), None, self.job_image, node, True, "backup", self._scheduling(gs),
+            store=target))
+        self.cache.put(self.cache.jobs, (ns, job_name), job, False)
+        self._write(run, {"phase": bk.PENDING, "job": job_name, "store": target.repository,
+                          "storeSecret": target.secret, "storeRegion": target.region,
+                          "node": node or "", "message": "waiting for the Job's pod"})
+        self._event(run, gs, "Normal", "BackupStarted",
+                    f"backup {name} started ({run['spec'].get('reason', bk.MANUAL)}), "
+                    f"to {target.repository}")
+
     def _finish(self, run: dict, phase: str, msg: str, job: dict | None = None) -> None:
         ns = run["metadata"]["namespace"]
         update: dict[str, Any] = {"phase": phase, "message": msg, "completionTime": clock.iso(clock.now())}
@@ -231,7 +252,7 @@ class Runs:
                 update["completionTime"] = finished
             result = self._termination_message(ns, job["metadata"]["name"])
             if phase == bk.SUCCEEDED:
-                for k in ("sha256", "size", "files", "warnings"):
+                for k in ("sha256", "size", "files", "warnings", "snapshot", "added"):
                     if result.get(k) is not None:
                         update[k] = result[k]
                 if result.get("warnings"):
@@ -256,34 +277,45 @@ class Runs:
         self.queue.add(("GameServer", ns, run["spec"]["gameServer"]))
 
     def _delete_archive(self, run: dict) -> None:
-        """A deleted backup takes its archive with it: a Job removes the file, then the
-        finalizer goes. A run that never made an archive just goes."""
+        """A deleted backup takes its archive (or its off-site snapshot) with it: a Job removes
+        it, then the finalizer goes. A run that never made one just goes. While the store cannot
+        be reached the Job fails and the backup stays, saying why: retention deletes nothing it
+        could not delete."""
         meta = run["metadata"]
         if bk.FINALIZER_ARCHIVE not in (meta.get("finalizers") or []):
             return
         ns, name = meta["namespace"], meta["name"]
         status = run.get("status") or {}
-        volume = status.get("volume")
-        if (status.get("phase") != bk.SUCCEEDED or not volume
-                or self.kube.get("PersistentVolumeClaim", ns, volume) is None):
-            return self._set_finalizer("GameServerBackup", run, bk.FINALIZER_ARCHIVE, False,
-                                       self.cache.backups, (ns, name))
+        store, volume = None, None
+        if status.get("snapshot") and status.get("store"):
+            action, store, what = ["forget", status["snapshot"]], _store_target(status), \
+                f"snapshot {status['snapshot']}"
+        else:
+            volume = status.get("volume")
+            if (status.get("phase") != bk.SUCCEEDED or not volume
+                    or self.kube.get("PersistentVolumeClaim", ns, volume) is None):
+                return self._set_finalizer("GameServerBackup", run, bk.FINALIZER_ARCHIVE, False,
+                                           self.cache.backups, (ns, name))
+            action, what = ["delete", status["archive"]], "the archive"
         job_name = bk.fit(f"{name}-delete")
         job = self.cache.jobs.get((ns, job_name))
         if job is None:
             job = self.kube.create(bk.run_job(
-                run, "GameServerBackup", ["delete", status["archive"]], None, volume, self.job_image,
-                None, True, "delete",
-                self._scheduling(self.cache.gameservers.get((ns, run["spec"]["gameServer"])))))
+                run, "GameServerBackup", action, None, volume, self.job_image, None, True, "delete",
+                self._scheduling(self.cache.gameservers.get((ns, run["spec"]["gameServer"]))),
+                store=store))
             self.cache.put(self.cache.jobs, (ns, job_name), job, False)
             return
         phase, msg = bk.job_outcome(job)
         if phase == bk.SUCCEEDED:
             self._set_finalizer("GameServerBackup", run, bk.FINALIZER_ARCHIVE, False,
                                 self.cache.backups, (ns, name))
-        elif phase == bk.FAILED and status.get("message") != f"deleting the archive failed: {msg}":
-            self._write(run, {"message": f"deleting the archive failed: {msg}"})
-            self.kube.event(run, "Warning", "ArchiveDeleteFailed", msg)
+        elif phase == bk.FAILED:
+            why = self._termination_message(ns, job_name).get("error") or msg
+            text = f"deleting {what} failed: {why}"
+            if status.get("message") != text:
+                self._write(run, {"message": text})
+                self.kube.event(run, "Warning", "ArchiveDeleteFailed", text)
 
     # --- restores --------------------------------------------------------------------------------
 
@@ -309,6 +341,8 @@ class Runs:
                 problem = f"backup {backup_name} is of {source['spec']['gameServer']}, not {gs_name}"
             elif (source.get("status") or {}).get("phase") != bk.SUCCEEDED:
                 problem = f"backup {backup_name} has not succeeded"
+            elif (source.get("status") or {}).get("store") and not source["status"].get("snapshot"):
+                problem = f"backup {backup_name} names no snapshot in {source['status']['store']}"
             if problem:
                 return self._finish(run, bk.FAILED, problem)
             if not status.get("phase"):
@@ -326,13 +360,20 @@ class Runs:
                                   f"waiting for backup {busy[0]['metadata']['name']} to finish"})
                 return
             src = source["status"]
-            action = ["restore", src["archive"], bk.DATA_MOUNT]
-            if src.get("sha256"):
-                action += ["--sha256", src["sha256"]]
-            job = self.kube.create(bk.run_job(run, "GameServerRestore", action, _data_claim(gs),
-                                              src.get("volume") or bk.backup_volume(gs_name),
-                                              self.job_image, None, False, "restore",
-                                              self._scheduling(gs)))
+            if src.get("snapshot") and src.get("store"):  # from the off-site store
+                job = self.kube.create(bk.run_job(
+                    run, "GameServerRestore",
+                    ["restore", src["snapshot"], bk.DATA_MOUNT, bk.DATA_MOUNT], _data_claim(gs),
+                    None, self.job_image, None, False, "restore", self._scheduling(gs),
+                    store=_store_target(src)))
+            else:
+                action = ["restore", src["archive"], bk.DATA_MOUNT]
+                if src.get("sha256"):
+                    action += ["--sha256", src["sha256"]]
+                job = self.kube.create(bk.run_job(run, "GameServerRestore", action, _data_claim(gs),
+                                                  src.get("volume") or bk.backup_volume(gs_name),
+                                                  self.job_image, None, False, "restore",
+                                                  self._scheduling(gs)))
             self.cache.put(self.cache.jobs, (ns, job_name), job, False)
             self._write(run, {"phase": bk.RUNNING, "job": job_name, "message": "restoring"})
             return
@@ -414,3 +455,8 @@ class Runs:
 def _data_claim(gs: dict) -> str:
     st_ = (gs.get("spec") or {}).get("storage") or {}
     return st_.get("existingClaim") or f"{gs['metadata']['name']}-data"
+
+
+def _store_target(status: dict) -> bk.StoreTarget:
+    """The repository a backup's snapshot is in, as its status recorded it."""
+    return bk.StoreTarget(status["store"], status["storeSecret"], status.get("storeRegion"))

@@ -180,3 +180,20 @@ def test_a_game_no_pod_can_be_built_from_says_so_itself_and_so_do_its_servers(
         wait_phase(kube, namespace, "uses-broken", "Running")
     finally:
         kube.delete("Game", None, uid)
+
+
+def test_a_store_whose_secret_lacks_a_key_is_said_before_any_backup(kube, namespace, operator):
+    kube.create({"apiVersion": "v1", "kind": "Secret",
+                 "metadata": {"name": "half-keys", "namespace": namespace},
+                 "stringData": {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}})
+    store = {"s3": {"endpoint": "http://127.0.0.1:9", "bucket": "peon-backups"},
+             "secretRef": {"name": "half-keys"}}
+    apply_as_user(kube, gameserver("offsite", namespace, backup={"store": store}))
+    gs = wait_for("Valid=False", lambda: (lambda g: g if condition(g, "Valid").get("status") == "False"
+                                          else None)(kube.get("GameServer", namespace, "offsite")))
+    valid = condition(gs, "Valid")
+    assert valid["reason"] == "InvalidBackupStore" and "lacks RESTIC_PASSWORD" in valid["message"]
+    # The key added, the server is judged again (the store's Secret is watched) and runs.
+    kube.raw("PATCH", f"/api/v1/namespaces/{namespace}/secrets/half-keys",
+             {"stringData": {"RESTIC_PASSWORD": "p"}}, content_type="application/merge-patch+json")
+    wait_phase(kube, namespace, "offsite", "Running")

@@ -195,6 +195,88 @@ def test_a_backup_of_the_live_world_restores_the_bytes_the_game_wrote(
     assert (world / "world.db").read_bytes().startswith(saved[prefix + "world.db"])
 
 
+# --- off-site backups: the store (SeaweedFS's S3 on the node's bridge) ---------------------------
+
+@pytest.fixture(scope="module")
+def node_s3(real_node, kube, tmp_path_factory):
+    """SeaweedFS listening on the real node's InternalIP (the bed's bridge gateway, an address
+    of this machine), where the node's pods reach it; nothing else listens for it."""
+    import sys
+    sys.path.insert(0, str(ROOT / "tests"))
+    from seaweedfs import SeaweedFS, build
+    node = kube.get("Node", None, real_node)
+    ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+    if os.environ.get("KUBECONFIG"):
+        pytest.skip("the store runs on this machine's side of the bed's bridge; a cluster of "
+                    "the user's has none")
+    weed = build("seaweedfs")
+    assert weed, "SeaweedFS could not be built (tools/testbed/build-gotool seaweedfs)"
+    server = SeaweedFS(weed, tmp_path_factory.mktemp("node-s3"), ip=ip)
+    yield server
+    server.stop()
+
+
+def test_an_off_site_backup_is_encrypted_in_the_store_and_restores_the_world(
+        kube, kubectl, rns, testgame, rn_operator, node_s3):
+    import sys
+    sys.path.insert(0, str(ROOT / "tests"))
+    from seaweedfs import ACCESS_KEY, SECRET_KEY
+    keys = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "RESTIC_PASSWORD": "a long store password"}
+    kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "store-keys", "namespace": rns},
+                 "stringData": keys})
+    store = {"s3": {"endpoint": node_s3.endpoint, "bucket": "peon-backups"},
+             "secretRef": {"name": "store-keys"}}
+    apply_as_user(kube, tg_server("offsite", rns, backup={"store": store}))
+    wait_phase(kube, rns, "offsite", "Running", timeout=180)
+    game_ip, game_port = service_address(kube, rns, "offsite")
+    assert udp(game_ip, game_port, "JOIN alice hunter22") == "WELCOME alice"
+    world = volume_dir(kube, rns, "offsite-data") / "worlds" / "Dedicated"
+    wait_for("alice's file", lambda: (world / "players" / "alice.json").exists(), 20)
+    world_id = report(kubectl, kube, rns, "offsite")["world"]["id"]
+    alice = (world / "players" / "alice.json").read_bytes()
+
+    kube.create(backup("offsite-b1", rns, "offsite"))
+    done = run_phase(kube, "GameServerBackup", rns, "offsite-b1", "Succeeded", timeout=180)
+    assert done["store"] == f"s3:{node_s3.endpoint}/peon-backups/{rns}/offsite"
+    assert done["snapshot"] and done["size"] > 0 and done["files"] >= 3
+    assert kube.get("PersistentVolumeClaim", rns, "offsite-backups") is None  # off-site only
+    # At rest the store holds no byte of the world in the clear, nor the password.
+    # (The filer's listing can trail a fresh upload by a moment.)
+    objects = wait_for("the snapshot in the bucket", lambda: (lambda objs: objs if any(
+        "/snapshots/" in o for o in objs) else None)(node_s3.objects("peon-backups", f"{rns}/offsite")), 30)
+    contents = [node_s3.read(o) for o in objects]
+    assert not any(alice in c or keys["RESTIC_PASSWORD"].encode() in c for c in contents)
+
+    # A wrong password fails the next backup with the reason, and nothing is lost.
+    kube.raw("PATCH", f"/api/v1/namespaces/{rns}/secrets/store-keys",
+             {"stringData": {"RESTIC_PASSWORD": "not the password"}},
+             content_type="application/merge-patch+json")
+    kube.create(backup("offsite-b2", rns, "offsite"))
+    failed = run_phase(kube, "GameServerBackup", rns, "offsite-b2", "Failed", timeout=180)
+    assert "encryption password" in failed["message"], failed["message"]
+    assert "not the password" not in json.dumps(failed)
+    kube.raw("PATCH", f"/api/v1/namespaces/{rns}/secrets/store-keys",
+             {"stringData": {"RESTIC_PASSWORD": keys["RESTIC_PASSWORD"]}},
+             content_type="application/merge-patch+json")
+
+    # The world changes; the restore from the store brings back what was backed up.
+    assert udp(game_ip, game_port, "JOIN bob hunter22") == "WELCOME bob"
+    wait_for("bob's file", lambda: (world / "players" / "bob.json").exists(), 20)
+    kube.create(restore("offsite-r1", rns, "offsite", "offsite-b1"))
+    run_phase(kube, "GameServerRestore", rns, "offsite-r1", "Succeeded", timeout=240)
+    wait_phase(kube, rns, "offsite", "Running", timeout=180)
+    rep = report(kubectl, kube, rns, "offsite")
+    assert rep["world"]["id"] == world_id and not rep["world"]["created_now"]
+    assert not (world / "players" / "bob.json").exists()
+    assert (world / "players" / "alice.json").read_bytes() == alice
+
+    # Deleting the backup removes its snapshot from the store.
+    kube.delete("GameServerBackup", rns, "offsite-b1")
+    wait_for("the backup gone", lambda: kube.get("GameServerBackup", rns, "offsite-b1") is None, 180)
+    assert not [o for o in node_s3.objects("peon-backups", f"{rns}/offsite") if "/snapshots/" in o]
+
+
 # --- players over the real network, idle stop, wake-up -------------------------------------------
 
 def test_players_seen_through_the_service_drive_an_idle_stop_and_a_wake_brings_the_world_back(

@@ -128,3 +128,32 @@ def test_a_job_finishes_by_the_api_servers_clock_even_before_its_completion_time
                        "conditions": [met, {**met, "type": "Complete"}]}}
     assert job_finished_at(done) == "2026-11-29T04:00:06Z"
     assert job_finished_at({"status": {"active": 1}}) is None
+
+
+def test_an_off_site_store_is_parsed_and_names_one_repository_per_server():
+    from peon.backup import parse_policy
+    p = parse_policy({"store": {"s3": {"endpoint": "http://10.89.0.1:8333/", "bucket": "peon"},
+                                "secretRef": {"name": "store-keys"}}})
+    assert p.store.repository("games", "vikings") == "s3:http://10.89.0.1:8333/peon/games/vikings"
+    p = parse_policy({"store": {"s3": {"endpoint": "https://s3.example", "bucket": "b",
+                                       "prefix": "/mine/", "region": "eu-1"},
+                                "secretRef": {"name": "k"}}})
+    assert p.store.repository("games", "vikings") == "s3:https://s3.example/b/mine"
+    assert parse_policy({}).store is None
+
+
+def test_a_store_job_takes_its_keys_from_the_secret_and_never_carries_them():
+    import json as _json
+    from peon.backup import StoreTarget, run_job
+    run = {"metadata": {"name": "b1", "namespace": "games", "uid": "u"},
+           "spec": {"gameServer": "vikings"}}
+    job = run_job(run, "GameServerBackup", ["backup", "/data", "--host", "games/vikings",
+                                            "--name", "b1"], "vikings-data", None, "img", None,
+                  True, "backup", store=StoreTarget("s3:http://s/b/games/vikings", "store-keys"))
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"][:3] == ["peon", "store", "backup"]
+    assert c["envFrom"] == [{"secretRef": {"name": "store-keys"}}]
+    assert {"name": "RESTIC_REPOSITORY", "value": "s3:http://s/b/games/vikings"} in c["env"]
+    volumes = {v["name"] for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes == {"data", "tmp"}  # no backup volume: the world goes off-site
+    assert "PASSWORD" not in _json.dumps(c["env"])

@@ -74,3 +74,13 @@ def test_a_users_secret_is_kept_as_keys_and_a_digest_never_its_values():
                        "data": {"SERVER_PASS": "aHVudGVyMjI="}}, False)
     view = c.secrets[("n", "pw")]
     assert view.keys == frozenset({"SERVER_PASS"}) and "aHVudGVyMjI=" not in repr(view)
+
+
+def test_cached_objects_carry_no_managed_fields_and_the_watchers_copy_is_untouched():
+    c = Cache()
+    body = pod("a-1", "a")
+    body["metadata"]["managedFields"] = [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}]
+    c.put(c.pods, ("n", "a-1"), body, False)
+    assert "managedFields" not in c.pods[("n", "a-1")]["metadata"]
+    assert "managedFields" in body["metadata"]  # kopf's body is not mutated
+    assert c.pods_of("n", "a")[0]["metadata"]["name"] == "a-1"

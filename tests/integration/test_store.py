@@ -1,0 +1,190 @@
+"""Off-site backups' engine, for real: `peon store` (restic) against SeaweedFS's S3 on
+loopback. Bit-exact restores, encryption at rest, deduplication, and each fault with its
+message and the world left as it was. No Kubernetes here: the GameServer side is in
+test_realnode.py."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import random
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, build  # noqa: E402
+
+from peon import store  # noqa: E402
+
+PASSWORD = "correct horse battery staple"
+MARKER = b"PLAINTEXT-WORLD-MARKER-7f3a"  # written into the world; must never reach the bucket
+
+
+@pytest.fixture(scope="module")
+def tools():
+    restic, weed = build("restic"), build("seaweedfs")
+    if not (restic and weed):
+        pytest.skip("restic or SeaweedFS could not be built here (tools/testbed/build-gotool)")
+    return restic, weed
+
+
+@pytest.fixture(scope="module")
+def s3(tools, tmp_path_factory):
+    server = SeaweedFS(tools[1], tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def repo(s3, tools, monkeypatch, request):
+    """A repository of its own in the bucket, and restic on PATH, as in the Job's container."""
+    prefix = f"t/{request.node.name[:40]}-{random.randrange(1 << 30):x}"
+    monkeypatch.setenv("PATH", f"{os.path.dirname(tools[0])}:{os.environ['PATH']}")
+    monkeypatch.setenv("RESTIC_REPOSITORY", store.repository(s3.endpoint, "peon-backups", prefix))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("RESTIC_PASSWORD", PASSWORD)
+    return prefix
+
+
+def _wait_listed(s3, prefix: str, part: str) -> list[str]:
+    import time
+    for _ in range(60):
+        objects = s3.objects("peon-backups", prefix)
+        if any(part in o for o in objects):
+            return objects
+        time.sleep(0.5)
+    raise AssertionError(f"no object with {part} under {prefix}: {objects}")
+
+
+def make_world(root: pathlib.Path, files: int = 60, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    (root / "worlds" / "Dedicated").mkdir(parents=True)
+    for i in range(files):
+        d = root / "worlds" / ("Dedicated" if i % 2 else "")
+        data = (MARKER + b"\n" + rng.randbytes(rng.randrange(1000, 60_000))) if i % 3 else \
+            (b"compressible line of a config file\n" * rng.randrange(10, 3000))
+        (d / f"f{i:03d}.db").write_bytes(data)
+    os.chmod(root / "worlds" / "f000.db", 0o600)
+    os.symlink("Dedicated/f001.db", root / "worlds" / "latest")
+    (root / "empty").write_bytes(b"")
+
+
+def fingerprint(root: pathlib.Path) -> dict[str, tuple]:
+    """Every entry's content hash (or link target), mode and owner."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = pathlib.Path(dirpath) / name
+            st = p.lstat()
+            rel = str(p.relative_to(root))
+            if rel.startswith(".peon-"):
+                continue
+            if p.is_symlink():
+                what = "->" + os.readlink(p)
+            elif p.is_file():
+                what = hashlib.sha256(p.read_bytes()).hexdigest()
+            else:
+                what = "dir"
+            out[rel] = (what, st.st_mode, st.st_uid, st.st_gid)
+    return out
+
+
+def test_a_world_goes_to_the_store_encrypted_and_comes_back_bit_exact(repo, s3, tmp_path):
+    world = tmp_path / "data"
+    make_world(world)
+    os.chown(world / "worlds" / "f002.db", 1234, 4321)
+    before = fingerprint(world)
+    result = store.backup(str(world), "games/vikings", "b1")
+    assert result.snapshot and result.files == 61 and result.size > 1_000_000
+    # Encrypted at rest: not one object in the bucket holds the world's plaintext.
+    # (The filer's listing can trail a fresh upload by a moment.)
+    objects = _wait_listed(s3, repo, "/snapshots/")
+    assert any("/data/" in o for o in objects)
+    assert not any(MARKER in s3.read(o) for o in objects)
+    # The world is changed, then restored: exactly what was backed up, modes and owners too.
+    shutil.rmtree(world / "worlds" / "Dedicated")
+    (world / "new-file").write_text("made after the backup")
+    store.restore(result.snapshot, str(world), str(world))
+    assert fingerprint(world) == before
+    assert not [n for n in os.listdir(world) if n.startswith(".peon-")]
+
+
+def test_a_second_backup_of_an_unchanged_world_adds_almost_nothing(repo, tmp_path):
+    world = tmp_path / "data"
+    make_world(world, files=90)
+    first = store.backup(str(world), "games/vikings", "b1")
+    second = store.backup(str(world), "games/vikings", "b2")
+    assert second.snapshot != first.snapshot
+    assert second.added < 0.05 * first.size, (second.added, first.size)
+    # 1% of the files changed: the backup adds about those files, not the world.
+    (world / "worlds" / "f004.db").write_bytes(os.urandom(30_000))
+    third = store.backup(str(world), "games/vikings", "b3")
+    assert 30_000 <= third.added < 0.2 * first.size, (third.added, first.size)
+
+
+def test_forget_removes_the_snapshot_and_only_it(repo, tmp_path):
+    world = tmp_path / "data"
+    make_world(world)
+    old = store.backup(str(world), "h", "b1")
+    kept = store.backup(str(world), "h", "b2")
+    assert store.forget(old.snapshot)["deleted"] is True
+    listing = subprocess.run(["restic", "--no-cache", "snapshots", "--json"], capture_output=True,
+                             text=True, check=True).stdout
+    ids = {s["id"] for s in json.loads(listing)}  # (a later snapshot names the old as parent)
+    assert old.snapshot not in ids and kept.snapshot in ids
+    assert store.forget(old.snapshot)["deleted"] is False  # already gone: fine, said
+
+
+def test_a_wrong_password_is_said_and_the_world_is_left_alone(repo, tmp_path, monkeypatch):
+    world = tmp_path / "data"
+    make_world(world)
+    snap = store.backup(str(world), "h", "b1").snapshot
+    (world / "kept.txt").write_text("the world as it is now")
+    before = fingerprint(world)
+    monkeypatch.setenv("RESTIC_PASSWORD", "not the password")
+    with pytest.raises(store.StoreError, match="encryption password"):
+        store.restore(snap, str(world), str(world))
+    with pytest.raises(store.StoreError, match="encryption password"):
+        store.backup(str(world), "h", "b2")
+    assert fingerprint(world) == before
+
+
+def test_wrong_credentials_are_said(repo, tmp_path, monkeypatch):
+    world = tmp_path / "data"
+    make_world(world, files=3)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    with pytest.raises(store.StoreError, match="refused the credentials") as e:
+        store.backup(str(world), "h", "b1")
+    assert "wrong-secret" not in str(e.value) and PASSWORD not in str(e.value)
+
+
+def test_an_unreachable_store_is_said_in_bounded_time(repo, tmp_path, monkeypatch):
+    world = tmp_path / "data"
+    make_world(world, files=3)
+    monkeypatch.setenv("RESTIC_REPOSITORY", store.repository("http://127.0.0.1:1", "b", "p"))
+    monkeypatch.setenv("PEON_STORE_PROBE_SECONDS", "5")
+    with pytest.raises(store.StoreError, match="cannot be reached"):
+        store.backup(str(world), "h", "b1")
+
+
+def test_a_corrupted_object_fails_the_restore_and_the_world_stays(repo, s3, tmp_path):
+    world = tmp_path / "data"
+    make_world(world)
+    snap = store.backup(str(world), "h", "b1").snapshot
+    (world / "kept.txt").write_text("the world as it is now")
+    before = fingerprint(world)
+    packs = [o for o in _wait_listed(s3, repo, "/snapshots/") if "/data/" in o]
+    for p in packs:  # every data pack garbled behind restic's back
+        data = bytearray(s3.read(p))
+        data[len(data) // 2] ^= 0xFF
+        s3.overwrite(p, bytes(data))
+    with pytest.raises(store.StoreError, match="world is as it was"):
+        store.restore(snap, str(world), str(world))
+    assert fingerprint(world) == before
+    assert not [n for n in os.listdir(world) if n.startswith(".peon-")]
