@@ -188,3 +188,18 @@ def test_a_corrupted_object_fails_the_restore_and_the_world_stays(repo, s3, tmp_
         store.restore(snap, str(world), str(world))
     assert fingerprint(world) == before
     assert not [n for n in os.listdir(world) if n.startswith(".peon-")]
+
+
+def test_retention_while_the_store_is_unreachable_deletes_nothing(repo, s3, tmp_path, monkeypatch):
+    world = tmp_path / "data"
+    make_world(world, files=3)
+    snap = store.backup(str(world), "h", "b1").snapshot
+    reachable = os.environ["RESTIC_REPOSITORY"]
+    monkeypatch.setenv("RESTIC_REPOSITORY", reachable.replace(f":{s3.s3}/", ":1/"))
+    monkeypatch.setenv("PEON_STORE_PROBE_SECONDS", "5")
+    with pytest.raises(store.StoreError, match="cannot be reached"):
+        store.forget(snap)  # the delete Job fails; the GameServerBackup keeps its finalizer
+    monkeypatch.setenv("RESTIC_REPOSITORY", reachable)
+    listing = subprocess.run(["restic", "--no-cache", "snapshots", "--json"], capture_output=True,
+                             text=True, check=True).stdout
+    assert snap in {s["id"] for s in json.loads(listing)}
