@@ -107,9 +107,9 @@ def _aliases(key, game: dict):
 
 
 def _slim(obj: dict) -> dict:
-    """The object without its managedFields: the reconcile never reads them, and they were
-    the larger part of every cached object (a third of the operator's memory at 1,000
-    servers)."""
+    """The object without its managedFields: the reconcile never reads them, and they are a
+    large part of every cached object (with this and the change before it, the bench's peak
+    RSS at 1,000 servers went from 230 to 167 MiB)."""
     meta = obj.get("metadata")
     if not meta or "managedFields" not in meta:
         return obj

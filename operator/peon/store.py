@@ -55,6 +55,15 @@ def repository(endpoint: str, bucket: str, prefix: str) -> str:
     return f"s3:{endpoint.rstrip('/')}/{bucket}" + (f"/{prefix.strip('/')}" if prefix.strip("/") else "")
 
 
+# What restic says on stderr while it retries (it retries a missing bucket, refused
+# credentials and an unanswering store for minutes): each decides the probe at once.
+_MISSING = ("bucket does not exist", "repository does not exist", "key does not exist",
+            "unable to open config file")
+_UNREACHABLE = ("connection refused", "no such host", "network is unreachable", "i/o timeout")
+_REFUSED = ("access denied", "accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch",
+            "signature we calculated does not match", "access key id you provided does not exist")
+
+
 def explain(returncode: int, stderr: str, what: str) -> str:
     """restic's failure as a sentence a user can act on; the last lines of its own message
     follow (they name no secret: restic never prints the password or the keys)."""
@@ -95,15 +104,6 @@ def probe_seconds() -> float:
     """How long the first call may take before the store counts as unreachable: restic itself
     retries a store that does not answer for many minutes."""
     return float(os.environ.get("PEON_STORE_PROBE_SECONDS") or 120)
-
-
-# What restic says on stderr while it retries (it retries a missing bucket, refused
-# credentials and an unanswering store for minutes): each decides the probe at once.
-_MISSING = ("bucket does not exist", "repository does not exist", "key does not exist",
-            "unable to open config file")
-_UNREACHABLE = ("connection refused", "no such host", "network is unreachable", "i/o timeout")
-_REFUSED = ("access denied", "accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch",
-            "signature we calculated does not match", "access key id you provided does not exist")
 
 
 def _probe() -> str:

@@ -62,6 +62,22 @@ def _wait_listed(s3, prefix: str, part: str) -> list[str]:
     raise AssertionError(f"no object with {part} under {prefix}: {objects}")
 
 
+def snapshot_ids() -> set[str]:
+    """The repository's snapshots, by full ID (a snapshot's JSON also names its parent's)."""
+    out = subprocess.run(["restic", "--no-cache", "snapshots", "--json"], capture_output=True,
+                         text=True, check=True).stdout
+    return {s["id"] for s in json.loads(out)}
+
+
+def backed_up_then_changed(tmp_path: pathlib.Path) -> tuple[pathlib.Path, str, dict]:
+    """A world backed up, then changed: (the world, the snapshot, its fingerprint now)."""
+    world = tmp_path / "data"
+    make_world(world)
+    snap = store.backup(str(world), "h", "b1").snapshot
+    (world / "kept.txt").write_text("the world as it is now")
+    return world, snap, fingerprint(world)
+
+
 def make_world(root: pathlib.Path, files: int = 60, seed: int = 1) -> None:
     rng = random.Random(seed)
     (root / "worlds" / "Dedicated").mkdir(parents=True)
@@ -134,19 +150,13 @@ def test_forget_removes_the_snapshot_and_only_it(repo, tmp_path):
     old = store.backup(str(world), "h", "b1")
     kept = store.backup(str(world), "h", "b2")
     assert store.forget(old.snapshot)["deleted"] is True
-    listing = subprocess.run(["restic", "--no-cache", "snapshots", "--json"], capture_output=True,
-                             text=True, check=True).stdout
-    ids = {s["id"] for s in json.loads(listing)}  # (a later snapshot names the old as parent)
+    ids = snapshot_ids()
     assert old.snapshot not in ids and kept.snapshot in ids
     assert store.forget(old.snapshot)["deleted"] is False  # already gone: fine, said
 
 
 def test_a_wrong_password_is_said_and_the_world_is_left_alone(repo, tmp_path, monkeypatch):
-    world = tmp_path / "data"
-    make_world(world)
-    snap = store.backup(str(world), "h", "b1").snapshot
-    (world / "kept.txt").write_text("the world as it is now")
-    before = fingerprint(world)
+    world, snap, before = backed_up_then_changed(tmp_path)
     monkeypatch.setenv("RESTIC_PASSWORD", "not the password")
     with pytest.raises(store.StoreError, match="encryption password"):
         store.restore(snap, str(world), str(world))
@@ -174,11 +184,7 @@ def test_an_unreachable_store_is_said_in_bounded_time(repo, tmp_path, monkeypatc
 
 
 def test_a_corrupted_object_fails_the_restore_and_the_world_stays(repo, s3, tmp_path):
-    world = tmp_path / "data"
-    make_world(world)
-    snap = store.backup(str(world), "h", "b1").snapshot
-    (world / "kept.txt").write_text("the world as it is now")
-    before = fingerprint(world)
+    world, snap, before = backed_up_then_changed(tmp_path)
     packs = [o for o in _wait_listed(s3, repo, "/snapshots/") if "/data/" in o]
     for p in packs:  # every data pack garbled behind restic's back
         data = bytearray(s3.read(p))
@@ -200,6 +206,4 @@ def test_retention_while_the_store_is_unreachable_deletes_nothing(repo, s3, tmp_
     with pytest.raises(store.StoreError, match="cannot be reached"):
         store.forget(snap)  # the delete Job fails; the GameServerBackup keeps its finalizer
     monkeypatch.setenv("RESTIC_REPOSITORY", reachable)
-    listing = subprocess.run(["restic", "--no-cache", "snapshots", "--json"], capture_output=True,
-                             text=True, check=True).stdout
-    assert snap in {s["id"] for s in json.loads(listing)}
+    assert snap in snapshot_ids()
