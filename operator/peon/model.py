@@ -101,6 +101,27 @@ def parse_scheduling(spec: Mapping[str, Any] | None) -> Scheduling:
 
 
 @dataclass(frozen=True)
+class BackupHooks:
+    """Commands run in a running server's container around its backup (consistent saves)."""
+    before: tuple[tuple[str, ...], ...] = ()
+    after: tuple[tuple[str, ...], ...] = ()
+    timeout_seconds: int = 60
+
+    def __bool__(self) -> bool:
+        return bool(self.before or self.after)
+
+
+def parse_backup_hooks(spec: Mapping[str, Any] | None) -> BackupHooks:
+    spec = spec or {}
+    return BackupHooks(tuple(tuple(h["command"]) for h in spec.get("before") or ()),
+                       tuple(tuple(h["command"]) for h in spec.get("after") or ()),
+                       int(spec.get("timeoutSeconds", 60)))
+
+
+DEFAULT_GRACE_SECONDS = 60
+
+
+@dataclass(frozen=True)
 class Game:
     uid: str
     image: str
@@ -119,6 +140,8 @@ class Game:
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     scheduling: Scheduling = Scheduling()
+    termination_grace_seconds: int = DEFAULT_GRACE_SECONDS
+    backup_hooks: BackupHooks = BackupHooks()
 
 
 @dataclass(frozen=True)
@@ -228,6 +251,9 @@ def parse_game(obj: Mapping[str, Any]) -> Game:
         command=tuple(spec.get("command", [])),
         args=tuple(spec.get("args", [])),
         scheduling=parse_scheduling(spec.get("scheduling")),
+        termination_grace_seconds=int(spec.get("terminationGracePeriodSeconds",
+                                               DEFAULT_GRACE_SECONDS)),
+        backup_hooks=parse_backup_hooks(spec.get("backupHooks")),
     )
 
 

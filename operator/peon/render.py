@@ -253,7 +253,7 @@ def deployment(gs: GameServer, game: Game, env_data: Mapping[str, str],
         # own PORT-style settings.
         "enableServiceLinks": False,
         # Game servers save the world on SIGTERM; give them time to.
-        "terminationGracePeriodSeconds": 60,
+        "terminationGracePeriodSeconds": game.termination_grace_seconds,
     }
     if game.security_context:
         pod_spec["securityContext"] = dict(game.security_context)
