@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -281,6 +281,44 @@ def run_job(run: Mapping, kind: str, action: list[str], data_claim: str | None,
     }
 
 
+LABEL_DOWNLOAD = "peon.dev/download"
+DOWNLOAD_SECONDS = 3600  # a download pod's whole life, should its client go away
+EXPORT_PATH = "/tmp/export.tar.gz"
+
+
+def download_pod(run: Mapping, image: str, pod_name: str,
+                 scheduling: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A short-lived pod that holds a finished backup for `peon backup download`: the backup
+    volume (read only) for an archive, the store's Secret and scratch space for a snapshot.
+    It only waits; the download runs in it through exec, and the pod deletes nothing."""
+    meta, status = run["metadata"], run.get("status") or {}
+    store = StoreTarget(status["store"], status["storeSecret"], status.get("storeRegion")) \
+        if status.get("snapshot") and status.get("store") else None
+    job = run_job(run, "GameServerBackup", [], None,
+                  None if store else status["volume"], image, None, True, "download",
+                  scheduling, store=store)
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    container.update(name="download", command=["sleep", str(DOWNLOAD_SECONDS)])
+    for m in container["volumeMounts"]:
+        if m["name"] == "backups":
+            m["readOnly"] = True
+    pod.update(activeDeadlineSeconds=DOWNLOAD_SECONDS, terminationGracePeriodSeconds=0)
+    labels = {**job["metadata"]["labels"], LABEL_DOWNLOAD: meta["name"]}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_name, "namespace": meta["namespace"], "labels": labels},
+            "spec": pod}
+
+
+def download_command(run: Mapping) -> list[str]:
+    """What the download pod runs to write the backup, as a Peon archive, to its stdout."""
+    status = run.get("status") or {}
+    if status.get("snapshot") and status.get("store"):
+        return ["sh", "-c", f'peon store export "$0" {DATA_MOUNT} {EXPORT_PATH} >&2 && '
+                f"cat {EXPORT_PATH}", status["snapshot"]]
+    return ["cat", status["archive"]]
+
+
 def job_finished_at(job: Mapping) -> str | None:
     """When the Job finished, by the API server's clock: its completionTime, else (a Job seen
     between SuccessCriteriaMet and Complete, which comes with completionTime) the time its
@@ -309,3 +347,30 @@ def job_outcome(job: Mapping | None) -> tuple[str, str]:
     if st.get("active") or st.get("startTime"):
         return RUNNING, "the Job is running"
     return PENDING, "waiting for the Job's pod"
+
+
+# --- consistent saves (the Game's backupHooks) -----------------------------------------------------
+
+HOOKS_PENDING, HOOKS_DONE, HOOKS_FAILED = "Pending", "Done", "Failed"
+SERVER_CONTAINER = "server"
+
+
+def hook_pod(pods: Iterable[Mapping]) -> str | None:
+    """The pod whose game process writes the world now (its server container running), which
+    the before and after commands run in; None when nothing runs, so nothing needs a save."""
+    for p in pods:
+        if p["metadata"].get("deletionTimestamp") or (p.get("status") or {}).get("phase") != "Running":
+            continue
+        for c in (p.get("status") or {}).get("containerStatuses") or []:
+            if c.get("name") == SERVER_CONTAINER and (c.get("state") or {}).get("running") is not None:
+                return p["metadata"]["name"]
+    return None
+
+
+def hook_failure(stage: str, command: Sequence[str], code: int | None, error: str,
+                 output: str) -> str:
+    """What a failed hook says on the backup: which command, how it ended, and the end of what
+    it printed (the last line is usually the reason)."""
+    tail = " ".join(output.split())[-300:]
+    return (f"backupHooks.{stage} command {' '.join(command)!r} failed ({error or 'no exit code'})"
+            + (f": {tail}" if tail else ""))

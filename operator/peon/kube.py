@@ -10,13 +10,17 @@ import json
 import logging
 import os
 import re
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import kubernetes
 from kubernetes.client import ApiClient
 from kubernetes.dynamic import DynamicClient
 from kubernetes.client.rest import ApiException
+from kubernetes.stream import stream as ws_stream
+from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL
 
 from . import API_VERSION, FIELD_MANAGER, __version__, metrics
 
@@ -188,6 +192,78 @@ class Kube:
             })
         except ApiException as e:  # an Event that cannot be posted must not stop a reconcile
             log.warning("could not post event %s on %s: %s", reason, meta["name"], e.reason)
+
+    def exec(self, namespace: str, pod: str, container: str, command: list[str],
+             timeout: float, stdout: BinaryIO | None = None) -> "ExecResult":
+        """Runs `command` in a container (`kubectl exec`, without a shell or a terminal) and
+        waits for it at most `timeout` seconds. With `stdout`, the command's output is written
+        there byte for byte (a download) and the result holds its stderr only. Raises
+        ApiException when the API server or the kubelet refuses the session."""
+        writes.add("exec", "Pod")
+        # stream() swaps the ApiClient's transport for a websocket while it connects: a client
+        # of its own keeps the other threads' calls off it.
+        core = kubernetes.client.CoreV1Api(ApiClient(self.api.configuration))
+        binary = stdout is not None
+        ws = ws_stream(core.connect_get_namespaced_pod_exec, pod, namespace, container=container,
+                       command=list(command), stdin=False, stdout=True, stderr=True, tty=False,
+                       _preload_content=False, binary=binary)
+        text: list[str] = []
+
+        def drain() -> None:
+            out, err = ws.read_channel(STDOUT_CHANNEL), ws.read_channel(STDERR_CHANNEL)
+            if binary:
+                stdout.write(out)
+                text.append(err.decode("utf-8", errors="replace"))
+            else:
+                text.extend((out, err))
+            del text[:-64]  # a chatty command keeps only its last output
+
+        try:
+            deadline = time.monotonic() + timeout
+            while ws.is_open() and time.monotonic() < deadline:
+                ws.update(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+                drain()
+            drain()
+            if ws.is_open():
+                return ExecResult(None, "".join(text), f"still running after {timeout:g} s")
+            status = ws.read_channel(ERROR_CHANNEL)
+            if isinstance(status, bytes):
+                status = status.decode("utf-8", errors="replace")
+            code, error = exit_status(status)
+            return ExecResult(code, "".join(text), error)
+        finally:
+            ws.close()
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How a command run in a container ended: its exit code (None when it did not run to its
+    end), its last output, and what went wrong when it did not exit 0."""
+    code: int | None
+    output: str
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+
+def exit_status(error_channel: str) -> tuple[int | None, str]:
+    """The exit code and error from an exec session's status channel (a metav1.Status: Success,
+    or Failure with an ExitCode cause, or Failure because the command could not start)."""
+    try:
+        st = json.loads(error_channel or "{}")
+    except ValueError:
+        return None, error_channel.strip()
+    if st.get("status") == "Success":
+        return 0, ""
+    for cause in (st.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            try:
+                return int(cause.get("message", "")), f"exit code {cause['message']}"
+            except ValueError:
+                break
+    return None, st.get("message") or "the command did not run"
 
 
 RBAC_DENIAL = re.compile(r'(User|ServiceAccount) "[^"]*" cannot ')

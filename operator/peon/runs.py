@@ -16,7 +16,8 @@ from kubernetes.client.rest import ApiException
 from . import backup as bk, clock, metrics, status as st
 from .cache import Cache
 from .kube import Kube, refusal
-from .model import GameServer, InvalidSpec, parse_backup_policy, parse_scheduling
+from .model import (BackupHooks, GameServer, InvalidSpec, parse_backup_policy, parse_game,
+                    parse_scheduling)
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -190,6 +191,9 @@ class Runs:
                 policy = parse_backup_policy((gs.get("spec") or {}).get("backup"))
             except InvalidSpec as e:
                 return self._finish(run, bk.FAILED, e.message)
+            failure = self._make_consistent(run, gs)
+            if failure:
+                return self._finish(run, bk.FAILED, failure)
             if policy.store is not None:
                 return self._start_store_backup(run, gs, policy.store, job_name)
             try:
@@ -208,7 +212,8 @@ class Runs:
                 bk.backup_volume(gs_name), self.job_image, node, True, "backup",
                 self._scheduling(gs)))
             self.cache.put(self.cache.jobs, (ns, job_name), job, False)
-            self._write(run, {"phase": bk.PENDING, "job": job_name, "volume": bk.backup_volume(gs_name),
+            self._write(run, {"phase": bk.PENDING, "job": job_name, "image": self.job_image,
+                              "volume": bk.backup_volume(gs_name),
                               "archive": archive, "node": node or "",
                               "message": "waiting for the Job's pod"})
             self._event(run, gs, "Normal", "BackupStarted", f"backup {name} started ({run['spec'].get('reason', bk.MANUAL)})")
@@ -233,7 +238,8 @@ class Runs:
             _data_claim(gs), None, self.job_image, node, True, "backup", self._scheduling(gs),
             store=target))
         self.cache.put(self.cache.jobs, (ns, job_name), job, False)
-        self._write(run, {"phase": bk.PENDING, "job": job_name, "store": target.repository,
+        self._write(run, {"phase": bk.PENDING, "job": job_name, "image": self.job_image,
+                          "store": target.repository,
                           "storeSecret": target.secret, "storeRegion": target.region,
                           "node": node or "", "message": "waiting for the Job's pod"})
         self._event(run, gs, "Normal", "BackupStarted",
@@ -243,6 +249,12 @@ class Runs:
     def _finish(self, run: dict, phase: str, msg: str, job: dict | None = None) -> None:
         ns = run["metadata"]["namespace"]
         update: dict[str, Any] = {"phase": phase, "message": msg, "completionTime": clock.iso(clock.now())}
+        # The game saves again before anything else: the after commands run whatever the
+        # outcome, and are recorded in the same write as the outcome (a restart in between
+        # runs them once more, which turning saving on tolerates).
+        resumed, resume_failure = self._resume(run), None
+        if resumed is not None:
+            update["hooks"], resume_failure = resumed
         if job is not None:
             js = job.get("status") or {}
             if js.get("startTime"):
@@ -260,7 +272,12 @@ class Runs:
                                          "entries (see warnings)")
             elif result.get("error"):
                 update["message"] = f"{msg}: {result['error']}"
+        if resume_failure:
+            update["message"] = f"{update['message']}; {resume_failure}"
         self._write(run, update)
+        if resume_failure:
+            self._event(run, self.cache.gameservers.get((ns, run["spec"]["gameServer"])),
+                        "Warning", "BackupHookFailed", resume_failure)
         if job is not None and phase == bk.SUCCEEDED:
             # The outcome is recorded; a finished pod that mounts the world would keep its claim
             # in use (pvc-protection) and so block an eradication. Failed Jobs stay a day for
@@ -275,6 +292,61 @@ class Runs:
         if kind == "Backup":
             metrics.BACKUPS.labels(phase.lower()).inc()
         self.queue.add(("GameServer", ns, run["spec"]["gameServer"]))
+
+    # --- consistent saves -----------------------------------------------------------------------
+
+    def _hooks_of(self, gs: dict) -> BackupHooks:
+        game = self.cache.game((gs.get("spec") or {}).get("gameUid", ""))
+        try:
+            return parse_game(game).backup_hooks if game else BackupHooks()
+        except (InvalidSpec, KeyError, ValueError, TypeError):
+            return BackupHooks()  # the GameServer's own reconcile says what is wrong with it
+
+    def _make_consistent(self, run: dict, gs: dict) -> str | None:
+        """Runs the Game's before commands in the running server's container; returns why one
+        failed, or None. The pod is recorded first, so its after commands are never forgotten,
+        even by an operator restarted half-way. A server with no running container needs none:
+        nothing writes its world."""
+        hooks = self._hooks_of(gs)
+        meta = run["metadata"]
+        pod = bk.hook_pod(self.cache.pods_of(meta["namespace"], gs["metadata"]["name"]))
+        if not hooks or pod is None:
+            return None
+        self._write(run, {"hooks": {"pod": pod, "after": bk.HOOKS_PENDING},
+                          "message": "making the world consistent (the Game's backupHooks.before)"})
+        for command in hooks.before:
+            failure = self._run_hook(meta["namespace"], pod, "before", command,
+                                     hooks.timeout_seconds)
+            if failure:
+                return failure
+        return None
+
+    def _resume(self, run: dict) -> tuple[dict, str | None] | None:
+        """Runs the after commands when the before ones ran for this backup and these have not;
+        returns the hooks' new status and why one failed. Each after command runs even when one
+        before it failed (saving on matters more than anything after it)."""
+        meta = run["metadata"]
+        fresh = self.cache.backups.get((meta["namespace"], meta["name"])) or run
+        hooks_status = (fresh.get("status") or {}).get("hooks") or {}
+        if hooks_status.get("after") != bk.HOOKS_PENDING:
+            return None
+        gs = self.cache.gameservers.get((meta["namespace"], run["spec"]["gameServer"]))
+        hooks = self._hooks_of(gs) if gs else BackupHooks()
+        failures = [f for command in hooks.after if (f := self._run_hook(
+            meta["namespace"], hooks_status["pod"], "after", command, hooks.timeout_seconds))]
+        return ({"pod": hooks_status["pod"], "after": bk.HOOKS_FAILED if failures else bk.HOOKS_DONE},
+                "; ".join(failures) or None)
+
+    def _run_hook(self, ns: str, pod: str, stage: str, command: tuple[str, ...],
+                  timeout: int) -> str | None:
+        try:
+            result = self.kube.exec(ns, pod, bk.SERVER_CONTAINER, list(command), timeout)
+        except ApiException as e:
+            return bk.hook_failure(stage, command, None, _api_reason(e), "")
+        if result.ok:
+            log.info("backup hook %s %s in %s/%s: ok", stage, command, ns, pod)
+            return None
+        return bk.hook_failure(stage, command, result.code, result.error, result.output)
 
     def _delete_archive(self, run: dict) -> None:
         """A deleted backup takes its archive (or its off-site snapshot) with it: a Job removes
@@ -450,6 +522,14 @@ class Runs:
         except ApiException as e:
             if e.status != 404:  # 409: changed meanwhile; the retry reads the new version
                 raise
+
+
+def _api_reason(e: ApiException) -> str:
+    """What the API server (or the kubelet behind it) said when it refused an exec session."""
+    try:
+        return json.loads(e.body or "{}").get("message") or e.reason or str(e.status)
+    except ValueError:
+        return e.reason or str(e.status)
 
 
 def _data_claim(gs: dict) -> str:

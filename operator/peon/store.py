@@ -206,6 +206,23 @@ def restore(snapshot: str, source: str, target: str) -> Result:
     return Result(snapshot=snapshot, size=need, warnings=warnings)
 
 
+def export(snapshot: str, source: str, archive_path: str) -> archive.Result:
+    """The snapshot's world as a Peon archive (what a local backup makes, with its checksum
+    file), for a download: it restores anywhere with `peon archive restore`."""
+    if _probe() != "ok":
+        raise StoreError(f"there is no repository at {os.environ.get('RESTIC_REPOSITORY', '?')}")
+    folder = os.path.dirname(os.path.abspath(archive_path)) or "."
+    archive.check_space_for(folder, 2 * _restore_size(snapshot))  # the world, then its archive
+    staging = tempfile.mkdtemp(prefix="export-", dir=folder)
+    try:
+        run = _restic("restore", f"{snapshot}:{source}", "--target", staging, "--verify")
+        if run.returncode != 0:
+            raise StoreError(explain(run.returncode, run.stderr, f"reading snapshot {snapshot} failed"))
+        return archive.create(staging, archive_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def forget(snapshot: str) -> dict[str, Any]:
     """Remove the snapshot and the data only it used. A snapshot already gone is fine."""
     if _probe() != "ok":

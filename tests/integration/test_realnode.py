@@ -5,6 +5,7 @@ skipped with the reason (a skip is not a pass)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import pathlib
@@ -86,6 +87,25 @@ def rns(kube):
     yield from fresh_namespace(kube, "r")
 
 
+def peon(kubeconfig, *args) -> subprocess.CompletedProcess:
+    """The `peon` command, as a user runs it against the cluster."""
+    return subprocess.run([str(pathlib.Path(os.sys.executable).parent / "peon"), *args],
+                          env={**os.environ, "KUBECONFIG": kubeconfig}, capture_output=True,
+                          text=True, timeout=600)
+
+
+def download_and_restore(kube, kubeconfig, ns, name, tmp_path) -> tuple[pathlib.Path, pathlib.Path]:
+    """`peon backup download`, then `peon archive restore` of the file, outside Kubernetes."""
+    out, world = tmp_path / f"{name}.tar.gz", tmp_path / f"{name}-world"
+    got = peon(kubeconfig, "backup", "download", name, "-n", ns, "-o", str(out))
+    assert got.returncode == 0, got.stderr
+    assert f"{out}: " in got.stdout and (tmp_path / f"{name}.tar.gz.sha256").exists()
+    assert kube.list("Pod", ns, f"peon.dev/download={name}") == []  # its pod is gone
+    restored = peon(kubeconfig, "archive", "restore", str(out), str(world))
+    assert restored.returncode == 0, restored.stderr
+    return out, world
+
+
 def players_online(kube, ns, name):
     return ((kube.status_of("GameServer", ns, name).get("players")) or {}).get("online")
 
@@ -121,7 +141,6 @@ def test_peon_payload_settings_reach_the_game_process_and_no_secret_leaks(
     want_json = json.dumps({"somekey": "somevalue"}, indent=2, sort_keys=True) + "\n"
     assert files["/config/config.json"]["text"] == want_json
     assert files["/config/textfile.txt"]["text"] == payload["settings"][2]["content"]  # byte for byte
-    import hashlib
     assert files["/config/textfile.txt"]["sha256"] == hashlib.sha256(
         payload["settings"][2]["content"].encode()).hexdigest()
 
@@ -154,7 +173,7 @@ def test_the_game_as_uid_1000_writes_its_world_on_a_root_owned_volume(
 # --- backups of live bytes, and restores ---------------------------------------------------------
 
 def test_a_backup_of_the_live_world_restores_the_bytes_the_game_wrote(
-        kube, kubectl, rns, testgame, rn_operator):
+        kube, kubectl, kubeconfig, rns, testgame, rn_operator, tmp_path):
     apply_as_user(kube, tg_server("keep", rns))
     wait_phase(kube, rns, "keep", "Running", timeout=180)
     game_ip, game_port = service_address(kube, rns, "keep")
@@ -179,6 +198,24 @@ def test_a_backup_of_the_live_world_restores_the_bytes_the_game_wrote(
             assert now[rel] == data, rel
     saved_meta = json.loads(saved[prefix + "meta.json"])
     assert saved_meta["world_id"] == world_id and prefix + "players/alice.json" in saved
+    # The Game's backupHooks ran in the game's container: saving off, the world written whole,
+    # the archive, saving on. So the archive holds one consistent moment of the world.
+    pod = server_pod(kube, rns, "keep")["metadata"]["name"]
+    assert done["hooks"] == {"pod": pod, "after": "Done"}
+    rep = report(kubectl, kube, rns, "keep")
+    assert [c["command"] for c in rep["console"]] == ["save-off", "save-all", "save-on"]
+    assert rep["world"]["saving"] is True
+    saved_save = json.loads(saved[prefix + "saves/world.sav"])
+    last_tick = int(saved[prefix + "world.db"].decode().splitlines()[-1].split()[1])
+    assert saved_save["reason"] == "save-all"
+    assert saved_save["ticks"] == saved_meta["ticks"] == last_tick
+
+    # Downloaded out of the cluster: the archive's very bytes, which restore anywhere.
+    out, copy = download_and_restore(kube, kubeconfig, rns, "keep-b1", tmp_path)
+    assert out.read_bytes() == archive.read_bytes()
+    assert tree_digest(copy) == {k: hashlib.sha256(v).hexdigest() for k, v in saved.items()}
+    missing = peon(kubeconfig, "backup", "download", "nope", "-n", rns, "-o", str(tmp_path / "x"))
+    assert missing.returncode == 1 and "there is no GameServerBackup 'nope'" in missing.stderr
 
     # The world changes after the backup...
     assert udp(game_ip, game_port, "JOIN bob hunter22") == "WELCOME bob"
@@ -193,6 +230,33 @@ def test_a_backup_of_the_live_world_restores_the_bytes_the_game_wrote(
     assert not (world / "players" / "bob.json").exists()
     assert (world / "players" / "alice.json").read_bytes() == saved[prefix + "players/alice.json"]
     assert (world / "world.db").read_bytes().startswith(saved[prefix + "world.db"])
+
+
+def test_a_failing_backup_hook_fails_the_backup_with_its_message_and_saving_resumes(
+        kube, kubectl, rns, testgame, rn_operator):
+    game = yaml.safe_load(GAME_FILE.read_text())
+    game["metadata"] = {"name": f"{GAME}-{rns}"}
+    game["spec"]["backupHooks"]["before"].append({"command": ["testgame", "console", "explode"]})
+    kube.apply(game)
+    try:
+        apply_as_user(kube, tg_server("hooks", rns, gameUid=game["metadata"]["name"]))
+        wait_phase(kube, rns, "hooks", "Running", timeout=180)
+        kube.create(backup("hooks-b1", rns, "hooks"))
+        failed = run_phase(kube, "GameServerBackup", rns, "hooks-b1", "Failed", timeout=120)
+        assert ("backupHooks.before command 'testgame console explode' failed (exit code 1): "
+                "ERR unknown command 'explode'") in failed["message"], failed["message"]
+        assert failed["hooks"]["after"] == "Done" and not failed.get("archive")
+        # save-on ran after the failure: the game writes its world again.
+        rep = report(kubectl, kube, rns, "hooks")
+        assert [c["command"] for c in rep["console"]] == ["save-off", "save-all", "save-on"]
+        assert rep["world"]["saving"] is True
+        assert any(e["reason"] == "BackupFailed" and "explode" in e["message"]
+                   for e in events_for(kube, rns, "hooks"))
+        assert kube.get("Job", rns, "hooks-b1-backup") is None  # nothing archived mid-write
+    finally:
+        kube.delete("GameServer", rns, "hooks")
+        wait_for("the server to go", lambda: kube.get("GameServer", rns, "hooks") is None, 120)
+        kube.delete("Game", None, game["metadata"]["name"])
 
 
 # --- off-site backups: the store (SeaweedFS's S3 on the node's bridge) ---------------------------
@@ -217,7 +281,7 @@ def node_s3(real_node, kube, tmp_path_factory):
 
 
 def test_an_off_site_backup_is_encrypted_in_the_store_and_restores_the_world(
-        kube, kubectl, rns, testgame, rn_operator, node_s3):
+        kube, kubectl, kubeconfig, rns, testgame, rn_operator, node_s3, tmp_path):
     import sys
     sys.path.insert(0, str(ROOT / "tests"))
     from seaweedfs import ACCESS_KEY, SECRET_KEY
@@ -247,6 +311,13 @@ def test_an_off_site_backup_is_encrypted_in_the_store_and_restores_the_world(
         "/snapshots/" in o for o in objs) else None)(node_s3.objects("peon-backups", f"{rns}/offsite")), 30)
     contents = [node_s3.read(o) for o in objects]
     assert not any(alice in c or keys["RESTIC_PASSWORD"].encode() in c for c in contents)
+    # Downloaded from the store (exported by a short-lived pod) it restores outside Kubernetes:
+    # the world as the backup took it, one consistent moment (the Game's hooks ran).
+    _, copy = download_and_restore(kube, kubeconfig, rns, "offsite-b1", tmp_path)
+    got = copy / "worlds" / "Dedicated"
+    assert (got / "players" / "alice.json").read_bytes() == alice
+    meta, save = (json.loads((got / p).read_text()) for p in ("meta.json", "saves/world.sav"))
+    assert meta["world_id"] == world_id and save["ticks"] == meta["ticks"]
 
     # A wrong password fails the next backup with the reason, and nothing is lost.
     kube.raw("PATCH", f"/api/v1/namespaces/{rns}/secrets/store-keys",

@@ -9,6 +9,8 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from peon.kube import ExecResult
+
 
 def api_error(status: int, message: str) -> ApiException:
     e = ApiException(status=status, reason="refused")
@@ -22,6 +24,8 @@ class FakeKube:
         self.calls: list[tuple[str, str, str]] = []  # (verb, kind, name)
         self.refuse: dict[str, ApiException] = {}    # kind -> the error its applies get
         self.events: list[tuple[str, str, str]] = []  # (type, reason, message)
+        self.execs: list[tuple[str, tuple[str, ...]]] = []  # (pod, command), in order
+        self.exec_results: dict[tuple[str, ...], ExecResult | ApiException] = {}  # else exit 0
         self._rv = 0
 
     def _stored(self, obj: dict) -> dict:
@@ -50,6 +54,25 @@ class FakeKube:
         if not dry_run:
             self.objects[(kind, meta.get("namespace"), meta["name"])] = stored
         return copy.deepcopy(stored)
+
+    def create(self, obj: dict[str, Any]) -> dict:
+        kind, meta = obj["kind"], obj["metadata"]
+        self.calls.append(("create", kind, meta.get("name", "")))
+        if kind in self.refuse:
+            raise self.refuse[kind]
+        stored = self._stored(obj)
+        if kind != "Event":
+            self.objects[(kind, meta.get("namespace"), meta["name"])] = stored
+        return copy.deepcopy(stored)
+
+    def exec(self, namespace: str, pod: str, container: str, command: list[str],
+             timeout: float) -> ExecResult:
+        self.calls.append(("exec", "Pod", pod))
+        self.execs.append((pod, tuple(command)))
+        result = self.exec_results.get(tuple(command), ExecResult(0, ""))
+        if isinstance(result, ApiException):
+            raise result
+        return result
 
     def delete(self, kind: str, namespace: str | None, name: str, propagation: str = "Background") -> bool:
         self.calls.append(("delete", kind, name))

@@ -253,6 +253,43 @@ def test_world_grows_saves_on_sigterm_and_is_loaded_again(games):
     assert db.read_text().splitlines()[ticks].startswith(f"tick {ticks + 1} ")
 
 
+def test_console_save_off_keeps_the_world_in_memory_until_save_all_and_save_on(games):
+    """The rcon-cli of the test game: what a Game's backupHooks run around a backup."""
+    g = games().start()
+    meta_path, db = g.world / "meta.json", g.world / "world.db"
+    wait_for(lambda: json.loads(meta_path.read_text())["ticks"] >= 2, what="ticks")
+
+    def console(command):
+        return run_cli("console", command, env={**g.env})
+
+    off = console("save-off")
+    assert off.returncode == 0 and off.stdout.strip() == "OK save-off"
+    frozen = meta_path.read_bytes(), db.read_bytes()
+    wait_for(lambda: g.report()["world"]["ticks"] >= json.loads(frozen[0])["ticks"] + 3,
+             what="ticks in memory")
+    assert (meta_path.read_bytes(), db.read_bytes()) == frozen  # nothing reaches the disk
+    assert g.report()["world"]["saving"] is False
+
+    assert console("save-all").returncode == 0  # the world now, whole, on disk
+    meta = json.loads(meta_path.read_text())
+    save = json.loads((g.world / "saves" / "world.sav").read_text())
+    assert save["reason"] == "save-all" and save["ticks"] == meta["ticks"]
+    assert db.read_text().splitlines()[-1].split()[1] == str(meta["ticks"])
+    time.sleep(0.2)  # still off: save-all does not turn saving on
+    assert json.loads(meta_path.read_text())["ticks"] == meta["ticks"]
+
+    assert console("save-on").returncode == 0
+    wait_for(lambda: json.loads(meta_path.read_text())["ticks"] > meta["ticks"], what="saving again")
+    assert [c["command"] for c in g.report()["console"]] == ["save-off", "save-all", "save-on"]
+    bad = console("explode")
+    assert bad.returncode == 1 and "ERR unknown command 'explode'" in bad.stdout
+    assert g.stop(signal.SIGTERM) == 0
+    nobody = console("save-all")  # no server: a clear error, not a hang
+    assert nobody.returncode == 1 and "no server answers" in nobody.stderr
+    lines = db.read_text().splitlines()
+    assert [int(x.split()[1]) for x in lines] == list(range(1, len(lines) + 1))  # none lost
+
+
 def test_report_has_the_environment_and_config_files(games, tmp_path):
     conf = tmp_path / "conf"
     (conf / "conf.d" / "sub").mkdir(parents=True)

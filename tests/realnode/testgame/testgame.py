@@ -4,11 +4,15 @@
 It behaves like a community game image: configured by environment variables, keeps a world on
 the data volume that grows while it runs, answers Steam A2S queries (with the challenge
 handshake) on a query port, lets players JOIN/LEAVE over a tiny text protocol on the game port,
-and saves on SIGTERM. Everything it saw at start (environment, config files) goes into a JSON
+and saves on SIGTERM. Like a Minecraft server behind `rcon-cli`, it takes console commands
+(`testgame console save-off|save-all|save-on`) over a local socket: with saving off it keeps
+the world in memory only, and `save-all` writes it whole, so a backup taken between them holds
+one consistent world. Everything it saw at start (environment, config files) goes into a JSON
 report outside the data volume so tests can read it with `testgame report`.
 
     testgame serve     run the server (the image's default command)
     testgame report    print the running server's report JSON
+    testgame console COMMAND   send save-off, save-all or save-on to the running server
     testgame version   print the version
 
 Standard library only.
@@ -64,6 +68,13 @@ def version() -> str:
 
 def state_path() -> str:
     return os.environ.get("TESTGAME_STATE") or "/tmp/testgame/report.json"
+
+
+def console_path() -> str:
+    return os.path.join(os.path.dirname(state_path()) or ".", "console.sock")
+
+
+CONSOLE_COMMANDS = ("save-off", "save-all", "save-on")
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o644, sync: bool = False) -> None:
@@ -168,6 +179,8 @@ class World:
         self.created_now = False
         self.loaded_save = None
         self.loaded_ticks = 0  # the world's age when this process loaded it
+        self.saving = True     # False after `save-off`: the world changes in memory only
+        self.pending: list[str] = []  # ticks not yet on disk (saving off)
 
     def open(self) -> None:
         try:
@@ -231,8 +244,18 @@ class World:
         self.meta["last_version"] = self.cfg.version
         stamp = now_iso()
         self.meta["last_tick"] = stamp
-        with open(self.db_path, "a", encoding="ascii") as f:
-            f.write(f"tick {self.meta['ticks']} {stamp}\n")
+        self.pending.append(f"tick {self.meta['ticks']} {stamp}\n")
+        if self.saving:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what changed in memory: the ticks appended to the database, then meta."""
+        if self.pending:
+            with open(self.db_path, "a", encoding="ascii") as f:
+                f.write("".join(self.pending))
+                f.flush()
+                os.fsync(f.fileno())
+            self.pending = []
         self.write_meta()
 
     def player_joined(self, name: str) -> None:
@@ -251,7 +274,7 @@ class World:
 
     def save(self, players: list[str], reason: str) -> None:
         self.meta["last_saved"] = now_iso()
-        self.write_meta()
+        self.flush()
         write_json(self.save_path, {"world_id": self.world_id, "ticks": self.ticks,
                                     "players": players, "saved": now_iso(), "reason": reason,
                                     "version": self.cfg.version}, sync=True)
@@ -302,6 +325,7 @@ class Server:
         self.config_files: list[dict] = []
         self.config_missing: list[str] = []
         self._report_failed = False
+        self.console_log: list[dict] = []
 
     # ---- start-up -------------------------------------------------------------------------
 
@@ -317,6 +341,7 @@ class Server:
             log(f"world {cfg.world_name} loaded (id {self.world.world_id}, ticks {self.world.ticks})")
         self.game_sock = self._bind(cfg.game_port, "game")
         self.query_sock = self._bind(cfg.query_port, "query")
+        self.console_sock = self._bind_console()
         try:
             os.makedirs(os.path.dirname(cfg.state) or ".", exist_ok=True)
             self.write_report("running", strict=True)
@@ -333,6 +358,35 @@ class Server:
             raise Fatal(f"cannot bind the {what} port udp {port}: {e.strerror or e}")
         sock.setblocking(False)
         return sock
+
+    def _bind_console(self) -> socket.socket:
+        path = console_path()
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            if os.path.exists(path):
+                os.unlink(path)  # left by a process before this one
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(path)
+            os.chmod(path, 0o600)
+        except OSError as e:
+            raise Fatal(f"cannot open the console socket {path}: {e.strerror or e}")
+        sock.setblocking(False)
+        return sock
+
+    def on_console(self, data: bytes) -> bytes:
+        command = data.decode("utf-8", errors="replace").strip()
+        if command == "save-off":
+            self.world.saving = False
+        elif command == "save-on":
+            self.world.saving = True
+        elif command == "save-all":
+            self.world.save(list(self.players), "save-all")
+        else:
+            return f"ERR unknown command {command[:40]!r}".encode()
+        self.console_log.append({"command": command, "at": now_iso(), "ticks": self.world.ticks})
+        log(f"console: {command}")
+        self.write_report()
+        return b"OK " + command.encode()
 
     # ---- report ---------------------------------------------------------------------------
 
@@ -356,7 +410,8 @@ class Server:
                       "created": world.meta.get("created"),
                       "created_version": world.meta.get("version"),
                       "ticks": world.ticks, "loaded_ticks": world.loaded_ticks,
-                      "loaded_save": world.loaded_save},
+                      "loaded_save": world.loaded_save, "saving": world.saving},
+            "console": self.console_log[-50:],
             "players": [{"name": n, "joined": self.joined_at[n], "seconds": round(now - t, 3)}
                         for n, t in self.players.items()],
             "config": {"paths": cfg.config_paths, "files": self.config_files,
@@ -485,6 +540,7 @@ class Server:
         sel = selectors.DefaultSelector()
         sel.register(self.game_sock, selectors.EVENT_READ, "game")
         sel.register(self.query_sock, selectors.EVENT_READ, "query")
+        sel.register(self.console_sock, selectors.EVENT_READ, "console")
         sel.register(wake_r, selectors.EVENT_READ, "wake")
         next_tick = time.monotonic() + self.cfg.tick
         while self.stop_signal is None:
@@ -519,7 +575,13 @@ class Server:
                 return
             except OSError:  # e.g. ICMP port unreachable reported on a UDP socket
                 continue
-            reply = self.on_game(data) if which == "game" else self.on_query(data, addr)
+            if which == "console":
+                try:
+                    reply = self.on_console(data)
+                except OSError as e:
+                    reply = f"ERR {e.strerror or e}".encode()
+            else:
+                reply = self.on_game(data) if which == "game" else self.on_query(data, addr)
             if reply is not None:
                 try:
                     sock.sendto(reply, addr)
@@ -536,7 +598,7 @@ class Server:
             log(f"could not save on {reason}: {e.strerror or e}")
             code = 1
         self.write_report("stopped")
-        for sock in (self.game_sock, self.query_sock):
+        for sock in (self.game_sock, self.query_sock, self.console_sock):
             sock.close()
         return code
 
@@ -564,16 +626,40 @@ def report() -> int:
     return 0
 
 
+def console(command: str) -> int:
+    """Send one console command to the running server and print its answer (an rcon-cli)."""
+    me = os.path.join(os.path.dirname(console_path()) or ".", f".client.{os.getpid()}")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(me)
+            sock.settimeout(10)
+            sock.sendto(command.encode(), console_path())
+            answer = sock.recv(4096).decode("utf-8", errors="replace")
+        except OSError as e:
+            print(f"testgame: no server answers on {console_path()}: {e.strerror or e}",
+                  file=sys.stderr)
+            return 1
+        finally:
+            try:
+                os.unlink(me)
+            except OSError:
+                pass
+    print(answer)
+    return 0 if answer.startswith("OK") else 1
+
+
 def main(argv: list[str]) -> int:
     command = argv[1] if len(argv) > 1 else "serve"
     if command == "serve" and len(argv) <= 2:
         return serve()
     if command == "report" and len(argv) == 2:
         return report()
+    if command == "console" and len(argv) == 3:
+        return console(argv[2])
     if command in ("version", "--version") and len(argv) == 2:
         print(version())
         return 0
-    print("usage: testgame [serve|report|version]", file=sys.stderr)
+    print("usage: testgame [serve|report|version|console COMMAND]", file=sys.stderr)
     return 2
 
 
