@@ -92,7 +92,7 @@ def cmd_backup(args) -> int:
     from .kube import Kube
     out = args.output or f"{args.name}.tar.gz"
     try:
-        got = download.download(Kube(), args.namespace or _current_namespace(), args.name, out,
+        got = download.download(Kube(agent="peon"), args.namespace or _current_namespace(), args.name, out,
                                 args.image, log=lambda m: print(f"peon backup download: {m}",
                                                                 file=sys.stderr))
     except download.DownloadError as e:
@@ -120,8 +120,9 @@ def _termination_message(text: str) -> None:
             f.write(text)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="peon", description="Peon's commands for game-server users.")
+def build_parser(prog: str = "peon") -> argparse.ArgumentParser:
+    from . import kubectl_peon
+    ap = argparse.ArgumentParser(prog=prog, description="Peon's commands for game-server users.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("convert", help="turn a PEON REST payload (JSON) into GameServer YAML")
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     ad = asub.add_parser("delete", help="remove ARCHIVE and its checksum file")
     ad.add_argument("archive")
     a.set_defaults(fn=cmd_archive)
-    b = sub.add_parser("backup", help="work with a server's backups from outside the cluster")
+    b = sub.add_parser("backup", help="take a backup (`backup NAME`), or download one (`backup "
+                       "download NAME`) from outside the cluster")
     bsub = b.add_subparsers(dest="action", required=True)
     bd = bsub.add_parser("download", help="stream one Succeeded backup (local archive or "
                          "off-site snapshot) into a local file, checked against its checksum")
@@ -158,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     bd.add_argument("--image", help="the image for the short-lived pod (by default the one the "
                     "backup's Job ran: the operator's)")
     b.set_defaults(fn=cmd_backup)
+    kubectl_peon.add_backup_create(bsub)  # `backup create NAME`, and `backup NAME` for short
+    kubectl_peon.add_commands(sub)  # ls, start, stop, restart, wake, backups, restore, logs, status
     s = sub.add_parser("store", help="back a world up to an S3 store, restore it, or forget a "
                        "snapshot (Jobs run this; restic, with RESTIC_REPOSITORY, RESTIC_PASSWORD "
                        "and the AWS_* keys in the environment)")
@@ -179,7 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     sf = ssub.add_parser("forget", help="remove a snapshot and the data only it used")
     sf.add_argument("snapshot")
     s.set_defaults(fn=cmd_store)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None, prog: str = "peon") -> int:
+    from .kubectl_peon import normalize_argv
+    args = build_parser(prog).parse_args(normalize_argv(sys.argv[1:] if argv is None else argv))
     return args.fn(args)
 
 

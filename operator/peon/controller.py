@@ -228,14 +228,17 @@ class Controller:
             uptime_status = {**uptime_status, "running": True, "message": holding,
                              "sessionStart": session}
         event = transition_event((body.get("status") or {}).get("uptime"), uptime_status)
-        if event:
-            self.kube.event(body, "Normal", *event)
         settle = self.write_status(body, built=st.Built(
             game_uid=game.uid, image=image, want_running=running, host_ports=gs.network.host_ports,
             ports=[{"name": p.name, "containerPort": p.container_port, "protocol": p.protocol}
                    for p in game.ports],
             extra=(updated,), backup=backup_status, why_stopped=why_stopped,
             more={"uptime": uptime_status, "players": players_status}))
+        # Said once, with the status that records it: while a transitional phase is held back
+        # every look would otherwise post the same start or stop again.
+        written = (self.cache.gameservers.get((gs.namespace, gs.name)) or {}).get("status") or {}
+        if event and not st.status_differs(written, {"uptime": uptime_status}):
+            self.kube.event(body, "Normal", *event)
         return min(filter(None, [requeue, uptime_requeue, settle]), default=None)
 
     def referenced_secrets(self, ns: str, names: tuple[str, ...]) -> ReferencedSecrets:

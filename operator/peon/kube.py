@@ -91,13 +91,19 @@ def load_config(cfg: kubernetes.client.Configuration) -> None:
 class Kube:
     """A thread-safe handle on the API. One per process; calls block (run them off the loop)."""
 
-    def __init__(self, api_client: ApiClient | None = None):
+    def __init__(self, api_client: ApiClient | None = None, agent: str | None = None):
+        """`agent` names the writer: its field manager and its user agent (what the audit log
+        and managedFields show), the operator's unless a command of its own says otherwise. A
+        client given as it is keeps its own user agent unless `agent` is given."""
         if api_client is None:
             cfg = kubernetes.client.Configuration()
             load_config(cfg)
             cfg.connection_pool_maxsize = 32
             api_client = ApiClient(cfg)
-            api_client.user_agent = f"{FIELD_MANAGER}/{__version__}"
+            agent = agent or FIELD_MANAGER
+        if agent:
+            api_client.user_agent = f"{agent}/{__version__}"
+            self.field_manager = agent
         self.api = api_client
         # No discovery: every path is built here (path()), so the discovery cache (and its
         # file in /tmp) would only cost requests at start.
@@ -114,6 +120,8 @@ class Kube:
                                     _request_timeout=60, serialize=False)
         data = resp.data
         return json.loads(data) if data else None
+
+    field_manager = FIELD_MANAGER
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict | None:
         try:
@@ -140,7 +148,6 @@ class Kube:
                                  *([("dryRun", "All")] if dry_run else [])],
                           content_type="application/apply-patch+yaml")
 
-    field_manager = FIELD_MANAGER
 
     def create(self, obj: dict[str, Any]) -> dict:
         writes.add("create", obj["kind"])

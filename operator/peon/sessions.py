@@ -12,6 +12,7 @@ from .prober import Prober, Target
 
 log = logging.getLogger(__name__)
 ANNOTATION_WAKE = "peon.dev/wake"
+ANNOTATION_SLEEP = "peon.dev/sleep"  # a stop asked for (now or at a time); a later wake cancels it
 
 
 class Sessions:
@@ -28,7 +29,9 @@ class Sessions:
         now = clock.now()
         old = (body.get("status") or {})
         mem = old.get("uptime") or {}
-        wake = clock.parse((body["metadata"].get("annotations") or {}).get(ANNOTATION_WAKE))
+        annotations = body["metadata"].get("annotations") or {}
+        wake = clock.parse(annotations.get(ANNOTATION_WAKE))
+        sleep = clock.parse(annotations.get(ANNOTATION_SLEEP))
         probe, players_status, requeue = None, old.get("players"), None
         idle = (gs.namespace, gs.name)
         if policy.idle_after and game.query.protocol != "none" and mem.get("running", True):
@@ -50,7 +53,7 @@ class Sessions:
             self.prober.forget(idle)
         observed = uptime.Observed(
             now=now, session_start=clock.parse(mem.get("sessionStart")),
-            session_end=clock.parse(mem.get("sessionEnd")), end_reason=mem.get("endReason"), wake=wake,
+            session_end=clock.parse(mem.get("sessionEnd")), end_reason=mem.get("endReason"), wake=wake, sleep=sleep,
             players=probe.online if probe is not None else None,
             last_seen=clock.parse((players_status or {}).get("lastSeen")))
         d = uptime.decide(policy, gs.state == "Running", observed)

@@ -5,12 +5,15 @@ it was ended, when players were last seen) it keeps in status.
 
 A *session* is a stretch of running that the policy started: at a window's start, on a
 wake-up (`peon.dev/wake` annotation), or when nothing restricts the server. A session ends
-by the session timer (`maxDuration`), the daily stop time (`stopAt`), or idleness (nobody on for
-`idle.after`, counted from the end of the boot grace period). An ended session stays ended
-until the next window starts or the next wake-up.
+by the session timer (`maxDuration`), the daily stop time (`stopAt`), idleness (nobody on for
+`idle.after`, counted from the end of the boot grace period), or a stop asked for (the
+`peon.dev/sleep` annotation: a time, now or later; a wake-up after it cancels it). An ended
+session stays ended until the next window starts or the next wake-up. The two annotations are
+how the PEON API and `kubectl peon` start and stop a server whose spec lives in Git.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -20,6 +23,7 @@ from .backup import parse_duration
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 WAKE_SESSION = dt.timedelta(hours=4)  # a wake-up without a session timer lasts this long
+STOP_REQUESTED = "StopRequested"
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Observed:
     session_end: dt.datetime | None = None
     end_reason: str | None = None
     wake: dt.datetime | None = None
+    sleep: dt.datetime | None = None  # a stop asked for, at this time
     players: int | None = None  # None: unknown (no answer yet, or the query failed)
     last_seen: dt.datetime | None = None
 
@@ -165,8 +170,23 @@ def decide(policy: Policy, spec_running: bool, o: Observed) -> Decision:
     now = o.now
     if not spec_running:
         return Decision(False, "Stopped", "spec.state is Stopped")
+    # A stop asked for that has come ends the session as a timer would; one still to come is a
+    # limit on the session. A wake-up after it cancels it.
+    asked = o.sleep is not None and (o.wake is None or o.wake < o.sleep)
+    future_stop = o.sleep if asked and o.sleep > now else None
+    session_end, end_reason = o.session_end, o.end_reason
+    if end_reason == STOP_REQUESTED and not (asked and o.sleep <= now):
+        session_end, end_reason = None, None  # taken back: a start since (even in that second)
+    if asked and o.sleep <= now and (session_end is None or o.sleep > session_end):
+        session_end, end_reason = o.sleep, STOP_REQUESTED
+    o = dataclasses.replace(o, session_end=session_end, end_reason=end_reason)
     if not policy.restricts:
-        return Decision(True, "AlwaysOn", "no uptime policy", session_start=o.session_start or now)
+        if end_reason == STOP_REQUESTED:
+            return Decision(False, STOP_REQUESTED, _ended_message(STOP_REQUESTED) +
+                            ", until a wake-up", session_end=session_end, end_reason=end_reason)
+        return Decision(True, "AlwaysOn", "no uptime policy" + (
+            f", until the stop asked for at {future_stop:%Y-%m-%d %H:%M} UTC" if future_stop else ""),
+            future_stop, session_start=o.session_start or now)
 
     window = current_window(policy, now) if policy.windows else None
     woken = o.wake is not None and o.wake <= now and (o.session_end is None or o.wake > o.session_end)
@@ -199,6 +219,8 @@ def decide(policy: Policy, spec_running: bool, o: Observed) -> Decision:
         last = last_stop_at(policy, now)
         # Past a stop time that fell inside this session: it ends; else the next one ends it.
         limits.append((last if last > start else next_stop_at(policy, now), "StopTime"))
+    if future_stop:
+        limits.append((future_stop, STOP_REQUESTED))
     if policy.idle_after:
         boot_over = start + policy.idle_grace
         if o.players == 0:
@@ -225,4 +247,5 @@ def decide(policy: Policy, spec_running: bool, o: Observed) -> Decision:
 def _ended_message(reason: str | None) -> str:
     return {"SessionTimer": "the session timer ran out",
             "StopTime": "it is past the daily stop time",
-            "Idle": "nobody was on"}.get(reason or "", "the session ended")
+            "Idle": "nobody was on",
+            STOP_REQUESTED: "a stop was asked for"}.get(reason or "", "the session ended")

@@ -3,12 +3,10 @@ reconciles a GameServer on the local control plane, and its archive tool round-t
 real Docker volumes. Docker Engine comes from Debian's docker.io (`make docker-deps`); where it
 cannot run, these tests report skipped."""
 import json
-import os
 import pathlib
 import shutil
 import socket
 import subprocess
-import time
 import urllib.request
 import uuid
 

@@ -10,6 +10,7 @@ import uuid
 import pytest
 import yaml
 
+from api_helpers import PeonApi
 from conftest import Operator
 from gs_helpers import (AUDIT, apply_as_user, backup, condition, gameserver, restore, run_phase,
                         token_kubeconfig, wait_phase)
@@ -19,10 +20,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "peon-operator"
 
 
-def granted_rules(rendered: str) -> set[tuple[str, str, str]]:
+def granted_rules(rendered: str, api: bool = False) -> set[tuple[str, str, str]]:
+    """The rules of the operator's roles in the rendered chart (with `api`, the PEON API's)."""
     out = set()
     for doc in yaml.safe_load_all(rendered):
-        if doc and doc["kind"] in ("ClusterRole", "Role"):
+        if doc and doc["kind"] in ("ClusterRole", "Role") and \
+                doc["metadata"]["name"].endswith("-api") == api:
             for r in doc["rules"]:
                 for g in r["apiGroups"]:
                     for res in r["resources"]:
@@ -52,7 +55,8 @@ def token_for(kube, ns: str, sa: str) -> str:
                      "spec": {"expirationSeconds": 3600}})["status"]["token"]
 
 
-def used_rules(username: str) -> set[tuple[str, str, str]]:
+def used_rules(username: str, agents: tuple[str, ...] = ("peon-operator", "kopf")
+               ) -> set[tuple[str, str, str]]:
     out = set()
     for line in AUDIT.read_text().splitlines():
         e = json.loads(line)
@@ -60,7 +64,7 @@ def used_rules(username: str) -> set[tuple[str, str, str]]:
             continue
         # The client's websocket (exec) sends no User-Agent; every other call of the
         # operator's names it.
-        ours = e.get("userAgent", "").startswith(("peon-operator", "kopf")) or (
+        ours = e.get("userAgent", "").startswith(agents) or (
             "userAgent" not in e and (e.get("objectRef") or {}).get("subresource") == "exec")
         if not ours:
             continue  # the test's own calls as that account (its rules reviews)
@@ -72,6 +76,18 @@ def used_rules(username: str) -> set[tuple[str, str, str]]:
         if e["verb"] == "patch" and (e.get("responseStatus") or {}).get("code") == 201:
             out.add((o.get("apiGroup", ""), res, "create"))  # server-side apply created it
     return out
+
+
+def assert_exactly_used(used: set, granted: set, allowed: set) -> None:
+    """What an account used is what its chart grants and what the API server allows it."""
+    # An exec is a websocket GET; servers from 1.35 also ask it for create.
+    newer = {("", "pods/exec", "create")}
+    assert ("", "pods/exec", "get") in used and newer <= granted
+    granted, allowed = granted - newer, allowed - newer
+    assert used - granted == set(), f"used but not granted: {sorted(used - granted)}"
+    assert granted - used == set(), f"granted but never used: {sorted(granted - used)}"
+    assert allowed == used, f"the API server allows {sorted(allowed - used)} unused, " \
+                            f"refuses {sorted(used - allowed)}"
 
 
 def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, helm, crds,
@@ -159,13 +175,59 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
         helm("uninstall", "rbac", "-n", sys_ns, check=False)
         kube.delete("Game", None, ns)
         kubectl("delete", "namespace", ns, sys_ns, "--wait=false")
-    used = used_rules(f"system:serviceaccount:{sys_ns}:{sa}")
-    granted = granted_rules(rendered)
-    # The exec of backupHooks is a websocket GET; servers from 1.35 also ask it for create.
-    newer = {("", "pods/exec", "create")}
-    assert ("", "pods/exec", "get") in used and newer <= granted
-    granted, allowed = granted - newer, allowed - newer
-    assert used - granted == set(), f"used but not granted: {sorted(used - granted)}"
-    assert granted - used == set(), f"granted but never used: {sorted(granted - used)}"
-    assert allowed == used, f"the API server allows {sorted(allowed - used)} unused, " \
-                            f"refuses {sorted(used - allowed)}"
+    assert_exactly_used(used_rules(f"system:serviceaccount:{sys_ns}:{sa}"),
+                        granted_rules(rendered), allowed)
+
+
+def test_the_peon_api_needs_exactly_its_rbac(kube, kubectl, kubeconfig, helm, crds, operator,
+                                             tmp_path):
+    """The PEON API, logged in as the chart's account for it, answers every route that writes
+    or reads (a download included); it used exactly its Role's and ClusterRole's verbs."""
+    if os.environ.get("KUBECONFIG"):
+        pytest.skip("reads the test bed's audit log")
+    sys_ns, ns = f"peon-{uuid.uuid4().hex[:6]}", f"t-apirbac-{uuid.uuid4().hex[:6]}"
+    for n in (sys_ns, ns):
+        kubectl("create", "namespace", n)
+    key = "k" * 8 + uuid.uuid4().hex
+    kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "api-key", "namespace": sys_ns},
+                 "stringData": {"key": key}})
+    values = ["--set", "watchNamespaces={" + ns + "}", "--set", "catalogue.install=false",
+              "--set", "api.enabled=true", "--set", f"api.namespace={ns}",
+              "--set", "api.keySecret=api-key"]
+    rendered = helm("template", "apirbac", str(CHART), "-n", sys_ns, *values).stdout
+    helm("install", "apirbac", str(CHART), "-n", sys_ns, *values)
+    sa = "apirbac-peon-operator-api"
+    kc = token_kubeconfig(kubeconfig, token_for(kube, sys_ns, sa), tmp_path / "api.kubeconfig")
+    api = PeonApi(kc, ns, None, tmp_path / "api.log", key=key)
+    try:
+        assert api.call("GET", "/api/v1/plans")[0] == 200
+        assert api.call("GET", "/api/v1/plan/valheim")[0] == 200
+        assert api.call("GET", "/api/v1/servers") == (200, [])
+        assert api.call("PUT", "/api/v1/server/create/valheim.life", {"PASSWORD": "hunter22"})[0] == 200
+        # A server the cluster refuses (too long a description): its Secret goes again.
+        refused = api.call("PUT", "/api/v1/server/create/valheim.nope",
+                           {"PASSWORD": "hunter22", "description": "x" * 2000})
+        assert refused[0] == 400 and kube.get("Secret", ns, "nope-api-env") is None, refused
+        wait_phase(kube, ns, "life", "Running")
+        assert api.call("GET", "/api/v1/server/get/valhiem.life")[0] == 200  # by PEON's alias
+        assert api.call("PUT", "/api/v1/server/stop/valheim.life", {})[0] == 200
+        assert api.call("PUT", "/api/v1/server/start/valheim.life", {})[0] == 200
+        status, saved = api.call("PUT", "/api/v1/server/save/valheim.life")
+        run_phase(kube, "GameServerBackup", ns, saved["info"], "Succeeded", timeout=90)
+        # The download's pod starts, but a kwok node has no kubelet to exec in: it says so.
+        status, res = api.call("GET", "/api/v1/server/save/valheim.life")
+        assert status == 409 and "download" in res["info"], res
+        assert api.call("DELETE", "/api/v1/server/destroy/valheim.life", {})[0] == 200
+        log = api.stop()
+        assert "Traceback" not in log and "403" not in log, log[-2000:]
+        kube.create({"apiVersion": "v1", "kind": "ServiceAccount",
+                     "metadata": {"name": "nobody", "namespace": sys_ns}})
+        nobody = token_kubeconfig(kubeconfig, token_for(kube, sys_ns, "nobody"), tmp_path / "nobody")
+        allowed = allowed_rules(kc, [ns]) - allowed_rules(nobody, [ns])
+    finally:
+        if api.proc.poll() is None:
+            api.stop()
+        helm("uninstall", "apirbac", "-n", sys_ns, check=False)
+        kubectl("delete", "namespace", ns, sys_ns, "--wait=false")
+    assert_exactly_used(used_rules(f"system:serviceaccount:{sys_ns}:{sa}", agents=("peon-api",)),
+                        granted_rules(rendered, api=True), allowed)

@@ -21,7 +21,7 @@ from conftest import Clock, Operator, fresh_namespace
 from gs_helpers import apply_as_user, backup, events_for, restore, run_phase, wait_phase
 from kube_helpers import wait_for
 from realnode_helpers import (GAME, GAME_FILE, IMAGE, NODE, ON_REAL_NODE, OPERATOR_IMAGE, TAINT,
-                              archive_digest, exec_in, report, server_pod, service_address,
+                              archive_digest, report, server_pod, service_address,
                               tg_server, tree_digest, udp, volume_dir)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

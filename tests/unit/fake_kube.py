@@ -18,6 +18,38 @@ def api_error(status: int, message: str) -> ApiException:
     return e
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the API server applies a merge patch: objects merge, null removes."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+def selects(selector: str | None, labels: dict) -> bool:
+    """An equality-based label selector, as the API server reads one: `k=v`, `k==v`, `k!=v`,
+    `k` (has it), `!k` (has it not), joined by commas."""
+    for term in filter(None, (t.strip() for t in (selector or "").split(","))):
+        if "!=" in term:
+            k, v = (x.strip() for x in term.split("!=", 1))
+            ok = labels.get(k) != v
+        elif "=" in term:
+            k, v = (x.strip() for x in term.replace("==", "=").split("=", 1))
+            ok = labels.get(k) == v
+        elif term.startswith("!"):
+            ok = term[1:].strip() not in labels
+        else:
+            ok = term in labels
+        if not ok:
+            return False
+    return True
+
+
 class FakeKube:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str | None, str], dict] = {}
@@ -32,6 +64,7 @@ class FakeKube:
         self._rv += 1
         obj = copy.deepcopy(obj)
         obj["metadata"]["resourceVersion"] = str(self._rv)
+        obj["metadata"].setdefault("uid", f"uid-{self._rv}")  # as the API server gives one
         return obj
 
     def writes(self) -> list[tuple[str, str, str]]:
@@ -43,7 +76,8 @@ class FakeKube:
 
     def list(self, kind: str, namespace: str | None = None, selector: str | None = None) -> list[dict]:
         return [copy.deepcopy(o) for (k, ns, _), o in self.objects.items()
-                if k == kind and namespace in (None, ns)]
+                if k == kind and namespace in (None, ns)
+                and selects(selector, o["metadata"].get("labels") or {})]
 
     def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict:
         kind, meta = obj["kind"], obj["metadata"]
@@ -83,10 +117,7 @@ class FakeKube:
         key = (kind, namespace, name)
         if key not in self.objects:
             raise api_error(404, f"{kind} {name} not found")
-        obj = self.objects[key]
-        for k, v in patch.items():
-            obj[k] = {**(obj.get(k) or {}), **v} if isinstance(v, dict) else v
-        self.objects[key] = self._stored(obj)
+        self.objects[key] = self._stored(merge_patch(self.objects[key], patch))
         return copy.deepcopy(self.objects[key])
 
     def merge_patch(self, kind, namespace, name, patch):

@@ -1,5 +1,4 @@
 """The controller's pure parts: change detection, claim updates, the work queue."""
-import asyncio
 
 from peon.controller import claim_update, is_subset
 

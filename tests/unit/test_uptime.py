@@ -131,3 +131,78 @@ def test_a_wake_up_without_a_timer_lasts_four_hours():
 def test_no_policy_means_always_on():
     d = decide(parse_policy(None), True, Observed(at(2026, 11, 28, 3)))
     assert (d.run, d.reason, d.next_change) == (True, "AlwaysOn", None)
+
+
+# --- stops asked for (peon.dev/sleep), as the PEON API and kubectl peon ask ----------------------
+
+ALWAYS = parse_policy(None)
+TIMER = parse_policy({"session": {"maxDuration": "8h"}})
+
+
+def test_a_stop_asked_for_now_stops_an_unrestricted_server_until_a_wake_up():
+    asked = at(2026, 11, 29, 20)
+    d = decide(ALWAYS, True, Observed(at(2026, 11, 29, 20, 1), sleep=asked))
+    assert (d.run, d.reason, d.session_end, d.end_reason) == (False, "StopRequested", asked,
+                                                             "StopRequested")
+    later = Observed(at(2026, 11, 30, 9), sleep=asked, session_end=asked, end_reason="StopRequested")
+    assert decide(ALWAYS, True, later).run is False  # stays stopped
+    woken = decide(ALWAYS, True, Observed(at(2026, 11, 30, 9, 1), sleep=asked, wake=at(2026, 11, 30, 9),
+                                          session_end=asked, end_reason="StopRequested"))
+    assert (woken.run, woken.reason) == (True, "AlwaysOn")
+
+
+def test_a_start_for_five_hours_stops_at_its_end():
+    """PEON's `start {"interval": "5h"}`: a wake-up now and a stop asked for in five hours."""
+    woke, stop = at(2026, 11, 29, 18), at(2026, 11, 29, 23)
+    d = decide(ALWAYS, True, Observed(at(2026, 11, 29, 18, 1), wake=woke, sleep=stop))
+    assert (d.run, d.next_change) == (True, stop) and "23:00" in d.message
+    d = decide(ALWAYS, True, Observed(at(2026, 11, 29, 23), wake=woke, sleep=stop))
+    assert (d.run, d.reason) == (False, "StopRequested")
+    # Under a session timer the earlier of the two ends the session.
+    d = decide(TIMER, True, Observed(at(2026, 11, 29, 18, 1), wake=woke, sleep=stop))
+    assert (d.run, d.next_change) == (True, stop)
+    d = decide(TIMER, True, Observed(at(2026, 11, 29, 23, 0), wake=woke, sleep=stop,
+                                     session_start=woke))
+    assert (d.run, d.reason, d.end_reason) == (False, "StopRequested", "StopRequested")
+
+
+def test_a_stop_asked_for_inside_a_window_holds_until_the_next_window():
+    asked = at(2026, 11, 27, 20)  # a Friday evening, inside the window
+    d = decide(FRIDAY_NIGHTS, True, Observed(at(2026, 11, 27, 20, 5), sleep=asked,
+                                             session_start=at(2026, 11, 27, 18)))
+    assert (d.run, d.reason, d.next_change) == (False, "StopRequested", at(2026, 11, 28, 18))
+    d = decide(FRIDAY_NIGHTS, True, Observed(at(2026, 11, 28, 18, 1), sleep=asked,
+                                             session_end=asked, end_reason="StopRequested"))
+    assert (d.run, d.reason) == (True, "InWindow")
+
+
+def test_a_wake_up_after_a_stop_asked_for_cancels_it():
+    d = decide(ALWAYS, True, Observed(at(2026, 11, 29, 21), sleep=at(2026, 11, 29, 20),
+                                      wake=at(2026, 11, 29, 20, 30)))
+    assert d.run is True
+
+
+def test_a_stop_now_takes_the_wake_up_away_so_the_same_second_cannot_cancel_it():
+    from peon.actions import start_patch, stop_patch
+    now = at(2026, 11, 29, 20)
+    started = start_patch(now)["metadata"]["annotations"]
+    stopped = stop_patch(now, now)["metadata"]["annotations"]
+    assert stopped == {"peon.dev/sleep": "2026-11-29T20:00:00Z", "peon.dev/wake": None}
+    # What the annotations are after both (a merge patch removes a null):
+    after = {k: v for k, v in {**started, **stopped}.items() if v}
+    d = decide(ALWAYS, True, Observed(now, sleep=at(2026, 11, 29, 20), wake=None))
+    assert after == {"peon.dev/sleep": "2026-11-29T20:00:00Z"} and d.run is False
+    later = stop_patch(at(2026, 11, 29, 22), now)["metadata"]["annotations"]
+    assert later == {"peon.dev/sleep": "2026-11-29T22:00:00Z"}  # a scheduled stop keeps the wake-up
+
+
+def test_a_start_in_the_same_second_as_a_stop_takes_it_back():
+    """The operator remembers the stop in status; the start removed the annotation, so that
+    memory no longer stands, even when the clock did not move (a frozen test clock, a fast user)."""
+    t = at(2026, 11, 29, 20)
+    remembered = dict(session_end=t, end_reason="StopRequested")
+    assert decide(ALWAYS, True, Observed(t, wake=t, **remembered)).run is True
+    assert decide(TIMER, True, Observed(t, wake=t, **remembered)).run is True
+    assert decide(FRIDAY_NIGHTS, True, Observed(at(2026, 11, 27, 20), wake=at(2026, 11, 27, 20),
+                                                session_end=at(2026, 11, 27, 20),
+                                                end_reason="StopRequested")).run is True

@@ -1,0 +1,400 @@
+"""The PEON API over GameServers: PEON's Discord bot and web UI drive Kubernetes servers with
+the REST calls they already make (`/api/v1`, and the seed's `/api/1.0`).
+
+    peon-api --namespace games --api-key-file /etc/peon-api/key [--port 8000]
+
+Every request needs `X-Api-Key` (compared in constant time; there is no default key). Servers
+are the GameServers of one namespace; plans are the Game catalogue. The API writes spec only
+of servers it created (label app.kubernetes.io/created-by=peon-api); every other server (its
+spec in Git) is started, stopped and restarted through the operator's annotations, so its spec
+and generation never change. Decisions are in api_views.py and actions.py; this is I/O.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import hmac
+import json
+import logging
+import os
+import sys
+import tempfile
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+from kubernetes.client.rest import ApiException
+
+from . import __version__, actions, clock, download
+from . import api_views as views
+from .actions import BadRequest
+from .api_views import Conflict, NotFound
+from .kube import Kube
+
+log = logging.getLogger("peon.api")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*",
+                "Access-Control-Allow-Headers": "Content-Type, api_key, Authorization, X-Api-Key",
+                "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS"}
+V1_SERVER_ACTIONS = ("get", "stats", "create", "start", "stop", "restart", "update",
+                     "description", "save", "destroy", "eradicate")
+
+
+def error(status: int, info: str, **extra: Any) -> web.Response:
+    return web.json_response({"status": "error", "info": info, **extra}, status=status,
+                             headers=CORS_HEADERS)
+
+
+def ok(data: Any) -> web.Response:
+    return web.json_response(data, headers=CORS_HEADERS)
+
+
+class Api:
+    """The routes, over one namespace of one cluster."""
+
+    def __init__(self, kube: Kube, namespace: str, key: str):
+        if not key:
+            raise ValueError("no API key")
+        self.kube, self.namespace, self.key = kube, namespace, key.encode()
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self.cors, self.auth, self.errors],
+                              client_max_size=256 * 1024)
+        r = app.router
+        r.add_get("/openapi.json", self.openapi)
+        r.add_get("/api/v1/orchestrator", self.orchestrator)
+        r.add_get("/api/v1/servers", self.servers)
+        r.add_put("/api/v1/servers", self.servers)  # import: the servers that exist
+        r.add_get("/api/v1/plans", self.plans)
+        r.add_put("/api/v1/plans", self.refresh_plans)
+        r.add_get("/api/v1/plan/{game_uid}", self.plan)
+        r.add_route("*", "/api/v1/server/{action}/{uid}", self.server_action)
+        r.add_get("/api/1.0/servers", self.servers_1_0)
+        r.add_post("/api/1.0/servers", self.create_1_0)
+        r.add_get("/api/1.0/server/get/{uid}", self.get_1_0)
+        r.add_route("*", "/api/1.0/server/{action}/{uid}", self.server_action_1_0)
+        r.add_route("GET", "/api/1.0/plans", self.plans_1_0)
+        r.add_route("PUT", "/api/1.0/plans", self.plans_1_0)
+        r.add_route("*", "/api/{version}/{tail:.*}", self.unknown)
+        return app
+
+    @web.middleware
+    async def cors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers=CORS_HEADERS)
+        return await handler(request)
+
+    @web.middleware
+    async def auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != "/openapi.json":
+            given = request.headers.get("X-Api-Key", "").encode()
+            if not hmac.compare_digest(given, self.key):
+                return error(401, "a valid X-Api-Key header is required")
+        return await handler(request)
+
+    @web.middleware
+    async def errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Bad input is a 4xx with a message, never a 500; what the cluster refused says so."""
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except BadRequest as e:
+            return error(400, str(e))
+        except NotFound as e:
+            return error(404, str(e))
+        except Conflict as e:
+            return error(409, str(e))
+        except download.DownloadError as e:
+            return error(409, str(e))
+        except ApiException as e:
+            return self._cluster_error(e)
+        except Exception:  # a bug of ours: logged whole, answered without details
+            log.exception("%s %s failed", request.method, request.path)
+            return error(500, "internal error (see the peon-api log)")
+
+    @staticmethod
+    def _cluster_error(e: ApiException) -> web.Response:
+        try:
+            message = json.loads(e.body or "{}").get("message") or e.reason
+        except ValueError:
+            message = e.reason
+        if e.status == 404:
+            return error(404, message)
+        if e.status == 409:
+            return error(409, message)
+        if e.status in (400, 422):
+            return error(400, message)
+        return error(502, f"the cluster answered {e.status}: {message}")
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kw)
+
+    async def body(self, request: web.Request) -> dict[str, Any]:
+        """The JSON body as an object ({} when there is none)."""
+        raw = await request.read()
+        if not raw.strip():
+            return {}
+        try:
+            doc = json.loads(raw)
+        except ValueError as e:
+            raise BadRequest(f"the body is not JSON: {e}") from e
+        if not isinstance(doc, dict):
+            raise BadRequest("the body must be a JSON object")
+        return doc
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def list_servers(self) -> list[dict]:
+        return views.sorted_servers(await self.call(self.kube.list, "GameServer", self.namespace))
+
+    async def server(self, uid: str) -> dict:
+        game_uid, name = views.split_uid(uid)
+        gs = await self.call(self.kube.get, "GameServer", self.namespace, name) if name else None
+        if gs is None:
+            raise NotFound(f"server [{uid}] not found")
+        if game_uid != gs["spec"]["gameUid"]:
+            game = await self.call(self.kube.get, "Game", None, gs["spec"]["gameUid"]) or {}
+            if game_uid not in ((game.get("spec") or {}).get("aliases") or []):
+                raise NotFound(f"server [{uid}] not found (it is {views.uid_of(gs)})")
+        return gs
+
+    async def games(self) -> list[dict]:
+        return await self.call(self.kube.list, "Game")
+
+    # --- /api/v1 --------------------------------------------------------------------------------
+
+    async def orchestrator(self, request: web.Request) -> web.Response:
+        return ok({"version": __version__})
+
+    async def servers(self, request: web.Request) -> web.Response:
+        now = clock.now()
+        return ok([views.server_object(g, now) for g in await self.list_servers()])
+
+    async def plans(self, request: web.Request) -> web.Response:
+        return ok(views.plans(await self.games()))
+
+    async def refresh_plans(self, request: web.Request) -> web.Response:
+        # The catalogue is the cluster's Games, always current: nothing to fetch.
+        return ok({"new_recipies": {}})
+
+    async def plan(self, request: web.Request) -> web.Response:
+        return ok(views.plan(views.find_game(await self.games(), request.match_info["game_uid"])))
+
+    async def unknown(self, request: web.Request) -> web.Response:
+        return web.json_response({"error": f"Incorrect action [{request.match_info['tail']}] provided"},
+                                 status=404, headers=CORS_HEADERS)
+
+    async def server_action(self, request: web.Request) -> web.StreamResponse:
+        action, uid = request.match_info["action"], request.match_info["uid"]
+        allowed = {"get": "GET", "stats": "GET", "create": "PUT", "start": "PUT", "stop": "PUT",
+                   "restart": "PUT", "update": "PUT", "description": "PUT", "save": ("PUT", "GET"),
+                   "destroy": "DELETE", "eradicate": "DELETE"}
+        if action not in allowed:
+            return web.json_response({"error": f"Incorrect action [{action}] provided"},
+                                     status=404, headers=CORS_HEADERS)
+        if request.method not in (allowed[action] if isinstance(allowed[action], tuple) else (allowed[action],)):
+            return error(405, f"{action} takes {allowed[action]}, not {request.method}")
+        if action == "create":
+            return await self.create(uid, await self.body(request))
+        gs = await self.server(uid)
+        now = clock.now()
+        if action == "get":
+            return ok(views.server_object(gs, now))
+        if action == "stats":
+            status = gs.get("status") or {}
+            return ok({**views.server_object(gs, now), "stats": {
+                "phase": status.get("phase"), "players": (status.get("players") or {}).get("online"),
+                "max_players": (status.get("players") or {}).get("max"),
+                "last_backup": (status.get("backup") or {}).get("lastSuccessfulTime")}})
+        if action == "save" and request.method == "GET":
+            return await self.download(request, gs)
+        body = await self.body(request)
+        if action in ("start", "stop", "restart", "description"):
+            gs = await getattr(self, action)(gs, body, now)
+            return ok(views.server_object(gs, now))
+        if action == "update":
+            mode = views.update_mode(body)
+            await self.patch(gs, actions.restart_patch(now))
+            return ok({"status": "success", "info": uid, "mode": mode,
+                       "message": "a new pod pulls the image; an image change is backed up first"})
+        if action == "save":
+            run = actions.manual_backup(gs, now, {"app.kubernetes.io/created-by": views.API_NAME})
+            await self.call(self.kube.create, run)
+            return ok({"status": "success", "info": run["metadata"]["name"]})
+        return await self.remove(gs, eradicate=action == "eradicate"
+                                 or body.get("eradicate") in (True, "true", "True"))
+
+    async def patch(self, gs: dict, patch: dict) -> dict:
+        return await self.call(self.kube.merge_patch, "GameServer", self.namespace,
+                               gs["metadata"]["name"], patch)
+
+    async def start(self, gs: dict, body: dict, now: dt.datetime) -> dict:
+        stop_at = actions.stop_time(body, now)
+        if (gs.get("spec") or {}).get("state") == "Stopped":
+            if not views.created_here(gs):
+                raise Conflict(f"server [{views.uid_of(gs)}] has spec.state: Stopped where its spec "
+                               "lives (Git); start it there")
+            await self.patch(gs, {"spec": {"state": "Running"}})
+        return await self.patch(gs, actions.start_patch(now, stop_at))
+
+    async def stop(self, gs: dict, body: dict, now: dt.datetime) -> dict:
+        return await self.patch(gs, actions.stop_patch(actions.stop_time(body, now) or now, now))
+
+    async def restart(self, gs: dict, body: dict, now: dt.datetime) -> dict:
+        return await self.patch(gs, actions.restart_patch(now))
+
+    async def description(self, gs: dict, body: dict, now: dt.datetime) -> dict:
+        text = body.get("description")
+        if not isinstance(text, str):
+            raise BadRequest("description: a string is required")
+        if views.created_here(gs):
+            return await self.patch(gs, {"spec": {"description": text}})
+        return await self.patch(gs, {"metadata": {"annotations": {views.ANNOTATION_DESCRIPTION: text}}})
+
+    async def create(self, uid: str, body: dict) -> web.Response:
+        game_uid, warcamp = views.split_uid(uid)
+        game = views.find_game(await self.games(), game_uid)
+        warcamp = views.check_warcamp(warcamp) if warcamp else views.random_warcamp()
+        gs, secret = views.create_objects(game, warcamp, body, self.namespace, clock.now())
+        return await self.make(gs, secret, views.started_later(body))
+
+    async def make(self, gs: dict, secret: dict | None, later: bool) -> web.Response:
+        name = gs["metadata"]["name"]
+        if await self.call(self.kube.get, "GameServer", self.namespace, name) is not None:
+            raise Conflict(f"server [{views.uid_of(gs)}] exists")
+        if secret is not None:
+            try:
+                await self.call(self.kube.create, secret)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                await self.call(self.kube.apply, secret)  # left by a create that failed after it
+        try:
+            made = await self.call(self.kube.create, gs)
+        except ApiException:
+            if secret is not None:  # nothing half-made: the Secret goes with the refusal
+                await self.call(self.kube.delete, "Secret", self.namespace, secret["metadata"]["name"])
+            raise
+        if secret is not None:  # the Secret goes with its server
+            owner = {"apiVersion": made["apiVersion"], "kind": "GameServer", "name": name,
+                     "uid": made["metadata"]["uid"]}
+            await self.call(self.kube.merge_patch, "Secret", self.namespace,
+                            secret["metadata"]["name"], {"metadata": {"ownerReferences": [owner]}})
+        if later:
+            return ok({"status": "success", "info": f"Server [{views.uid_of(made)}] created, but "
+                       "the server was not started (start it with /server/start)"})
+        return ok(views.server_object(made, clock.now()))
+
+    async def remove(self, gs: dict, eradicate: bool) -> web.Response:
+        uid, name = views.uid_of(gs), gs["metadata"]["name"]
+        if not views.created_here(gs):
+            raise Conflict(f"server [{uid}] was not created through this API (its spec lives in "
+                           "Git or was applied with kubectl): delete it there")
+        keep = not eradicate
+        if ((gs["spec"].get("storage") or {}).get("retainOnDelete", True)) != keep:
+            await self.patch(gs, {"spec": {"storage": {"retainOnDelete": keep}}})
+        await self.call(self.kube.delete, "GameServer", self.namespace, name)
+        if eradicate:
+            info = (f"Server [{uid}] is being eradicated: a final backup, then its world is removed")
+        else:
+            info = f"Server [{uid}] destroyed; its world is kept (volume {name}-data)"
+        return ok({"status": "success", "info": info})
+
+    async def download(self, request: web.Request, gs: dict) -> web.StreamResponse:
+        runs = await self.call(self.kube.list, "GameServerBackup", self.namespace,
+                               f"peon.dev/gameserver={gs['metadata']['name']}")
+        newest = actions.newest_good_backup(runs)
+        if newest is None:
+            raise NotFound(f"server [{views.uid_of(gs)}] has no successful backup")
+        name = newest["metadata"]["name"]
+        with tempfile.TemporaryDirectory(prefix="peon-api-") as tmp:
+            path = os.path.join(tmp, f"{name}.tar.gz")
+            await self.call(download.download, self.kube, self.namespace, name, path, None)
+            return web.FileResponse(path, headers={
+                **CORS_HEADERS, "Content-Type": "application/gzip",
+                "Content-Disposition": f'attachment; filename="{name}.tar.gz"'})
+
+    # --- /api/1.0 (the seed's) ------------------------------------------------------------------
+
+    async def servers_1_0(self, request: web.Request) -> web.Response:
+        now = clock.now()
+        return ok({"servers": [views.server_object_1_0(g, now) for g in await self.list_servers()]})
+
+    async def get_1_0(self, request: web.Request) -> web.Response:
+        return ok({"server": views.server_object_1_0(await self.server(request.match_info["uid"]),
+                                                     clock.now())})
+
+    async def create_1_0(self, request: web.Request) -> web.Response:
+        from .convert import PayloadError, convert
+        payload = await self.body(request)
+        try:
+            docs = convert(payload, self.namespace, secret_env=True)
+        except PayloadError as e:
+            raise BadRequest(str(e)) from e
+        views.find_game(await self.games(), payload["game_uid"])
+        gs = next(d for d in docs if d["kind"] == "GameServer")
+        gs["metadata"]["labels"] = {views.CREATED_BY: views.API_NAME}
+        secrets_ = [d for d in docs if d["kind"] == "Secret"]
+        if await self.call(self.kube.get, "GameServer", self.namespace, gs["metadata"]["name"]):
+            raise Conflict(f"server [{views.uid_of(gs)}] exists")
+        for s in secrets_:
+            s["metadata"]["labels"] = {views.CREATED_BY: views.API_NAME}
+            await self.call(self.kube.apply, s)
+        made = await self.call(self.kube.create, gs)
+        return ok({"server": views.server_object_1_0(made, clock.now())})
+
+    async def server_action_1_0(self, request: web.Request) -> web.StreamResponse:
+        action = request.match_info["action"]
+        if action not in ("start", "stop", "restart", "description", "destroy", "eradicate"):
+            return web.json_response({"error": f"Incorrect action [{action}] provided"},
+                                     status=404, headers=CORS_HEADERS)
+        gs = await self.server(request.match_info["uid"])
+        body = await self.body(request)
+        now = clock.now()
+        if action in ("destroy", "eradicate"):
+            resp = await self.remove(gs, eradicate=action == "eradicate")
+            return ok({"success": json.loads(resp.body)["info"]})
+        gs = await getattr(self, action)(gs, body, now)
+        return ok({"server": views.server_object_1_0(gs, now)})
+
+    async def plans_1_0(self, request: web.Request) -> web.Response:
+        return ok({"plans": [{"game_uid": p["game_uid"], "title": p["title"], "logo": "",
+                              "source": p["plan_url"]} for p in views.plans(await self.games())]})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        from .api_openapi import document
+        return ok(document(__version__))
+
+
+def read_key(path: str | None) -> str:
+    """The API key: from a file (a mounted Secret) or PEON_API_KEY; there is no default."""
+    key = ""
+    if path:
+        with open(path) as f:
+            key = f.read().strip()
+    key = key or os.environ.get("PEON_API_KEY", "").strip()
+    if len(key) < 16:
+        raise SystemExit("peon-api: an API key of at least 16 characters is required "
+                         "(--api-key-file FILE or PEON_API_KEY); there is no default key")
+    return key
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="peon-api", description=__doc__.split("\n")[0])
+    ap.add_argument("--namespace", "-n", required=True, help="the namespace of the servers")
+    ap.add_argument("--api-key-file", help="a file holding the API key (else PEON_API_KEY)")
+    ap.add_argument("--host", default="0.0.0.0")
+    ap.add_argument("--port", type=int, default=8000)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    api = Api(Kube(agent=views.API_NAME), args.namespace, read_key(args.api_key_file))
+    web.run_app(api.app(), host=args.host, port=args.port, print=None,
+                access_log_format='%a "%r" %s %b %Tfs')
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

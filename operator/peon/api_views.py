@@ -1,0 +1,246 @@
+"""The PEON API's decisions, pure: GameServers and Games in, PEON's JSON shapes out; PEON's
+create bodies in, the GameServer and Secret to make out. `api.py` does the I/O.
+
+A PEON server uid is `<game_uid>.<warcamp>`; here the warcamp is the GameServer's name, so
+`valheim.vikings` is the GameServer `vikings` of the Game `valheim` (or one of its aliases).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+from typing import Any, Iterable, Mapping
+
+from . import API_VERSION, actions
+from .actions import BadRequest
+from .convert import dns_label
+from .model import is_env_name
+
+CREATED_BY = "app.kubernetes.io/created-by"
+API_NAME = "peon-api"
+ANNOTATION_DESCRIPTION = "peon.dev/description"  # the API's description of a Git-owned server
+# Body keys of a create that are not the game's variables.
+CREATE_KEYS = {"description", "start_later", "interval", "epoch_time", "game_uid", "warcamp",
+               "servername"}
+SECRET_NAME = re.compile(r"PASS|TOKEN|SECRET|GSLT|KEY", re.I)
+STATES = {  # phase -> (container_state, server_state), in PEON's words
+    "Running": ("running", "STARTED"),
+    "Starting": ("running", "INITIALIZING"),
+    "Pending": ("created", "INITIALIZING"),
+    "Stopping": ("running", "OFFLINE"),
+    "Stopped": ("exited", "OFFLINE"),
+    "Error": ("dead", "ERROR"),
+}
+ADJECTIVES = ("brave", "calm", "eager", "fierce", "gentle", "happy", "jolly", "lucky", "mighty",
+              "noble", "proud", "quick", "quiet", "rapid", "steady", "swift", "wild", "wise")
+NOUNS = ("badger", "bear", "boar", "eagle", "falcon", "fox", "hawk", "lynx", "moose", "otter",
+         "raven", "stag", "troll", "viking", "wolf", "wyvern")
+
+
+class NotFound(LookupError):
+    """An unknown server, plan or action; the message says which."""
+
+
+class Conflict(Exception):
+    """A request that cannot be carried out on this object as it is (a name taken, a server
+    whose spec lives in Git); the message says why and what to do."""
+
+
+# --- names -----------------------------------------------------------------------------------------
+
+def uid_of(gs: Mapping[str, Any]) -> str:
+    return f"{gs['spec']['gameUid']}.{gs['metadata']['name']}"
+
+
+def split_uid(uid: str) -> tuple[str, str | None]:
+    game, _, warcamp = uid.partition(".")
+    return game, (warcamp or None)
+
+
+def check_warcamp(warcamp: str) -> str:
+    if "." in warcamp:
+        raise BadRequest(f"warcamp: {warcamp!r} may not contain a dot")
+    try:
+        label = dns_label(warcamp)
+    except ValueError:
+        label = ""
+    if label != warcamp or len(warcamp) > 40:
+        hint = f" (try {label[:40]!r})" if label else ""
+        raise BadRequest(f"warcamp: {warcamp!r} must be at most 40 lowercase letters, digits and "
+                         f"'-', starting with a letter{hint}: it names the server's Kubernetes objects")
+    return warcamp
+
+
+def random_warcamp() -> str:
+    return f"{secrets.choice(ADJECTIVES)}-{secrets.choice(NOUNS)}"
+
+
+def created_here(gs: Mapping[str, Any]) -> bool:
+    """Whether the API made this server (so its spec is the API's to write); anything else's
+    spec lives elsewhere (Git, kubectl) and the API only annotates it."""
+    return (gs["metadata"].get("labels") or {}).get(CREATED_BY) == API_NAME
+
+
+# --- the server object ------------------------------------------------------------------------------
+
+def description_of(gs: Mapping[str, Any]) -> str:
+    return ((gs["metadata"].get("annotations") or {}).get(ANNOTATION_DESCRIPTION)
+            or (gs.get("spec") or {}).get("description") or "")
+
+
+def server_config(gs: Mapping[str, Any]) -> dict[str, Any]:
+    """What the server says about itself: where to connect and who is on. Never a password:
+    nothing here comes from settings or Secrets."""
+    status = gs.get("status") or {}
+    if status.get("phase") not in ("Running", "Starting"):
+        return {"state": "OFFLINE"}
+    out: dict[str, Any] = {"state": status.get("phase", "").upper()}
+    host, _, port = (status.get("endpoint") or "").rpartition(":")
+    if host:
+        out["address"], out["port"] = host, int(port) if port.isdigit() else port
+    players = status.get("players") or {}
+    if players.get("online") is not None:
+        out["players"] = players["online"]
+        if players.get("max") is not None:
+            out["max_players"] = players["max"]
+    why = (status.get("uptime") or {}).get("message")
+    if why:
+        out["why"] = why
+    return out
+
+
+def server_object(gs: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """PEON's v1 server object, from the GameServer's spec and status."""
+    status = gs.get("status") or {}
+    container, server = STATES.get(status.get("phase", ""), ("created", "UNKNOWN"))
+    image = status.get("image") or (gs.get("spec") or {}).get("image") or ""
+    stop = actions.scheduled_stop(gs, now)
+    return {"game_uid": gs["spec"]["gameUid"], "servername": gs["metadata"]["name"],
+            "container_type": "kubernetes", "build_version": image.rpartition(":")[2] if ":" in image else image,
+            "container_state": container, "server_state": server,
+            "server_config": server_config(gs), "description": description_of(gs),
+            "time": int(stop.timestamp()) if stop else None}
+
+
+def server_object_1_0(gs: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
+    v1 = server_object(gs, now)
+    return {k: v1[k] for k in ("game_uid", "servername", "container_state", "server_state",
+                               "server_config", "description", "time")}
+
+
+def sorted_servers(servers: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return sorted(servers, key=lambda g: (g["spec"]["gameUid"], g["metadata"]["name"]))
+
+
+# --- plans (the Game catalogue) -----------------------------------------------------------------
+
+def plans(games: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    out = [{"title": (g.get("spec") or {}).get("title") or g["metadata"]["name"],
+            "game_uid": g["metadata"]["name"], "plan_url": (g.get("spec") or {}).get("source", "")}
+           for g in games]
+    return sorted(out, key=lambda p: (p["title"].lower(), p["game_uid"]))
+
+
+def plan(game: Mapping[str, Any]) -> dict[str, str]:
+    """What a create of this game takes: each required variable as "", each optional one with
+    its default (a default the operator fills in, such as the server's name, as "")."""
+    spec = game.get("spec") or {}
+    out: dict[str, str] = {}
+    for e in spec.get("env") or []:
+        default = e.get("default")
+        out[e["name"]] = "" if e.get("required") or default is None or "$(" in str(default) \
+            else str(default)
+    out["description"] = f"A {spec.get('title') or game['metadata']['name']} game server for Peon."
+    return out
+
+
+def find_game(games: Iterable[Mapping[str, Any]], uid: str) -> Mapping[str, Any]:
+    for g in games:
+        if g["metadata"]["name"] == uid or uid in ((g.get("spec") or {}).get("aliases") or []):
+            return g
+    raise NotFound(f"plan [{uid}] not found")
+
+
+# --- create -------------------------------------------------------------------------------------
+
+def _env_entry(game: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    for e in (game.get("spec") or {}).get("env") or []:
+        if e["name"] == name or name in (e.get("aliases") or []):
+            return e
+    return None
+
+
+def split_env(game: Mapping[str, Any], body: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """The create body's variables, as (plain, secret): a variable is secret when the Game says
+    so (under its name or an alias) or its name says password, token, key or secret."""
+    plain: dict[str, str] = {}
+    secret: dict[str, str] = {}
+    for key, value in body.items():
+        if key in CREATE_KEYS:
+            continue
+        if not is_env_name(key):
+            raise BadRequest(f"{key!r} is not a variable name")
+        if isinstance(value, (dict, list)) or value is None:
+            raise BadRequest(f"{key}: a variable's value is a string or a number, not "
+                             f"{type(value).__name__}")
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        entry = _env_entry(game, key)
+        (secret if (entry and entry.get("secret")) or SECRET_NAME.search(key) else plain)[key] = text
+    missing = []
+    for e in (game.get("spec") or {}).get("env") or []:
+        names = {e["name"], *(e.get("aliases") or [])}
+        if e.get("required") and e.get("default") is None and not names & (plain.keys() | secret.keys()):
+            alias = f" (or {', '.join(e['aliases'])})" if e.get("aliases") else ""
+            missing.append(f"{e['name']}{alias}")
+    if missing:
+        raise BadRequest(f"missing required variables for {game['metadata']['name']}: "
+                         + "; ".join(missing))
+    return plain, secret
+
+
+def create_objects(game: Mapping[str, Any], warcamp: str, body: Mapping[str, Any],
+                   namespace: str, now: dt.datetime) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The GameServer (and the Secret for its secret variables, if any) for PEON's create."""
+    if not isinstance(body, Mapping):
+        raise BadRequest("the body must be a JSON object")
+    description = body.get("description", "")
+    if not isinstance(description, str):
+        raise BadRequest("description: must be a string")
+    plain, secret = split_env(game, body)
+    stop_at = actions.stop_time(body, now)
+    settings: list[dict[str, Any]] = []
+    if plain:
+        settings.append({"type": "env", "name": "api", "content": plain})
+    secret_obj = None
+    if secret:
+        secret_name = f"{warcamp}-api-env"
+        secret_obj = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                      "metadata": {"name": secret_name, "namespace": namespace,
+                                   "labels": {CREATED_BY: API_NAME}},
+                      "stringData": secret}
+        settings.append({"type": "env", "name": "api-secret", "secretRef": {"name": secret_name}})
+    annotations: dict[str, str] = {}
+    if body.get("start_later") in (True, "true", "True", 1, "1"):
+        annotations = {k: v for k, v in actions.stop_patch(now)["metadata"]["annotations"].items() if v}
+    elif stop_at:
+        annotations = {k: v for k, v in actions.start_patch(now, stop_at)["metadata"]["annotations"].items() if v}
+    gs = {"apiVersion": API_VERSION, "kind": "GameServer",
+          "metadata": {"name": warcamp, "namespace": namespace, "labels": {CREATED_BY: API_NAME},
+                       **({"annotations": annotations} if annotations else {})},
+          "spec": {"gameUid": game["metadata"]["name"], "serverName": warcamp,
+                   "description": description, "settings": settings}}
+    return gs, secret_obj
+
+
+def started_later(body: Mapping[str, Any]) -> bool:
+    return body.get("start_later") in (True, "true", "True", 1, "1")
+
+
+def update_mode(body: Mapping[str, Any]) -> str:
+    mode = body.get("mode", "full") if isinstance(body, Mapping) else "full"
+    if mode == "reinit":
+        raise BadRequest("mode: reinit would wipe the world; Peon never deletes a world through "
+                         "update (eradicate does, after a final backup)")
+    if mode not in ("full", "image", "server", "game"):
+        raise BadRequest(f"mode: {mode!r} is not one of full, image, server, game")
+    return mode

@@ -1,0 +1,132 @@
+"""The PEON API's routes through aiohttp's test client over an in-memory cluster
+(fake_kube.FakeKube): keys, status codes, and what each call writes."""
+import asyncio
+import copy
+import json
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from fake_kube import FakeKube
+from fixtures import game, gameserver
+from peon.api import Api
+
+KEY = "k" * 24
+
+
+def cluster():
+    kube = FakeKube()
+    for name in ("valheim", "minecraft"):
+        kube.objects[("Game", None, name)] = game(name)
+    git = gameserver()  # applied from Git: not the API's
+    git["metadata"].update(name="odin", generation=3, resourceVersion="1")
+    kube.objects[("GameServer", "games", "odin")] = git
+    return kube
+
+
+def call(kube, *requests):
+    """Runs (method, path, body, headers) requests; returns [(status, json or text)]."""
+    async def go():
+        async with TestClient(TestServer(Api(kube, "games", KEY).app())) as client:
+            out = []
+            for method, path, body, headers in requests:
+                resp = await client.request(method, path, headers={"X-Api-Key": KEY, **headers},
+                                            data=body if isinstance(body, (str, bytes)) else
+                                            (json.dumps(body) if body is not None else None))
+                text = await resp.text()
+                try:
+                    out.append((resp.status, json.loads(text)))
+                except ValueError:
+                    out.append((resp.status, text))
+            return out
+    return asyncio.run(go())
+
+
+def one(kube, method, path, body=None, headers=None):
+    return call(kube, (method, path, body, headers or {}))[0]
+
+
+def test_every_call_needs_the_key():
+    kube = cluster()
+    for headers in ({"X-Api-Key": ""}, {"X-Api-Key": "wrong"}, {"X-Api-Key": KEY[:-1]}):
+        status, body = one(kube, "GET", "/api/v1/servers", headers=headers)
+        assert status == 401 and body["status"] == "error"
+    assert one(kube, "GET", "/api/v1/orchestrator")[1] == {"version": __import__("peon").__version__}
+    with pytest.raises(ValueError):
+        Api(kube, "games", "")
+
+
+def test_create_makes_a_server_of_the_apis_with_its_password_in_a_secret():
+    kube = cluster()
+    status, obj = one(kube, "PUT", "/api/v1/server/create/valheim.vikings",
+                      {"game_uid": "valheim", "warcamp": "vikings", "PASSWORD": "hunter22",
+                       "description": "Friday nights"})
+    assert status == 200 and obj["servername"] == "vikings" and obj["description"] == "Friday nights"
+    gs = kube.objects[("GameServer", "games", "vikings")]
+    assert gs["metadata"]["labels"]["app.kubernetes.io/created-by"] == "peon-api"
+    assert "hunter22" not in json.dumps(gs)
+    secret = kube.objects[("Secret", "games", "vikings-api-env")]
+    assert secret["stringData"] == {"PASSWORD": "hunter22"}
+    assert secret["metadata"]["ownerReferences"][0]["name"] == "vikings"
+    again = one(kube, "PUT", "/api/v1/server/create/valheim.vikings", {"PASSWORD": "hunter22"})
+    assert again == (409, {"status": "error", "info": "server [valheim.vikings] exists"})
+    later = one(kube, "PUT", "/api/v1/server/create/valheim.later", {"PASSWORD": "x" * 8, "start_later": True})
+    assert later[0] == 200 and "was not started" in later[1]["info"]
+    assert one(kube, "GET", "/api/v1/servers")[1][0]["servername"] == "later"  # sorted
+
+
+@pytest.mark.parametrize("method,path,body,status,info", [
+    ("PUT", "/api/v1/server/create/valheim.vikings", "{nope", 400, "the body is not JSON"),
+    ("PUT", "/api/v1/server/create/valheim.vikings", "[1]", 400, "must be a JSON object"),
+    ("PUT", "/api/v1/server/create/valheim.Vikings", {"PASSWORD": "x"}, 400, "warcamp"),
+    ("PUT", "/api/v1/server/create/valheim.vikings", {}, 400, "missing required variables"),
+    ("PUT", "/api/v1/server/create/tetris.x", {}, 404, "plan [tetris] not found"),
+    ("GET", "/api/v1/server/get/valheim.nobody", None, 404, "server [valheim.nobody] not found"),
+    ("GET", "/api/v1/server/get/minecraft.odin", None, 404, "it is valheim.odin"),
+    ("GET", "/api/v1/plan/tetris", None, 404, "plan [tetris] not found"),
+    ("PUT", "/api/v1/server/start/valheim.odin", {"interval": "forever"}, 400, "interval"),
+    ("PUT", "/api/v1/server/update/valheim.odin", {"mode": "reinit"}, 400, "wipe the world"),
+    ("DELETE", "/api/v1/server/destroy/valheim.odin", None, 409, "delete it there"),
+    ("PUT", "/api/v1/server/description/valheim.odin", {"description": 5}, 400, "a string is required"),
+])
+def test_bad_requests_get_their_status_and_a_message(method, path, body, status, info):
+    got = one(cluster(), method, path, body)
+    assert got[0] == status and info in got[1]["info"], got
+
+
+def test_an_unknown_action_is_a_404_with_peons_message():
+    assert one(cluster(), "PUT", "/api/v1/server/explode/valheim.odin") == (
+        404, {"error": "Incorrect action [explode] provided"})
+    assert one(cluster(), "GET", "/api/v1/nothing")[0] == 404
+
+
+def test_a_git_owned_server_is_started_and_stopped_without_touching_its_spec():
+    kube = cluster()
+    spec = copy.deepcopy(kube.objects[("GameServer", "games", "odin")]["spec"])
+    status, obj = one(kube, "PUT", "/api/v1/server/start/valheim.odin", {"interval": "5h"})
+    assert status == 200 and obj["time"] is not None
+    ann = kube.objects[("GameServer", "games", "odin")]["metadata"]["annotations"]
+    assert ann["peon.dev/wake"] and ann["peon.dev/sleep"] > ann["peon.dev/wake"]
+    one(kube, "PUT", "/api/v1/server/stop/valheim.odin", {})
+    one(kube, "PUT", "/api/v1/server/restart/valheim.odin")
+    one(kube, "PUT", "/api/v1/server/description/valheim.odin", {"description": "new"})
+    gs = kube.objects[("GameServer", "games", "odin")]
+    assert gs["spec"] == spec  # never written: Argo CD and Flux see no drift
+    assert gs["metadata"]["annotations"]["peon.dev/restartedAt"]
+    assert one(kube, "GET", "/api/v1/server/get/valheim.odin")[1]["description"] == "new"
+    assert {v for v, k, _ in kube.calls if k == "GameServer"} <= {"get", "patch"}
+
+
+def test_save_makes_a_backup_and_the_seed_api_creates_from_the_payload():
+    kube = cluster()
+    status, res = one(kube, "PUT", "/api/v1/server/save/valheim.odin")
+    assert status == 200 and res["status"] == "success"
+    run = kube.objects[("GameServerBackup", "games", res["info"])]
+    assert run["spec"] == {"gameServer": "odin", "reason": "Manual"}
+    payload = json.loads((__import__("fixtures").ROOT / "examples" / "peon-payload.json").read_text())
+    status, res = one(kube, "POST", "/api/1.0/servers", payload)
+    assert status == 200 and res["server"]["game_uid"] == payload["game_uid"]
+    assert one(kube, "POST", "/api/1.0/servers", payload)[0] == 409
+    assert one(kube, "POST", "/api/1.0/servers", {"game_uid": "valheim"})[0] == 400
+    assert len(one(kube, "GET", "/api/1.0/servers")[1]["servers"]) == 2
+    assert one(kube, "GET", "/openapi.json", headers={"X-Api-Key": ""})[1]["openapi"].startswith("3.")
