@@ -257,6 +257,9 @@ class Api:
     async def create(self, uid: str, body: dict) -> web.Response:
         game_uid, warcamp = views.split_uid(uid)
         game = views.find_game(await self.games(), game_uid)
+        warcamp = warcamp or body.get("warcamp")  # the bot also sends it in the body
+        if warcamp is not None and not isinstance(warcamp, str):
+            raise BadRequest("warcamp: must be a string")
         warcamp = views.check_warcamp(warcamp) if warcamp else views.random_warcamp()
         gs, secret = views.create_objects(game, warcamp, body, self.namespace, clock.now())
         return await self.make(gs, secret, views.started_later(body))

@@ -116,6 +116,26 @@ def _slim(obj: dict) -> dict:
     return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
+POD_META = ("name", "namespace", "uid", "labels", "ownerReferences", "resourceVersion",
+            "deletionTimestamp", "creationTimestamp")
+
+
+def _slim_pod(pod: dict) -> dict:
+    """What the reconcile reads of a pod (its server, node, phase, readiness, host address and
+    containers' states); a pod's spec is most of its size and is the Deployment's, already
+    cached."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    return {"metadata": {k: meta[k] for k in POD_META if k in meta},
+            "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
+            "status": {k: status[k] for k in ("phase", "conditions", "hostIP", "podIP",
+                                              "containerStatuses") if k in status}}
+
+
+def _slim_job(job: dict) -> dict:
+    """A run's Job as the run reads it: who it is, how it went (its pod template is ours)."""
+    return {k: job[k] for k in ("apiVersion", "kind", "metadata", "status") if k in job}
+
+
 class Cache:
     def __init__(self) -> None:
         self.gameservers: dict[tuple[str, str], dict] = {}  # (ns, name)
@@ -137,6 +157,10 @@ class Cache:
 
     def put(self, store: dict, key, obj: dict, deleted: bool) -> None:
         obj = _slim(obj)
+        if store is self.pods:
+            obj = _slim_pod(obj)
+        elif store is self.jobs:
+            obj = _slim_job(obj)
         with self._lock:
             old = store.get(key)
             if deleted:

@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 
-from . import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, __version__, metrics, status as st
+from . import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, __version__, metrics, notify as nt, status as st
 from .backup import STORE_SECRET_KEYS, Store
 from .cache import Cache, Key, SecretView, digest
 from .games import GameReconciler
@@ -75,6 +75,9 @@ class Controller:
         self.prober = Prober(lambda key: self.queue.add(("GameServer", *key)))
         self.sessions = Sessions(self.cache, self.prober)
         self.games = GameReconciler(kube, self.cache, whole_cluster)
+        self.notifier = nt.Notifier(
+            self.webhook_url, lambda obj, msg: self.kube.event(obj, "Warning", "NotifyFailed", msg))
+        self.runs.notify = self.notify
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -126,12 +129,14 @@ class Controller:
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
         self.prober.start()
+        self.notifier.start()
 
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.prober.stop()
+        await self.notifier.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _worker(self) -> None:
@@ -239,7 +244,21 @@ class Controller:
         written = (self.cache.gameservers.get((gs.namespace, gs.name)) or {}).get("status") or {}
         if event and not st.status_differs(written, {"uptime": uptime_status}):
             self.kube.event(body, "Normal", *event)
+        self.notify(body, gs.notify, nt.messages(name, body.get("status"), written))
         return min(filter(None, [requeue, uptime_requeue, settle]), default=None)
+
+    def notify(self, body: dict, policy: nt.Policy | None, messages: list[nt.Message]) -> None:
+        """Queue the server's messages for its webhook (never waits on it)."""
+        if policy is None:
+            return
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        for m in messages:
+            if m.event in policy.events:
+                self.notifier.tell(nt.Outgoing(ns, name, policy.secret,
+                                               nt.body(policy.format, ns, name, m), involved=body))
+
+    def webhook_url(self, ns: str, secret: str) -> str | None:
+        return nt.url_from_secret(self.kube.get("Secret", ns, secret))
 
     def referenced_secrets(self, ns: str, names: tuple[str, ...]) -> ReferencedSecrets:
         """The users' Secrets named by secretRef, from the cache (Secrets are watched). One the

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from kubernetes.utils import parse_quantity
 
-from . import backup as bk, clock, uptime as up
+from . import backup as bk, clock, notify as nt, uptime as up
 
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
@@ -188,6 +188,7 @@ class GameServer:
     scheduling: Scheduling = Scheduling()
     backup: bk.Policy = bk.Policy()
     uptime: up.Policy = up.Policy()
+    notify: nt.Policy | None = None
 
     @property
     def env_settings(self) -> tuple[Setting, ...]:
@@ -300,6 +301,7 @@ def parse_gameserver(obj: Mapping[str, Any]) -> GameServer:
         scheduling=parse_scheduling(spec.get("scheduling")),
         backup=parse_backup_policy(spec.get("backup")),
         uptime=parse_uptime_policy(spec.get("uptime")),
+        notify=nt.parse_policy(spec.get("notify")),
     )
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from kubernetes.client.rest import ApiException
 
-from . import backup as bk, clock, metrics, status as st
+from . import backup as bk, clock, metrics, notify as nt, status as st
 from .cache import Cache
 from .kube import Kube, refusal
 from .model import (BackupHooks, GameServer, InvalidSpec, parse_backup_policy, parse_game,
@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 class Runs:
     def __init__(self, kube: Kube, cache: Cache, queue: WorkQueue, job_image: str):
         self.kube, self.cache, self.queue, self.job_image = kube, cache, queue, job_image
+        # (GameServer, its notify policy, messages): set by the controller; nothing by default.
+        self.notify: Callable[[dict, nt.Policy | None, list[nt.Message]], None] = \
+            lambda body, policy, messages: None
 
     # --- GameServer side -------------------------------------------------------------------------
 
@@ -289,6 +292,10 @@ class Runs:
             self._event(run, gs, "Normal", f"{kind}Succeeded", f"{kind.lower()} {run['metadata']['name']} succeeded")
         else:
             self._event(run, gs, "Warning", f"{kind}Failed", f"{kind.lower()} {run['metadata']['name']} failed: {update['message']}")
+            if kind == "Backup" and gs is not None:
+                self.notify(gs, nt.parse_policy((gs.get("spec") or {}).get("notify")),
+                            [nt.backup_failed(gs["metadata"]["name"], run["metadata"]["name"],
+                                              update["message"])])
         if kind == "Backup":
             metrics.BACKUPS.labels(phase.lower()).inc()
         self.queue.add(("GameServer", ns, run["spec"]["gameServer"]))

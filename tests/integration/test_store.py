@@ -207,3 +207,37 @@ def test_retention_while_the_store_is_unreachable_deletes_nothing(repo, s3, tmp_
         store.forget(snap)  # the delete Job fails; the GameServerBackup keeps its finalizer
     monkeypatch.setenv("RESTIC_REPOSITORY", reachable)
     assert snap in snapshot_ids()
+
+
+def test_a_backup_cut_off_mid_upload_leaves_no_snapshot_and_the_store_works_on(repo, s3, tmp_path):
+    """The run dies while restic uploads (its Job's deadline, the node lost): no snapshot is
+    written for it, so nothing half-stored can ever count as a good backup; the repository
+    takes the next backup and the earlier snapshot still restores bit-exact."""
+    import signal
+    import time
+    world, first, _ = backed_up_then_changed(tmp_path)
+    before = fingerprint(world)
+    big = world / "region"
+    big.mkdir()
+    rng = random.Random(7)
+    for i in range(64):  # 256 MiB of new, incompressible data: many packs to upload
+        (big / f"r{i}.mca").write_bytes(rng.randbytes(4 << 20))
+    cut = subprocess.Popen([str(pathlib.Path(sys.executable).parent / "peon"), "store", "backup",
+                            str(world), "--host", "h", "--name", "cut"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    # Kill it once data packs are landing in the bucket, before it could finish.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any("/data/" in o for o in s3.objects("peon-backups", repo)):
+            break
+        time.sleep(0.1)
+    assert cut.poll() is None, "the backup finished before it could be cut off"
+    os.killpg(cut.pid, signal.SIGKILL)
+    cut.wait()
+    assert snapshot_ids() == {first}  # the cut-off run left no snapshot
+    second = store.backup(str(world), "h", "after").snapshot
+    assert snapshot_ids() == {first, second}
+    target = tmp_path / "restored"
+    store.restore(first, str(world), str(target))
+    restored = fingerprint(target)
+    assert {k: v for k, v in before.items() if k != "kept.txt"} == restored

@@ -84,3 +84,33 @@ def test_cached_objects_carry_no_managed_fields_and_the_watchers_copy_is_untouch
     assert "managedFields" not in c.pods[("n", "a-1")]["metadata"]
     assert "managedFields" in body["metadata"]  # kopf's body is not mutated
     assert c.pods_of("n", "a")[0]["metadata"]["name"] == "a-1"
+
+
+def test_pods_and_jobs_are_kept_as_the_reconcile_reads_them():
+    """A pod's spec (and a Job's template) is most of its size and never read from the cache."""
+    from peon import backup as bk, status as st
+    from peon.cache import Cache
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "odin-1", "namespace": "games", "resourceVersion": "5",
+                        "labels": {"peon.dev/gameserver": "odin"}, "annotations": {"big": "x" * 999},
+                        "managedFields": [{"manager": "kubelet"}]},
+           "spec": {"nodeName": "node-1", "containers": [{"name": "server", "env": [{"name": "A"}] * 50}],
+                    "volumes": [{"name": "data"}] * 10},
+           "status": {"phase": "Running", "hostIP": "10.0.0.7", "podIP": "10.244.0.9",
+                      "conditions": [{"type": "Ready", "status": "True"}],
+                      "containerStatuses": [{"name": "server", "ready": True,
+                                             "state": {"running": {"startedAt": "t"}}}]}}
+    c = Cache()
+    c.put(c.pods, ("games", "odin-1"), pod, False)
+    kept = c.pods_of("games", "odin")[0]
+    assert "containers" not in kept["spec"] and "annotations" not in kept["metadata"]
+    assert st.server_phase(True, None, [kept]) == st.server_phase(True, None, [pod])
+    assert bk.hook_pod([kept]) == "odin-1"
+    assert st.endpoints(None, [kept], True, [{"name": "game", "containerPort": 2456}]) == \
+        st.endpoints(None, [pod], True, [{"name": "game", "containerPort": 2456}])
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "b1-backup", "resourceVersion": "3"},
+           "spec": {"template": {"spec": {"containers": [{"name": "archive"}]}}},
+           "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    c.put(c.jobs, ("games", "b1-backup"), job, False)
+    assert "spec" not in c.jobs[("games", "b1-backup")]
+    assert bk.job_outcome(c.jobs[("games", "b1-backup")]) == bk.job_outcome(job)

@@ -1,0 +1,98 @@
+"""Notifications through real HTTP on loopback: a receiver of our own checks each message's
+Discord-shaped JSON; a webhook that fails is said as a Warning (without its URL) and one that
+never answers slows no server's reconcile."""
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+
+import pytest
+
+from gs_helpers import apply_as_user, events_for, gameserver, wait_phase
+from kube_helpers import wait_for
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+class Receiver:
+    """A local webhook: /good records and answers 204, /bad answers 500, /slow answers after
+    a minute (as a dead host would keep a connection)."""
+
+    def __init__(self):
+        self.got: list[tuple[str, dict]] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                data = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                receiver.got.append((self.path, data))
+                if self.path == "/slow":
+                    time.sleep(60)
+                self.send_response({"/good": 204, "/slow": 204}.get(self.path, 500))
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def texts(self, path: str) -> list[str]:
+        return [d.get("content") for p, d in self.got if p == path]
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+def hook_secret(kube, ns, name, url):
+    kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
+                 "stringData": {"url": url}})
+
+
+def test_a_server_says_it_is_up_and_why_it_stops(kube, namespace, receiver):
+    hook_secret(kube, namespace, "hook", f"{receiver.url}/good")
+    apply_as_user(kube, gameserver("loud", namespace, notify={"secretRef": {"name": "hook"}}))
+    gs = wait_phase(kube, namespace, "loud", "Running")
+    up = wait_for("the up message", lambda: [d for p, d in receiver.got if p == "/good"], 30)[0]
+    address = gs["status"]["endpoint"]
+    assert up["content"] == f"loud is up at {address}"
+    assert up["allowed_mentions"] == {"parse": []} and up["embeds"][0]["title"] == "loud: Up"
+    assert {"name": "Address", "value": address, "inline": True} in up["embeds"][0]["fields"]
+    apply_as_user(kube, gameserver("loud", namespace, state="Stopped",
+                                   notify={"secretRef": {"name": "hook"}}))
+    wait_for("the stop message", lambda: any(t.startswith("loud is stopping: spec.state is Stopped")
+                                             for t in receiver.texts("/good")), 30)
+    assert receiver.texts("/good").count(f"loud is up at {address}") == 1  # said once
+
+
+def test_a_failing_webhook_is_said_without_its_url_and_a_dead_one_slows_nothing(
+        kube, namespace, receiver):
+    hook_secret(kube, namespace, "bad-hook", f"{receiver.url}/bad")
+    hook_secret(kube, namespace, "slow-hook", f"{receiver.url}/slow")
+    hook_secret(kube, namespace, "hook", f"{receiver.url}/good")
+    apply_as_user(kube, gameserver("failing", namespace, notify={"secretRef": {"name": "bad-hook"}}))
+    apply_as_user(kube, gameserver("patient", namespace, notify={"secretRef": {"name": "slow-hook"}}))
+    wait_phase(kube, namespace, "patient", "Running")
+    wait_for("the dead webhook to be called", lambda: receiver.texts("/slow"), 30)
+    # While that webhook holds its message, other servers run and are announced as ever.
+    apply_as_user(kube, gameserver("quick", namespace, notify={"secretRef": {"name": "hook"}}))
+    wait_phase(kube, namespace, "quick", "Running")
+    wait_for("quick's message", lambda: any(t.startswith("quick is up") for t in receiver.texts("/good")), 30)
+    apply_as_user(kube, gameserver("patient", namespace, state="Stopped",
+                                   notify={"secretRef": {"name": "slow-hook"}}))
+    wait_phase(kube, namespace, "patient", "Stopped")
+    # The failing one: tried again with back-off, then said once as a Warning.
+    warned = wait_for("a NotifyFailed Warning", lambda: [
+        e for e in events_for(kube, namespace, "failing") if e["reason"] == "NotifyFailed"], 60)
+    assert warned[0]["type"] == "Warning"
+    assert warned[0]["message"] == "notification not sent: the webhook answered HTTP 500"
+    assert len(receiver.texts("/bad")) >= 2  # retried
+    assert all(receiver.url not in e["message"] for e in events_for(kube, namespace, "failing"))
