@@ -307,18 +307,27 @@ class Api:
         return ok({"status": "success", "info": info})
 
     async def download(self, request: web.Request, gs: dict) -> web.StreamResponse:
-        runs = await self.call(self.kube.list, "GameServerBackup", self.namespace,
-                               f"peon.dev/gameserver={gs['metadata']['name']}")
+        # By spec.gameServer: a backup made by hand need not carry the server's label.
+        runs = [b for b in await self.call(self.kube.list, "GameServerBackup", self.namespace)
+                if b["spec"].get("gameServer") == gs["metadata"]["name"]]
         newest = actions.newest_good_backup(runs)
         if newest is None:
             raise NotFound(f"server [{views.uid_of(gs)}] has no successful backup")
         name = newest["metadata"]["name"]
         with tempfile.TemporaryDirectory(prefix="peon-api-") as tmp:
             path = os.path.join(tmp, f"{name}.tar.gz")
-            await self.call(download.download, self.kube, self.namespace, name, path, None)
-            return web.FileResponse(path, headers={
+            got = await self.call(download.download, self.kube, self.namespace, name, path, None)
+            # Streamed from here: the file goes with this folder when the handler returns.
+            resp = web.StreamResponse(headers={
                 **CORS_HEADERS, "Content-Type": "application/gzip",
+                "Content-Length": str(got.size), "X-Checksum-Sha256": got.sha256,
                 "Content-Disposition": f'attachment; filename="{name}.tar.gz"'})
+            await resp.prepare(request)
+            with open(path, "rb") as f:
+                while chunk := await asyncio.to_thread(f.read, 1 << 20):
+                    await resp.write(chunk)
+            await resp.write_eof()
+            return resp
 
     # --- /api/1.0 (the seed's) ------------------------------------------------------------------
 

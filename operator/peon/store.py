@@ -176,7 +176,9 @@ def backup(source: str, host: str, name: str) -> Result:
         raise StoreError(explain(run.returncode, run.stderr, "the backup failed"))
     return Result(snapshot=summary["snapshot_id"], files=int(summary.get("total_files_processed", 0)),
                   size=int(summary.get("total_bytes_processed", 0)),
-                  added=int(summary.get("data_added", 0)))
+                  # What the store grew by: compressed and encrypted (restic 0.17 and later
+                  # report it apart from the new data's own size).
+                  added=int(summary.get("data_added_packed", summary.get("data_added", 0))))
 
 
 def restore(snapshot: str, source: str, target: str) -> Result:

@@ -17,6 +17,7 @@ import a2s
 import pytest
 import yaml
 
+from api_helpers import PeonApi
 from conftest import Clock, Operator, fresh_namespace
 from gs_helpers import apply_as_user, backup, events_for, restore, run_phase, wait_phase
 from kube_helpers import wait_for
@@ -216,6 +217,14 @@ def test_a_backup_of_the_live_world_restores_the_bytes_the_game_wrote(
     assert tree_digest(copy) == {k: hashlib.sha256(v).hexdigest() for k, v in saved.items()}
     missing = peon(kubeconfig, "backup", "download", "nope", "-n", rns, "-o", str(tmp_path / "x"))
     assert missing.returncode == 1 and "there is no GameServerBackup 'nope'" in missing.stderr
+    # PEON's Discord bot offers the same download: GET /api/v1/server/save/{uid}.
+    api = PeonApi(kubeconfig, rns, None, tmp_path / "api.log")
+    try:
+        status, got = api.call("GET", f"/api/v1/server/save/{GAME}.keep")
+    finally:
+        api.stop()
+    assert status == 200, got
+    assert got == archive.read_bytes()
 
     # The world changes after the backup...
     assert udp(game_ip, game_port, "JOIN bob hunter22") == "WELCOME bob"

@@ -130,3 +130,56 @@ def test_save_makes_a_backup_and_the_seed_api_creates_from_the_payload():
     assert one(kube, "POST", "/api/1.0/servers", {"game_uid": "valheim"})[0] == 400
     assert len(one(kube, "GET", "/api/1.0/servers")[1]["servers"]) == 2
     assert one(kube, "GET", "/openapi.json", headers={"X-Api-Key": ""})[1]["openapi"].startswith("3.")
+
+
+def test_no_input_makes_a_500():
+    """Fuzzed paths and bodies get a 2xx or 4xx with a message, never a 500."""
+    from hypothesis import given, settings, strategies as st
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                       st.text(max_size=30))
+    bodies = st.one_of(st.binary(max_size=60), st.dictionaries(
+        st.sampled_from(["PASSWORD", "description", "interval", "epoch_time", "start_later",
+                         "mode", "eradicate", "warcamp", "game_uid", "bad key", "WORLD_NAME"]),
+        st.one_of(scalar, st.lists(scalar, max_size=2), st.dictionaries(st.text(max_size=5), scalar,
+                                                                        max_size=2)), max_size=5))
+    actions_ = st.sampled_from(["get", "stats", "create", "start", "stop", "restart", "update",
+                                "description", "save", "destroy", "eradicate", "nope", ""])
+    uids = st.one_of(st.sampled_from(["valheim.odin", "valheim.new", "minecraft.odin", "valheim",
+                                      "x.y.z", "valheim.Odin", ".", "valheim.a%2Fb"]),
+                     st.text(alphabet="abc.-_%", max_size=12))
+    methods = st.sampled_from(["GET", "PUT", "POST", "DELETE", "PATCH"])
+
+    @settings(max_examples=120, deadline=None)
+    @given(methods, actions_, uids, bodies)
+    def check(method, action, uid, body):
+        status, answer = one(cluster(), method, f"/api/v1/server/{action}/{uid}",
+                             body if isinstance(body, bytes) else json.dumps(body))
+        assert status < 500, (method, action, uid, body, answer)
+    check()
+
+
+def test_save_get_streams_the_newest_good_backup_of_that_server(monkeypatch):
+    from peon import download
+    kube = cluster()
+    for name, server, phase, done in (("old", "odin", "Succeeded", "2026-11-28T10:00:00Z"),
+                                      ("new", "odin", "Succeeded", "2026-11-29T10:00:00Z"),
+                                      ("failed", "odin", "Failed", "2026-11-29T11:00:00Z"),
+                                      ("other", "thor", "Succeeded", "2026-11-29T12:00:00Z")):
+        kube.objects[("GameServerBackup", "games", name)] = {
+            "apiVersion": "peon.dev/v1alpha1", "kind": "GameServerBackup",
+            "metadata": {"name": name, "namespace": "games"},  # no label: made by hand
+            "spec": {"gameServer": server}, "status": {"phase": phase, "completionTime": done}}
+    asked = []
+
+    def fake_download(kube_, ns, name, out, image, **kw):
+        asked.append(name)
+        data = b"archive of " + name.encode()
+        with open(out, "wb") as f:
+            f.write(data)
+        return download.Downloaded(out, len(data), "ab" * 32)
+    monkeypatch.setattr(download, "download", fake_download)
+    status, body = one(kube, "GET", "/api/v1/server/save/valheim.odin")
+    assert (status, body, asked) == (200, "archive of new", ["new"])
+    kube.objects.pop(("GameServerBackup", "games", "new"))
+    kube.objects.pop(("GameServerBackup", "games", "old"))
+    assert one(kube, "GET", "/api/v1/server/save/valheim.odin")[0] == 404
