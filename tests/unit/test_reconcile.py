@@ -32,9 +32,13 @@ def test_a_first_build_is_tried_whole_then_made(world):
     again = c.reconcile(("GameServer", "games", "odin"))
     dry = [k for v, k, _ in kube.calls if v == "dry-run"]
     made = [k for v, k in child_writes(kube) if v == "apply"]
-    assert dry == made == ["Secret", "PersistentVolumeClaim", "Service", "Deployment"]
+    assert made == ["Secret", "PersistentVolumeClaim", "Service", "Deployment"]
+    # Every child after the first is tried before the first is made; the first's own create
+    # is its try (a refusal of it leaves nothing either).
+    assert dry == made[1:]
     first_apply = next(i for i, c_ in enumerate(kube.calls) if c_[0] == "apply")
     assert all(v == "dry-run" for v, _, _ in kube.calls[:first_apply] if v != "get")
+    assert [v for v, _, _ in kube.calls if v == "dry-run"] == ["dry-run"] * 3
     # Pending (no pod yet) is held back a moment: a server up within it shows Running first.
     assert "status" not in kube.objects[("GameServer", "games", "odin")]
     assert 0 < again <= 2.0
@@ -64,6 +68,17 @@ def test_a_refused_first_build_makes_nothing_and_says_why(world):
     valid = next(x for x in gs["status"]["conditions"] if x["type"] == "Valid")
     assert valid["reason"] == "Rejected" and "already allocated" in valid["message"]
     assert ("Warning", "Rejected", valid["message"]) in kube.events
+
+
+@pytest.mark.parametrize("kind", ["Secret", "PersistentVolumeClaim", "Deployment"])
+def test_a_refusal_of_any_child_of_a_first_build_makes_nothing(world, kind):
+    kube, c = world
+    kube.refuse[kind] = api_error(403, f'{kind.lower()}s "odin" is forbidden: exceeded quota')
+    c.reconcile(("GameServer", "games", "odin"))
+    assert [k for k, _, _ in kube.objects if k not in ("GameServer", "Game")] == []  # nothing made
+    valid = next(x for x in kube.objects[("GameServer", "games", "odin")]["status"]["conditions"]
+                 if x["type"] == "Valid")
+    assert valid["reason"] == "Rejected" and "exceeded quota" in valid["message"]
 
 
 def test_a_converged_server_is_not_tried_again(world):
