@@ -31,6 +31,8 @@ from .kube import KINDS, Kube, refusal
 from .model import STATE_STOPPED, InvalidSpec, is_env_name, parse_game, parse_gameserver
 from .render import ReferencedSecrets, child_names, render
 from .prober import Prober
+from .backup_reconciler import BackupReconciler
+from .restore_reconciler import RestoreReconciler
 from .runs import Runs
 from .sessions import Sessions, transition_event
 from .workqueue import WorkQueue
@@ -71,13 +73,15 @@ class Controller:
         self._tasks: list[asyncio.Task] = []
         self.phases: dict[Key, str] = {}  # last phase seen of every GameServer, for metrics
         self._transitional: dict[Key, float] = {}  # since when a server's phase is on its way
-        self.runs = Runs(kube, self.cache, self.queue, job_image)
+        self.runs = Runs(kube, self.cache, self.queue, job_image)  # the GameServer's side
+        self.backups = BackupReconciler(kube, self.cache, self.queue, job_image)
+        self.restores = RestoreReconciler(kube, self.cache, self.queue, job_image)
         self.prober = Prober(lambda key: self.queue.add(("GameServer", *key)))
         self.sessions = Sessions(self.cache, self.prober)
         self.games = GameReconciler(kube, self.cache, whole_cluster)
         self.notifier = nt.Notifier(
             self.webhook_url, lambda obj, msg: self.kube.event(obj, "Warning", "NotifyFailed", msg))
-        self.runs.notify = self.notify
+        self.backups.notify = self.notify
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -171,9 +175,9 @@ class Controller:
         """One reconcile of one object. Returns seconds after which to look again, or None."""
         kind, ns, name = key
         if kind == "GameServerBackup":
-            return self.runs.reconcile_backup(ns, name)
+            return self.backups.reconcile(ns, name)
         if kind == "GameServerRestore":
-            return self.runs.reconcile_restore(ns, name)
+            return self.restores.reconcile(ns, name)
         if kind == "Game":
             return self.games.reconcile(name)
         return self.reconcile_gameserver(ns, name)

@@ -1,4 +1,4 @@
-"""Backup runs driven through an in-memory API (fake_kube.FakeKube): the Game's backupHooks
+"""The GameServerBackup reconciler driven through an in-memory API (fake_kube.FakeKube): the Game's backupHooks
 run in the server's container around the archive, and a failing one fails the backup with
 its message while saving is still turned back on."""
 import pytest
@@ -9,7 +9,7 @@ from fixtures import game, gameserver
 from peon import backup as bk
 from peon.cache import Cache
 from peon.kube import ExecResult
-from peon.runs import Runs
+from peon.backup_reconciler import BackupReconciler
 from peon.workqueue import WorkQueue
 
 BEFORE = [["rcon-cli", "save-off"], ["rcon-cli", "save-all", "flush"]]
@@ -37,8 +37,8 @@ def bed():
     gs = gameserver()
     gs["metadata"]["resourceVersion"] = "1"
     cache.put(cache.gameservers, ("games", "odin"), gs, False)
-    runs = Runs(kube, cache, WorkQueue(), "peon.invalid/job:1")
-    return kube, cache, runs
+    backups = BackupReconciler(kube, cache, WorkQueue(), "peon.invalid/job:1")
+    return kube, cache, backups
 
 
 def start_backup(kube, cache, name="b1"):
@@ -64,31 +64,31 @@ def status(kube, name="b1"):
 
 
 def test_hooks_run_in_the_server_container_around_the_archive(bed):
-    kube, cache, runs = bed
+    kube, cache, backups = bed
     cache.put(cache.pods, ("games", "odin-5d8f-x2"), server_pod(), False)
     start_backup(kube, cache)
-    runs.reconcile_backup("games", "b1")
+    backups.reconcile("games", "b1")
     # Every before command ran, in order, in the server's pod, before the Job was made.
     assert kube.execs == [("odin-5d8f-x2", tuple(c)) for c in BEFORE]
     job_at = kube.calls.index(("create", "Job", "b1-backup"))
     assert max(i for i, c in enumerate(kube.calls) if c[0] == "exec") < job_at
     assert status(kube)["hooks"] == {"pod": "odin-5d8f-x2", "after": bk.HOOKS_PENDING}
     finish_job(kube, cache)
-    runs.reconcile_backup("games", "b1")
+    backups.reconcile("games", "b1")
     assert kube.execs[len(BEFORE):] == [("odin-5d8f-x2", tuple(c)) for c in AFTER]
     assert status(kube)["phase"] == bk.SUCCEEDED
     assert status(kube)["hooks"]["after"] == bk.HOOKS_DONE
-    runs.reconcile_backup("games", "b1")  # finished: nothing runs twice
+    backups.reconcile("games", "b1")  # finished: nothing runs twice
     assert len(kube.execs) == len(BEFORE) + len(AFTER)
 
 
 def test_a_failing_hook_fails_the_backup_with_its_message_and_saving_is_turned_back_on(bed):
-    kube, cache, runs = bed
+    kube, cache, backups = bed
     cache.put(cache.pods, ("games", "odin-5d8f-x2"), server_pod(), False)
     kube.exec_results[tuple(BEFORE[1])] = ExecResult(1, "Saving...\nError: RCON connection refused\n",
                                                      "exit code 1")
     start_backup(kube, cache)
-    runs.reconcile_backup("games", "b1")
+    backups.reconcile("games", "b1")
     st = status(kube)
     assert st["phase"] == bk.FAILED
     assert "backupHooks.before command 'rcon-cli save-all flush' failed (exit code 1)" in st["message"]
@@ -100,24 +100,24 @@ def test_a_failing_hook_fails_the_backup_with_its_message_and_saving_is_turned_b
 
 
 def test_a_refused_exec_session_fails_the_backup_saying_what_the_api_server_said(bed):
-    kube, cache, runs = bed
+    kube, cache, backups = bed
     cache.put(cache.pods, ("games", "odin-5d8f-x2"), server_pod(), False)
     kube.exec_results[tuple(BEFORE[0])] = api_error(
         403, 'pods "odin-5d8f-x2" is forbidden: User "x" cannot get resource "pods/exec"')
     start_backup(kube, cache)
-    runs.reconcile_backup("games", "b1")
+    backups.reconcile("games", "b1")
     assert status(kube)["phase"] == bk.FAILED
     assert 'cannot get resource "pods/exec"' in status(kube)["message"]
 
 
 def test_a_failing_after_hook_keeps_a_good_archive_and_warns(bed):
-    kube, cache, runs = bed
+    kube, cache, backups = bed
     cache.put(cache.pods, ("games", "odin-5d8f-x2"), server_pod(), False)
     kube.exec_results[tuple(AFTER[0])] = ExecResult(None, "", "still running after 30 s")
     start_backup(kube, cache)
-    runs.reconcile_backup("games", "b1")
+    backups.reconcile("games", "b1")
     finish_job(kube, cache)
-    runs.reconcile_backup("games", "b1")
+    backups.reconcile("games", "b1")
     st = status(kube)
     assert st["phase"] == bk.SUCCEEDED and st["hooks"]["after"] == bk.HOOKS_FAILED
     assert "backupHooks.after command 'rcon-cli save-on' failed (still running after 30 s)" in st["message"]
@@ -126,11 +126,11 @@ def test_a_failing_after_hook_keeps_a_good_archive_and_warns(bed):
 
 @pytest.mark.parametrize("pods", [[], [server_pod(running=False)]], ids=["stopped", "starting"])
 def test_a_server_with_no_running_game_is_archived_without_hooks(bed, pods):
-    kube, cache, runs = bed
+    kube, cache, backups = bed
     for p in pods:
         cache.put(cache.pods, ("games", p["metadata"]["name"]), p, False)
     start_backup(kube, cache)
-    runs.reconcile_backup("games", "b1")
+    backups.reconcile("games", "b1")
     assert kube.execs == []
     assert ("Job", "games", "b1-backup") in kube.objects
     assert "hooks" not in status(kube)
@@ -139,15 +139,15 @@ def test_a_server_with_no_running_game_is_archived_without_hooks(bed, pods):
 def test_after_hooks_pending_from_before_a_restart_still_run(bed):
     """The operator stopped between the before commands and the Job: a new one runs them again
     (idempotent) and, once the archive is made, the after ones."""
-    kube, cache, runs = bed
+    kube, cache, backups = bed
     cache.put(cache.pods, ("games", "odin-5d8f-x2"), server_pod(), False)
     start_backup(kube, cache)
-    runs.reconcile_backup("games", "b1")
+    backups.reconcile("games", "b1")
     kube.objects.pop(("Job", "games", "b1-backup"))
     cache.jobs.clear()
-    fresh = Runs(kube, cache, WorkQueue(), "peon.invalid/job:1")
-    fresh.reconcile_backup("games", "b1")
+    fresh = BackupReconciler(kube, cache, WorkQueue(), "peon.invalid/job:1")
+    fresh.reconcile("games", "b1")
     finish_job(kube, cache)
-    fresh.reconcile_backup("games", "b1")
+    fresh.reconcile("games", "b1")
     assert [c for _, c in kube.execs] == [tuple(c) for c in BEFORE + BEFORE + AFTER]
     assert status(kube)["hooks"]["after"] == bk.HOOKS_DONE
