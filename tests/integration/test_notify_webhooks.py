@@ -96,3 +96,36 @@ def test_a_failing_webhook_is_said_without_its_url_and_a_dead_one_slows_nothing(
     assert warned[0]["message"] == "notification not sent: the webhook answered HTTP 500"
     assert len(receiver.texts("/bad")) >= 2  # retried
     assert all(receiver.url not in e["message"] for e in events_for(kube, namespace, "failing"))
+
+
+def test_a_failed_backup_and_the_update_it_holds_are_told(kube, namespace, receiver):
+    """A Game whose save command cannot run here (a kwok pod has no kubelet to exec in): the
+    backup before an image update fails, and the update is held; both are told, in JSON."""
+    import pathlib
+    import yaml
+    root = pathlib.Path(__file__).resolve().parents[2]
+    game = yaml.safe_load((root / "examples" / "games" / "valheim.yaml").read_text())
+    game["metadata"] = {"name": f"hooked-{namespace}"}
+    game["spec"].pop("aliases", None)
+    game["spec"]["backupHooks"] = {"before": [{"command": ["save-now"]}]}
+    kube.apply(game)
+    try:
+        hook_secret(kube, namespace, "hook", f"{receiver.url}/good")
+        notify = {"secretRef": {"name": "hook"}, "format": "json",
+                  "events": ["BackupFailed", "UpdateHeld"]}
+        spec = dict(gameUid=game["metadata"]["name"], notify=notify)
+        apply_as_user(kube, gameserver("held", namespace, **spec))
+        wait_phase(kube, namespace, "held", "Running")
+        apply_as_user(kube, gameserver("held", namespace, image="ghcr.io/lloesche/valheim-server:v2",
+                                       **spec))
+        got = wait_for("both messages", lambda: (lambda ms: ms if {m["event"] for m in ms} >= {
+            "BackupFailed", "UpdateHeld"} else None)([d for p, d in receiver.got if p == "/good"]), 90)
+        failed = next(m for m in got if m["event"] == "BackupFailed")
+        assert failed["server"] == "held" and failed["namespace"] == namespace
+        assert "backupHooks.before command 'save-now' failed" in failed["message"]
+        assert failed["backup"].startswith("held-")
+        held = next(m for m in got if m["event"] == "UpdateHeld")
+        assert held["message"].startswith("held's update is held")
+        assert all(m["event"] in ("BackupFailed", "UpdateHeld") for m in got)  # the filter
+    finally:
+        kube.delete("Game", None, game["metadata"]["name"])
