@@ -36,8 +36,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CORS_HEADERS = {"Access-Control-Allow-Origin": "*",
                 "Access-Control-Allow-Headers": "Content-Type, api_key, Authorization, X-Api-Key",
                 "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS"}
-V1_SERVER_ACTIONS = ("get", "stats", "create", "start", "stop", "restart", "update",
-                     "description", "save", "destroy", "eradicate")
+# /api/v1/server/{action}/{uid}: the methods each action answers.
+V1_SERVER_ACTIONS = {"get": ("GET",), "stats": ("GET",), "create": ("PUT",), "start": ("PUT",),
+                     "stop": ("PUT",), "restart": ("PUT",), "update": ("PUT",),
+                     "description": ("PUT",), "save": ("PUT", "GET"), "destroy": ("DELETE",),
+                     "eradicate": ("DELETE",)}
 
 
 def error(status: int, info: str, **extra: Any) -> web.Response:
@@ -189,14 +192,12 @@ class Api:
 
     async def server_action(self, request: web.Request) -> web.StreamResponse:
         action, uid = request.match_info["action"], request.match_info["uid"]
-        allowed = {"get": "GET", "stats": "GET", "create": "PUT", "start": "PUT", "stop": "PUT",
-                   "restart": "PUT", "update": "PUT", "description": "PUT", "save": ("PUT", "GET"),
-                   "destroy": "DELETE", "eradicate": "DELETE"}
-        if action not in allowed:
+        if action not in V1_SERVER_ACTIONS:
             return web.json_response({"error": f"Incorrect action [{action}] provided"},
                                      status=404, headers=CORS_HEADERS)
-        if request.method not in (allowed[action] if isinstance(allowed[action], tuple) else (allowed[action],)):
-            return error(405, f"{action} takes {allowed[action]}, not {request.method}")
+        if request.method not in V1_SERVER_ACTIONS[action]:
+            return error(405, f"{action} takes {' or '.join(V1_SERVER_ACTIONS[action])}, "
+                              f"not {request.method}")
         if action == "create":
             return await self.create(uid, await self.body(request))
         gs = await self.server(uid)
@@ -232,13 +233,13 @@ class Api:
                                gs["metadata"]["name"], patch)
 
     async def start(self, gs: dict, body: dict, now: dt.datetime) -> dict:
-        stop_at = actions.stop_time(body, now)
+        patch = actions.start_patch(now, actions.stop_time(body, now))
         if (gs.get("spec") or {}).get("state") == "Stopped":
             if not views.created_here(gs):
                 raise Conflict(f"server [{views.uid_of(gs)}] has spec.state: Stopped where its spec "
                                "lives (Git); start it there")
-            await self.patch(gs, {"spec": {"state": "Running"}})
-        return await self.patch(gs, actions.start_patch(now, stop_at))
+            patch["spec"] = {"state": "Running"}  # the API's own server: one write
+        return await self.patch(gs, patch)
 
     async def stop(self, gs: dict, body: dict, now: dt.datetime) -> dict:
         return await self.patch(gs, actions.stop_patch(actions.stop_time(body, now) or now, now))

@@ -248,7 +248,8 @@ class Controller:
         written = (self.cache.gameservers.get((gs.namespace, gs.name)) or {}).get("status") or {}
         if event and not st.status_differs(written, {"uptime": uptime_status}):
             self.kube.event(body, "Normal", *event)
-        self.notify(body, gs.notify, nt.messages(name, body.get("status"), written))
+        if gs.notify:  # most servers tell no one: nothing to compare
+            self.notify(body, gs.notify, nt.messages(name, body.get("status"), written))
         return min(filter(None, [requeue, uptime_requeue, settle]), default=None)
 
     def notify(self, body: dict, policy: nt.Policy | None, messages: list[nt.Message]) -> None:

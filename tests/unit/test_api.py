@@ -183,3 +183,21 @@ def test_save_get_streams_the_newest_good_backup_of_that_server(monkeypatch):
     kube.objects.pop(("GameServerBackup", "games", "new"))
     kube.objects.pop(("GameServerBackup", "games", "old"))
     assert one(kube, "GET", "/api/v1/server/save/valheim.odin")[0] == 404
+
+
+def test_a_wrong_method_is_said_and_the_apis_own_stopped_server_starts_in_one_write():
+    kube = cluster()
+    assert one(kube, "GET", "/api/v1/server/start/valheim.odin") == (
+        405, {"status": "error", "info": "start takes PUT, not GET"})
+    one(kube, "PUT", "/api/v1/server/create/valheim.mine", {"PASSWORD": "hunter22"})
+    kube.objects[("GameServer", "games", "mine")]["spec"]["state"] = "Stopped"
+    kube.calls.clear()
+    assert one(kube, "PUT", "/api/v1/server/start/valheim.mine", {})[0] == 200
+    gs = kube.objects[("GameServer", "games", "mine")]
+    assert gs["spec"]["state"] == "Running" and gs["metadata"]["annotations"]["peon.dev/wake"]
+    assert [c for c in kube.calls if c[0] == "patch"] == [("patch", "GameServer", "mine")]
+    # A Git-owned server stopped by its spec is not started behind Git's back.
+    kube.objects[("GameServer", "games", "odin")]["spec"]["state"] = "Stopped"
+    status, body = one(kube, "PUT", "/api/v1/server/start/valheim.odin", {})
+    assert status == 409 and "start it there" in body["info"]
+    assert kube.objects[("GameServer", "games", "odin")]["spec"]["state"] == "Stopped"
