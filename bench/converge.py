@@ -7,7 +7,7 @@
               all its children
 
 For each N: both times and their ratio (operator / floor), the operator's API writes per server
-(server-side dry runs, which write nothing, apart), its CPU seconds per server and peak memory,
+(and by verb and kind), its CPU seconds per server and peak memory,
 then the writes it makes while held idle (target: zero). Targets (issue 12): at N=1,000 a ratio
 within 1.3, at most 8 writes per server, peak RSS at most 150 MiB, 0 idle writes; CPU seconds per
 server at N=3,000 no more than 1.2x those at N=1,000.
@@ -102,10 +102,19 @@ def floor(kube: K, n: int, conc: int, timeout: float) -> float:
     return t1 - t0
 
 
-def metric_total(port: int, name: str) -> float:
+def metric_samples(port: int, name: str) -> dict[str, float]:
+    """A counter's samples by their labels, e.g. {'verb="apply",kind="Secret"': 1000.0}."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            series, value = line.rsplit(" ", 1)
+            out[series[len(name):].strip("{}")] = float(value)
+    return out
+
+
+def metric_total(port: int, name: str) -> float:
+    return sum(metric_samples(port, name).values())
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -162,17 +171,20 @@ def run(kube: K, kc: str, n: int, args) -> dict:
         assert ready_deployments(kube, ns) == n
         print(f"operator: {n} GameServers Running with all children in {t_op:.2f} s", flush=True)
         time.sleep(3)  # the last watch events of the rollout
-        writes = metric_total(port, "peon_api_writes_total")
-        dry = metric_total(port, "peon_api_dry_runs_total")
+        reconciles = metric_total(port, "peon_reconciles_total")
+        by_kind = metric_samples(port, "peon_api_writes_total")
+        writes = sum(by_kind.values())
         time.sleep(args.idle)
         idle = metric_total(port, "peon_api_writes_total") - writes
         row = {"n": n, "floor": t_floor, "operator": t_op, "ratio": t_op / t_floor,
-               "writes": writes / n, "dry": dry / n, "cpu": cpu / n, "rss": peak_rss_mib(op.pid),
+               "writes": writes / n, "cpu": cpu / n, "rss": peak_rss_mib(op.pid),
                "idle": idle}
         print(f"ratio:    {row['ratio']:.2f} (operator / floor, concurrency {args.concurrency})")
-        print(f"converge: {writes:.0f} API writes ({row['writes']:.1f} per server; "
-              f"{row['dry']:.1f} dry runs per server apart)")
-        print(f"cpu:      {cpu:.1f} operator CPU seconds ({row['cpu'] * 1000:.1f} ms per server)")
+        print(f"converge: {writes:.0f} API writes ({row['writes']:.1f} per server: "
+              + ", ".join(f"{v / n:.2f} {k.replace('verb=', '').replace('kind=', '')}"
+                          for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1]) if v) + ")")
+        print(f"cpu:      {cpu:.1f} operator CPU seconds ({row['cpu'] * 1000:.1f} ms per server; "
+              f"{reconciles / n:.1f} reconciles per server)")
         print(f"idle:     {idle:.0f} API writes in {args.idle:.0f} s idle (target 0)")
         print(f"memory:   operator peak RSS {row['rss']:.0f} MiB", flush=True)
         return row
@@ -202,13 +214,13 @@ def main() -> None:
     kube.apply(GAME)
     print(f"bed:      kube-controller-manager {controller_manager_qps()}")
     rows = [run(kube, kc, int(n), args) for n in args.n.split(",")]
-    print("\n|     N | floor s | operator s | ratio | writes/server | dry runs/server "
+    print("\n|     N | floor s | operator s | ratio | writes/server "
           "| CPU ms/server | peak RSS MiB | idle writes |")
-    print("|------:|--------:|-----------:|------:|--------------:|----------------:"
+    print("|------:|--------:|-----------:|------:|--------------:"
           "|--------------:|-------------:|------------:|")
     for r in rows:
         print(f"| {r['n']:5d} | {r['floor']:7.1f} | {r['operator']:10.1f} | {r['ratio']:5.2f} "
-              f"| {r['writes']:13.1f} | {r['dry']:15.1f} | {r['cpu'] * 1000:13.1f} "
+              f"| {r['writes']:13.1f} | {r['cpu'] * 1000:13.1f} "
               f"| {r['rss']:12.0f} | {r['idle']:11.0f} |")
     if len(rows) > 1:
         print(f"cpu per server at N={rows[-1]['n']} / N={rows[-2]['n']}: "

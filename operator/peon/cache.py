@@ -32,6 +32,10 @@ def newer(a: dict | None, b: dict) -> bool:
     return True
 
 
+def _version(obj: dict) -> str:
+    return obj["metadata"].get("resourceVersion", "")
+
+
 def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -155,7 +159,10 @@ class Cache:
             id(self.games): [Index(_aliases)],
         }
 
-    def put(self, store: dict, key, obj: dict, deleted: bool) -> None:
+    def put(self, store: dict, key, obj: dict, deleted: bool) -> bool:
+        """Keep `obj` unless the store holds a newer version. True when this is news: the
+        object is new, newer or gone. The watch event of the operator's own write is not (the
+        write's result was put first), and queues no reconcile: that reconcile already ran."""
         obj = _slim(obj)
         if store is self.pods:
             obj = _slim_pod(obj)
@@ -165,22 +172,27 @@ class Cache:
             old = store.get(key)
             if deleted:
                 if old is None:
-                    return
+                    return False
                 del store[key]
                 new = None
             elif newer(old, obj):
                 store[key] = new = obj
+                if old is not None and _version(old) == _version(obj):
+                    return False
             else:
-                return
+                return False
             for index in self._indexes.get(id(store), ()):
                 index.move(key, old, new)
+            return True
 
-    def put_secret(self, ns: str, obj: dict, deleted: bool) -> None:
+    def put_secret(self, ns: str, obj: dict, deleted: bool) -> bool:
+        """Keep a user's Secret as a view. True when its keys or data changed, or it went."""
         key = (ns, obj["metadata"]["name"])
         if deleted:
-            self.secrets.pop(key, None)
-        else:
-            self.secrets[key] = SecretView.of(obj)
+            return self.secrets.pop(key, None) is not None
+        view = SecretView.of(obj)
+        old, self.secrets[key] = self.secrets.get(key), view
+        return old != view
 
     # --- questions, each answered from an index --------------------------------------------------
 

@@ -29,7 +29,7 @@ from .cache import Cache, Key, SecretView, digest
 from .games import GameReconciler
 from .kube import KINDS, Kube, refusal
 from .model import STATE_STOPPED, InvalidSpec, is_env_name, parse_game, parse_gameserver
-from .render import ReferencedSecrets, child_names, render
+from .render import ReferencedSecrets, child_names, first_build_order, render
 from .prober import Prober
 from .backup_reconciler import BackupReconciler
 from .restore_reconciler import RestoreReconciler
@@ -69,9 +69,12 @@ class Controller:
         self.workers = workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
         self._applied: dict[tuple[str, str, str], tuple[str, str]] = {}  # key -> (hash, rv)
+        # server key -> (digest of the children asked for, the API server's refusal of them)
+        self._refused: dict[Key, tuple[str, str]] = {}
         self._failures: dict[Key, int] = {}
         self._tasks: list[asyncio.Task] = []
         self.phases: dict[Key, str] = {}  # last phase seen of every GameServer, for metrics
+        metrics.count_servers(self.phases)
         self._transitional: dict[Key, float] = {}  # since when a server's phase is on its way
         self.runs = Runs(kube, self.cache, self.queue, job_image)  # the GameServer's side
         self.backups = BackupReconciler(kube, self.cache, self.queue, job_image)
@@ -129,6 +132,18 @@ class Controller:
                                        _with_kind(obj, "Secret"), False)
                     else:
                         self.cache.put_secret(m["namespace"], obj, False)
+        # Every object is looked at once after a start: the watches' first events repeat
+        # what was just listed, and only news queues a reconcile.
+        self.queue_everything()
+
+    def queue_everything(self) -> None:
+        for name in list(self.cache.games):
+            self.queue.add(("Game", "", name))
+        for kind, store in (("GameServer", self.cache.gameservers),
+                            ("GameServerBackup", self.cache.backups),
+                            ("GameServerRestore", self.cache.restores)):
+            for ns, name in list(store):
+                self.queue.add((kind, ns, name))
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
@@ -166,7 +181,6 @@ class Controller:
                 self.queue.add_after(key, delay)
             finally:
                 metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
-                metrics.count_servers(self.phases)
                 self.queue.done(key)
 
     # --- one reconcile ---------------------------------------------------------------------------
@@ -189,6 +203,7 @@ class Controller:
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.phases.pop(key, None)
             self._transitional.pop(key, None)
+            self._refused.pop(key, None)
             self.sessions.forget(ns, name)
             if body is not None:
                 self.runs.before_eradication(body)
@@ -217,7 +232,11 @@ class Controller:
             self.write_status(body, invalid=e)
             return None
         first_build = self.is_first_build(ns, desired)
-        changed, refused = self.build(ns, desired, first_build)
+        refused = self.refused_before(key, desired)
+        changed: list[str] = []
+        if refused is None:
+            changed, refused = self.build(ns, name, desired, first_build)
+            self.remember_refusal(key, desired, refused)
         if refused:
             # A child the API server refuses is a spec problem: say it, and wait for a change
             # (an edit of the GameServer or its Game queues it again), no retry loop.
@@ -304,31 +323,59 @@ class Controller:
                               f"{store.secret!r} lacks {', '.join(missing)}")
 
     def is_first_build(self, ns: str, desired: list[dict]) -> bool:
-        """Is none of the server's children made yet?"""
-        return not any((d["kind"], ns, d["metadata"]["name"]) in self.cache.children
-                       for d in desired)
+        """Is the last child of a first build (the world's claim; with an existing claim, the
+        Deployment) not made yet? Until it is, the server was never whole."""
+        last = first_build_order(desired)[-1]
+        return (last["kind"], ns, last["metadata"]["name"]) not in self.cache.children
 
-    def build(self, ns: str, desired: list[dict], first: bool) -> tuple[list[str], str | None]:
+    def build(self, ns: str, name: str, desired: list[dict], first: bool) -> tuple[list[str], str | None]:
         """Apply the children that differ. Returns the kinds written and the API server's
-        refusal, if one refused; transient errors raise. A server's first build is tried whole
-        (server-side dry run) before any child is made: a claim or Secret made before a refused
-        Service or Deployment would stay half-built, and the operator may not delete claims. The
-        first child needs no dry run: its own create comes before any other, so a refusal of it
-        leaves nothing either (one request fewer per new server)."""
-        steps = [(True, d) for d in desired[1:]] if first else []
+        refusal, if one refused; transient errors raise. A server's first build makes what the
+        operator can delete again first and the world's claim last (first_build_order); when
+        the API server refuses one, what was made is deleted again, so a refused first build
+        leaves nothing: no half-built server, and no claim, which the operator may not delete.
+        Each create is its own try: no dry runs (they cost the API server as much again)."""
+        order = first_build_order(desired) if first else desired
         changed: list[str] = []
-        for dry_run, d in steps + [(False, d) for d in desired]:
+        for d in order:
             try:
-                if dry_run:
-                    self.kube.apply(d, dry_run=True)
-                elif self.ensure(d):
+                if self.ensure(d):
                     changed.append(d["kind"])
             except ApiException as e:
                 refused = refusal(e, d)
                 if refused is None:
                     raise  # transient: the worker backs off and tries again
+                if first:
+                    self.take_back(ns, name, order)
                 return changed, refused
         return changed, None
+
+    def refused_before(self, key: Key, desired: list[dict]) -> str | None:
+        """The API server's refusal when it refused these very children last time. Not asked
+        again until something changes (the spec, its Game, a Secret): a refused first build is
+        taken back, and the watch events of that would otherwise build and take back forever."""
+        memo = self._refused.get(key)
+        return memo[1] if memo is not None and memo[0] == digest(desired) else None
+
+    def remember_refusal(self, key: Key, desired: list[dict], refused: str | None) -> None:
+        if refused is None:
+            self._refused.pop(key, None)
+        else:
+            self._refused[key] = (digest(desired), refused)
+
+    def take_back(self, ns: str, name: str, children: list[dict]) -> None:
+        """Delete the children of a refused first build that exist (never a claim). A delete
+        that fails raises: the retry builds first again (the claim is still missing), is
+        refused again and takes back again."""
+        for d in children:
+            if d["kind"] == "PersistentVolumeClaim":
+                continue
+            ckey = (d["kind"], ns, d["metadata"]["name"])
+            obj = self.cache.children.get(ckey)
+            if obj is not None and is_owned_by_server(obj, name):
+                self.kube.delete(d["kind"], ns, d["metadata"]["name"])
+                self.cache.put(self.cache.children, ckey, obj, True)
+                self._applied.pop(ckey, None)
 
     def remove_unwanted(self, ns: str, name: str, wanted: set[str]) -> list[str]:
         """Delete our Secret or ConfigMap once the spec no longer asks for it (the last env or
@@ -338,8 +385,7 @@ class Controller:
             if kind in wanted:
                 continue
             obj = self.cache.children.get((kind, ns, child_names(name)[kind]))
-            if obj and any(r.get("kind") == "GameServer" and r.get("name") == name
-                           for r in obj["metadata"].get("ownerReferences") or []):
+            if obj and is_owned_by_server(obj, name):
                 self.kube.delete(kind, ns, obj["metadata"]["name"])
                 self.cache.put(self.cache.children, (kind, ns, obj["metadata"]["name"]), obj, True)
                 removed.append(kind)
@@ -353,7 +399,9 @@ class Controller:
         h = digest(desired)  # of the rendered intent, before any shaping for the server
         if desired["kind"] == "PersistentVolumeClaim" and actual is not None:
             desired = claim_update(desired, actual)
-        desired["metadata"].setdefault("annotations", {})[ANNOTATION_APPLIED] = h
+        meta = desired["metadata"]  # a copy to send: the rendered children stay as rendered
+        desired = {**desired, "metadata": {**meta, "annotations": {
+            **(meta.get("annotations") or {}), ANNOTATION_APPLIED: h}}}
         if actual is not None:
             memo = self._applied.get(ckey)
             if memo == (h, actual["metadata"].get("resourceVersion")):
@@ -422,6 +470,11 @@ class Controller:
                                     or _cond(old, "Valid").get("message") != invalid.message):
             self.kube.event(body, "Warning", invalid.reason, invalid.message)
         return None
+
+
+def is_owned_by_server(obj: dict, name: str) -> bool:
+    return any(r.get("kind") == "GameServer" and r.get("name") == name
+               for r in obj["metadata"].get("ownerReferences") or [])
 
 
 def claim_update(desired: dict, actual: dict) -> dict:

@@ -135,19 +135,13 @@ class Kube:
         q = [("labelSelector", selector)] if selector else []
         return self._call("GET", path(kind, namespace), query=q)["items"]
 
-    def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict:
-        """Server-side apply: the server merges, and a no-op apply changes nothing. A dry run
-        is checked by the API server and its admission as if written, and writes nothing."""
+    def apply(self, obj: dict[str, Any]) -> dict:
+        """Server-side apply: the server merges, and a no-op apply changes nothing."""
         kind, meta = obj["kind"], obj["metadata"]
-        if dry_run:
-            metrics.DRY_RUNS.labels(kind).inc()
-        else:
-            writes.add("apply", kind)
+        writes.add("apply", kind)
         return self._call("PATCH", path(kind, meta.get("namespace"), meta["name"]), body=obj,
-                          query=[("fieldManager", self.field_manager), ("force", "true"),
-                                 *([("dryRun", "All")] if dry_run else [])],
+                          query=[("fieldManager", self.field_manager), ("force", "true")],
                           content_type="application/apply-patch+yaml")
-
 
     def create(self, obj: dict[str, Any]) -> dict:
         writes.add("create", obj["kind"])

@@ -81,6 +81,14 @@ def render(gs: GameServer, game: Game, secrets: ReferencedSecrets = ReferencedSe
     return out
 
 
+def first_build_order(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The order of a server's first build: the children the operator may delete again first,
+    the world's claim (which it never deletes) last, so that a refusal anywhere can be taken
+    back whole. A Deployment made a moment before its claim waits for it (its pod cannot be
+    scheduled without it)."""
+    return sorted(children, key=lambda c: c["kind"] == "PersistentVolumeClaim")
+
+
 # --- settings ------------------------------------------------------------------------------------
 
 def inline_env(gs: GameServer) -> dict[str, str]:

@@ -64,7 +64,7 @@ def operator_writes(ns: str | None = None) -> list[dict]:
         if ns and e.get("objectRef", {}).get("namespace") != ns:
             continue
         if "dryRun=All" in e.get("requestURI", ""):
-            continue  # a first build tried whole: checked, not written
+            continue  # a server-side dry run writes nothing
         out.append(e)
     return out
 

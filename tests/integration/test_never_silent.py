@@ -89,6 +89,40 @@ def test_a_child_the_api_server_refuses_is_said_once_and_not_retried(kube, names
     wait_phase(kube, namespace, "second", "Running")
 
 
+def test_a_claim_over_quota_takes_the_first_build_back_and_says_so_once(kube, namespace, operator):
+    if os.environ.get("KUBECONFIG"):
+        pytest.skip("counting writes reads the test bed's audit log")
+    kube.create({"apiVersion": "v1", "kind": "ResourceQuota",
+                 "metadata": {"name": "storage", "namespace": namespace},
+                 "spec": {"hard": {"requests.storage": "100Gi"}}})
+    # The claim comes last in a first build; the Secret, ConfigMap, Service and Deployment made
+    # before it are deleted again when it is refused.
+    settings = [{"type": "env", "name": "e", "content": {"SERVER_PASS": "hunter22"}},
+                {"type": "txt", "name": "motd.txt", "content": "hi"}]
+    apply_as_user(kube, gameserver("huge", namespace, settings=settings, storage={"size": "200Gi"}))
+    gs = wait_phase(kube, namespace, "huge", "Error")
+    valid = condition(gs, "Valid")
+    assert valid["reason"] == "Rejected" and "PersistentVolumeClaim huge-data" in valid["message"]
+    assert "exceeded quota" in valid["message"]
+    made = {("Secret", "huge-env"), ("ConfigMap", "huge-config"), ("Service", "huge"),
+            ("Deployment", "huge"), ("PersistentVolumeClaim", "huge-data")}
+    wait_for("the first build taken back", lambda: all(kube.get(k, namespace, n) is None
+                                                       for k, n in made))
+    def writes() -> list[tuple[str, str]]:
+        return [(w["objectRef"]["resource"], w["verb"]) for w in operator_writes(namespace)
+                if w["objectRef"]["resource"] != "events"]
+    assert {("deployments", "delete"), ("services", "delete"), ("secrets", "delete"),
+            ("configmaps", "delete")} <= set(writes())
+    # Said once: the take-back's own watch events do not build and take back again.
+    time.sleep(2)
+    before = len(writes())
+    time.sleep(8)
+    assert len(writes()) == before
+    # A size within the quota is the answer.
+    apply_as_user(kube, gameserver("huge", namespace, settings=settings, storage={"size": "50Gi"}))
+    wait_phase(kube, namespace, "huge", "Running")
+
+
 def test_a_server_whose_game_is_deleted_says_what_runs_and_still_stops(kube, namespace, crds,
                                                                         operator):
     import copy

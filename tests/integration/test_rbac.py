@@ -129,6 +129,19 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
         kube.create({"apiVersion": "v1", "kind": "Secret",
                      "metadata": {"name": "pw", "namespace": ns}, "stringData": {"ADMIN": "x"}})
         wait_phase(kube, ns, "life", "Running")
+        # A first build the API server refuses (a claim over the namespace's storage quota) is
+        # taken back whole: the Secret, Service and Deployment made before the claim go again.
+        kube.create({"apiVersion": "v1", "kind": "ResourceQuota",
+                     "metadata": {"name": "storage", "namespace": ns},
+                     "spec": {"hard": {"requests.storage": "1Ti"}}})
+        apply_as_user(kube, gameserver("huge", ns, gameUid=ns, settings=spec["settings"][:1],
+                                       storage={"size": "2Ti"}))
+        wait_for("the refusal", lambda: condition(kube.get("GameServer", ns, "huge"), "Valid")
+                 .get("reason") == "Rejected")
+        wait_for("the first build taken back", lambda: all(
+            kube.get(k, ns, n) is None for k, n in (("Deployment", "huge"), ("Service", "huge"),
+                                                     ("Secret", "huge-env"))))
+        kube.delete("GameServer", ns, "huge")
         wait_for("the Game judged", lambda: (kube.get("Game", None, ns).get("status") or {}).get(
             "conditions"))
         for name in ("b1", "b2"):  # retention deletes b1

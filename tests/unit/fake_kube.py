@@ -79,14 +79,13 @@ class FakeKube:
                 if k == kind and namespace in (None, ns)
                 and selects(selector, o["metadata"].get("labels") or {})]
 
-    def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict:
+    def apply(self, obj: dict[str, Any]) -> dict:
         kind, meta = obj["kind"], obj["metadata"]
-        self.calls.append(("dry-run" if dry_run else "apply", kind, meta["name"]))
+        self.calls.append(("apply", kind, meta["name"]))
         if kind in self.refuse:
             raise self.refuse[kind]
         stored = self._stored(obj)
-        if not dry_run:
-            self.objects[(kind, meta.get("namespace"), meta["name"])] = stored
+        self.objects[(kind, meta.get("namespace"), meta["name"])] = stored
         return copy.deepcopy(stored)
 
     def create(self, obj: dict[str, Any]) -> dict:

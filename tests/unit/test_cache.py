@@ -114,3 +114,73 @@ def test_pods_and_jobs_are_kept_as_the_reconcile_reads_them():
     c.put(c.jobs, ("games", "b1-backup"), job, False)
     assert "spec" not in c.jobs[("games", "b1-backup")]
     assert bk.job_outcome(c.jobs[("games", "b1-backup")]) == bk.job_outcome(job)
+
+
+def test_a_put_says_whether_it_was_news():
+    c = Cache()
+    assert c.put(c.pods, ("n", "p"), pod("p", "a", rv="5"), False)  # new
+    # The watch event of the operator's own write repeats what the write put: not news, so
+    # no reconcile is queued for it.
+    assert not c.put(c.pods, ("n", "p"), pod("p", "a", rv="5"), False)
+    assert not c.put(c.pods, ("n", "p"), pod("p", "a", rv="4"), False)  # stale
+    assert c.put(c.pods, ("n", "p"), pod("p", "a", rv="6"), False)  # newer
+    assert c.put(c.pods, ("n", "p"), pod("p", "a", rv="7"), True)  # gone
+    assert not c.put(c.pods, ("n", "p"), pod("p", "a", rv="7"), True)  # gone already
+
+
+def test_a_users_secret_is_news_when_its_data_changes_or_it_goes():
+    c = Cache()
+    secret = {"metadata": {"name": "pw", "namespace": "n", "resourceVersion": "1"},
+              "data": {"ADMIN": "eA=="}}
+    assert c.put_secret("n", secret, False)
+    assert not c.put_secret("n", secret, False)
+    assert c.put_secret("n", {**secret, "metadata": {**secret["metadata"], "resourceVersion": "2"},
+                              "data": {"ADMIN": "eQ=="}}, False)
+    assert c.put_secret("n", secret, True)
+    assert not c.put_secret("n", secret, True)
+
+
+def claim(rv, size="10Gi", **extra_meta):
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "odin-data", "namespace": "n", "resourceVersion": rv,
+                         "labels": {"peon.dev/gameserver": "odin"},
+                         "annotations": {"peon.dev/applied-hash": "abc"}, **extra_meta},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}}
+
+
+def test_a_claim_being_bound_is_no_news_and_its_size_is():
+    c = Cache()
+    key = ("PersistentVolumeClaim", "n", "odin-data")
+    assert c.put(c.children, key, claim("1"), False)
+    bound = claim("2", finalizers=["kubernetes.io/pvc-protection"])
+    bound["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"] = "yes"
+    bound["spec"]["volumeName"] = "pv-1"
+    bound["status"] = {"phase": "Bound", "capacity": {"storage": "10Gi"}}
+    assert not c.put(c.children, key, bound, False)
+    kept = c.children[key]
+    assert kept["metadata"]["resourceVersion"] == "2"  # the newest, as the reconcile reads it
+    assert kept["metadata"]["annotations"] == {"peon.dev/applied-hash": "abc"}
+    assert kept["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert c.put(c.children, key, claim("3", size="20Gi"), False)
+
+
+def deployment(rv, ready=0, conditions=()):
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "odin", "namespace": "n", "resourceVersion": rv, "generation": 1},
+            "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "server",
+                                                                           "image": "x:1"}]}}},
+            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                       "readyReplicas": ready, "conditions": list(conditions)}}
+
+
+def test_a_deployments_conditions_alone_are_no_news_its_ready_replicas_are():
+    c = Cache()
+    key = ("Deployment", "n", "odin")
+    assert c.put(c.children, key, deployment("1"), False)
+    progressing = [{"type": "Progressing", "status": "True", "lastUpdateTime": "2026-11-29T10:00:00Z"}]
+    assert not c.put(c.children, key, deployment("2", conditions=progressing), False)
+    assert c.put(c.children, key, deployment("3", ready=1, conditions=progressing), False)
+    kept = c.children[key]
+    assert kept["spec"]["template"]["spec"]["containers"][0]["image"] == "x:1"
+    assert kept["status"] == {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                              "readyReplicas": 1}

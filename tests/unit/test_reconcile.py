@@ -27,18 +27,13 @@ def child_writes(kube):
     return [(v, k) for v, k, _ in kube.writes() if k not in ("GameServer", "Event")]
 
 
-def test_a_first_build_is_tried_whole_then_made(world):
+def test_a_first_build_makes_the_claim_last_and_tries_nothing_twice(world):
     kube, c = world
     again = c.reconcile(("GameServer", "games", "odin"))
-    dry = [k for v, k, _ in kube.calls if v == "dry-run"]
     made = [k for v, k in child_writes(kube) if v == "apply"]
-    assert made == ["Secret", "PersistentVolumeClaim", "Service", "Deployment"]
-    # Every child after the first is tried before the first is made; the first's own create
-    # is its try (a refusal of it leaves nothing either).
-    assert dry == made[1:]
-    first_apply = next(i for i, c_ in enumerate(kube.calls) if c_[0] == "apply")
-    assert all(v == "dry-run" for v, _, _ in kube.calls[:first_apply] if v != "get")
-    assert [v for v, _, _ in kube.calls if v == "dry-run"] == ["dry-run"] * 3
+    # What the operator may delete again comes first; the world's claim, which it never
+    # deletes, last: a refusal anywhere can be taken back whole. Each create is its own try.
+    assert made == ["Secret", "Service", "Deployment", "PersistentVolumeClaim"]
     # Pending (no pod yet) is held back a moment: a server up within it shows Running first.
     assert "status" not in kube.objects[("GameServer", "games", "odin")]
     assert 0 < again <= 2.0
@@ -58,27 +53,75 @@ def test_a_phase_on_its_way_is_written_once_it_has_lasted(world, monkeypatch):
     assert [e for e in kube.events if e[1] == "Pending"] == []  # no Event repeats the phase
 
 
-def test_a_refused_first_build_makes_nothing_and_says_why(world):
+def left(kube):
+    return sorted(k for k, _, _ in kube.objects if k not in ("GameServer", "Game"))
+
+
+def test_a_refused_first_build_leaves_nothing_and_says_why(world):
     kube, c = world
     kube.refuse["Service"] = api_error(422, 'Service "odin" is invalid: spec.ports[0].nodePort: '
                                             "Invalid value: 30000: provided port is already allocated")
     c.reconcile(("GameServer", "games", "odin"))
-    assert child_writes(kube) == []
+    assert left(kube) == []
+    # The Secret made, the Service refused, the Secret taken back.
+    assert child_writes(kube) == [("apply", "Secret"), ("apply", "Service"), ("delete", "Secret")]
     gs = kube.objects[("GameServer", "games", "odin")]
     valid = next(x for x in gs["status"]["conditions"] if x["type"] == "Valid")
     assert valid["reason"] == "Rejected" and "already allocated" in valid["message"]
     assert ("Warning", "Rejected", valid["message"]) in kube.events
 
 
-@pytest.mark.parametrize("kind", ["Secret", "PersistentVolumeClaim", "Deployment"])
-def test_a_refusal_of_any_child_of_a_first_build_makes_nothing(world, kind):
+@pytest.mark.parametrize("kind", ["Secret", "Service", "Deployment", "PersistentVolumeClaim"])
+def test_a_refusal_of_any_child_of_a_first_build_leaves_nothing(world, kind):
     kube, c = world
     kube.refuse[kind] = api_error(403, f'{kind.lower()}s "odin" is forbidden: exceeded quota')
     c.reconcile(("GameServer", "games", "odin"))
-    assert [k for k, _, _ in kube.objects if k not in ("GameServer", "Game")] == []  # nothing made
+    assert left(kube) == []
     valid = next(x for x in kube.objects[("GameServer", "games", "odin")]["status"]["conditions"]
                  if x["type"] == "Valid")
     assert valid["reason"] == "Rejected" and "exceeded quota" in valid["message"]
+    # Said once: the next look (nothing changed) neither builds nor takes back again.
+    c.cache.put(c.cache.gameservers, ("games", "odin"), kube.objects[("GameServer", "games", "odin")],
+                False)
+    kube.calls.clear()
+    c.reconcile(("GameServer", "games", "odin"))
+    assert [k for v, k in child_writes(kube) if v == "delete"] == []
+
+
+def test_a_take_back_cut_short_is_finished_by_the_retry(world):
+    kube, c = world
+    kube.refuse["PersistentVolumeClaim"] = api_error(403, "exceeded quota")
+    real_delete = kube.delete
+    calls = []
+
+    def flaky_delete(kind, ns, name, propagation="Background"):
+        calls.append(kind)
+        if len(calls) == 2:
+            raise api_error(503, "the server is shutting down")
+        return real_delete(kind, ns, name, propagation)
+    kube.delete = flaky_delete
+    with pytest.raises(Exception):
+        c.reconcile(("GameServer", "games", "odin"))
+    assert left(kube) != []  # cut short: some of it still stands
+    c.reconcile(("GameServer", "games", "odin"))  # the worker's retry
+    assert left(kube) == []
+
+
+def test_a_server_whose_claim_exists_is_not_taken_back(world):
+    kube, c = world
+    c.reconcile(("GameServer", "games", "odin"))
+    c.cache.put(c.cache.gameservers, ("games", "odin"), kube.objects[("GameServer", "games", "odin")],
+                False)
+    # A later change the API server refuses (a node port taken) changes nothing made before.
+    kube.objects[("GameServer", "games", "odin")]["spec"]["network"]["nodePorts"] = {"game": 30000}
+    kube.objects[("GameServer", "games", "odin")]["metadata"]["generation"] = 2
+    c.cache.put(c.cache.gameservers, ("games", "odin"), kube.objects[("GameServer", "games", "odin")],
+                False)
+    kube.refuse["Service"] = api_error(422, "provided port is already allocated")
+    kube.calls.clear()
+    c.reconcile(("GameServer", "games", "odin"))
+    assert [k for v, k in child_writes(kube) if v == "delete"] == []
+    assert left(kube) == ["Deployment", "PersistentVolumeClaim", "Secret", "Service"]
 
 
 def test_a_converged_server_is_not_tried_again(world):
@@ -105,3 +148,32 @@ def test_the_game_reconciler_writes_once_and_only_for_games_it_serves(world):
     r.reconcile("valheim")  # nothing changed: nothing written
     assert kube.writes() == [("status", "Game", "valheim")]
     assert kube.objects[("Game", None, "valheim")]["status"]["conditions"][0]["status"] == "True"
+
+
+def test_a_start_looks_at_every_server_once_though_the_watches_bring_no_news():
+    kube = FakeKube()
+    g = game()
+    kube.objects[("Game", None, "valheim")] = g
+    kube.objects[("GameServer", "games", "odin")] = gameserver()
+    c = Controller(kube, workers=1, job_image="peon.invalid/job:1")
+    c.prime([])
+    assert {("GameServer", "games", "odin"), ("Game", "", "valheim")} <= c.queue._pending
+    # The watches' first events repeat what was listed: no news, nothing more to queue.
+    assert not c.cache.put(c.cache.gameservers, ("games", "odin"), gameserver(), False)
+
+
+def test_a_claim_bound_after_it_was_made_is_not_applied_again(world):
+    kube, c = world
+    c.reconcile(("GameServer", "games", "odin"))
+    c.cache.put(c.cache.gameservers, ("games", "odin"), kube.objects[("GameServer", "games", "odin")],
+                False)
+    key = ("PersistentVolumeClaim", "games", "odin-data")
+    bound = {**kube.objects[key], "status": {"phase": "Bound"}}
+    bound["metadata"] = {**bound["metadata"], "resourceVersion": "9999",
+                         "annotations": {**bound["metadata"]["annotations"],
+                                         "pv.kubernetes.io/bind-completed": "yes"}}
+    bound["spec"] = {**bound["spec"], "volumeName": "pv-odin"}
+    c.cache.put(c.cache.children, key, bound, False)
+    kube.calls.clear()
+    c.reconcile(("GameServer", "games", "odin"))
+    assert [x for x in kube.calls if x[0] != "get"] == []
