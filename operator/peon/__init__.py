@@ -15,4 +15,5 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "peon-operator"
 
 ANNOTATION_RESTARTED_AT = "peon.dev/restartedAt"
+ANNOTATION_APPLIED = "peon.dev/applied-hash"  # the digest of a child as rendered, on the child
 ANNOTATION_SETTINGS_HASH = "peon.dev/settings-hash"

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable
 
-from . import LABEL_GAMESERVER
+from . import ANNOTATION_APPLIED, LABEL_GAMESERVER
 from .backup import LABEL_BACKUP, LABEL_RESTORE
 
 Key = tuple[str, str, str]  # (kind, namespace, name); a Game's is ("Game", "", name)
@@ -135,9 +135,52 @@ def _slim_pod(pod: dict) -> dict:
                                               "containerStatuses") if k in status}}
 
 
+DEPLOYMENT_STATUS = ("replicas", "observedGeneration", "updatedReplicas", "readyReplicas",
+                     "availableReplicas")
+
+
+def _slim_deployment(dep: dict) -> dict:
+    """A Deployment as the reconcile reads it: all of its spec (drift from what was applied is
+    put back), of its status only the replica counts that make a server's phase. Updates of
+    conditions alone are then no news."""
+    status = dep.get("status") or {}
+    return {**dep, "status": {k: status[k] for k in DEPLOYMENT_STATUS if k in status}}
+
+
+def _slim_claim(claim: dict) -> dict:
+    """A claim as the reconcile reads it: what the operator applies (labels, its applied hash,
+    access modes, size, class). The binder's annotations, volume name and status are no
+    news for a server: without them a claim being bound queues no reconcile."""
+    meta, spec = claim.get("metadata") or {}, claim.get("spec") or {}
+    slim_meta = {k: meta[k] for k in CLAIM_META if k in meta}
+    applied = (meta.get("annotations") or {}).get(ANNOTATION_APPLIED)
+    if applied:
+        slim_meta["annotations"] = {ANNOTATION_APPLIED: applied}
+    return {"apiVersion": claim.get("apiVersion", "v1"), "kind": "PersistentVolumeClaim",
+            "metadata": slim_meta,
+            "spec": {k: spec[k] for k in ("accessModes", "resources", "storageClassName")
+                     if k in spec}}
+
+
+CLAIM_META = ("name", "namespace", "uid", "labels", "ownerReferences", "resourceVersion",
+              "deletionTimestamp", "creationTimestamp")
+
+
+def _same_but_version(a: dict, b: dict) -> bool:
+    """Do two versions of an object say the same, their resourceVersions aside?"""
+    if a.keys() != b.keys():
+        return False
+    ma, mb = a.get("metadata") or {}, b.get("metadata") or {}
+    return all(a[k] == b[k] for k in a if k != "metadata") and ma.keys() == mb.keys() and \
+        all(ma[k] == mb[k] for k in ma if k != "resourceVersion")
+
+
 def _slim_job(job: dict) -> dict:
     """A run's Job as the run reads it: who it is, how it went (its pod template is ours)."""
     return {k: job[k] for k in ("apiVersion", "kind", "metadata", "status") if k in job}
+
+
+SLIM_CHILDREN = {"Deployment": _slim_deployment, "PersistentVolumeClaim": _slim_claim}
 
 
 class Cache:
@@ -168,6 +211,8 @@ class Cache:
             obj = _slim_pod(obj)
         elif store is self.jobs:
             obj = _slim_job(obj)
+        elif store is self.children and key[0] in SLIM_CHILDREN:
+            obj = SLIM_CHILDREN[key[0]](obj)
         with self._lock:
             old = store.get(key)
             if deleted:
@@ -177,7 +222,8 @@ class Cache:
                 new = None
             elif newer(old, obj):
                 store[key] = new = obj
-                if old is not None and _version(old) == _version(obj):
+                if old is not None and (_version(old) == _version(obj)
+                                        or _same_but_version(old, obj)):
                     return False
             else:
                 return False

@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 
-from . import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, __version__, metrics, notify as nt, status as st
+from . import ANNOTATION_APPLIED, LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, __version__, metrics, notify as nt, status as st
 from .backup import STORE_SECRET_KEYS, Store
 from .cache import Cache, Key, SecretView, digest
 from .games import GameReconciler
@@ -39,7 +39,6 @@ from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
-ANNOTATION_APPLIED = "peon.dev/applied-hash"
 # Backup and restore Jobs run `peon archive` from the operator's own image.
 DEFAULT_JOB_IMAGE = f"ghcr.io/peon-dev/peon-operator:{__version__}"
 CHILD_KINDS = ("Secret", "ConfigMap", "PersistentVolumeClaim", "Deployment", "Service")

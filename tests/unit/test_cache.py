@@ -123,9 +123,13 @@ def test_a_put_says_whether_it_was_news():
     # no reconcile is queued for it.
     assert not c.put(c.pods, ("n", "p"), pod("p", "a", rv="5"), False)
     assert not c.put(c.pods, ("n", "p"), pod("p", "a", rv="4"), False)  # stale
-    assert c.put(c.pods, ("n", "p"), pod("p", "a", rv="6"), False)  # newer
-    assert c.put(c.pods, ("n", "p"), pod("p", "a", rv="7"), True)  # gone
-    assert not c.put(c.pods, ("n", "p"), pod("p", "a", rv="7"), True)  # gone already
+    # A newer version that says nothing new for a server (a field not kept) is no news either.
+    assert not c.put(c.pods, ("n", "p"), {**pod("p", "a", rv="6"), "status": {"qosClass": "x"}},
+                     False)
+    assert c.put(c.pods, ("n", "p"), {**pod("p", "a", rv="7"), "status": {"phase": "Running"}},
+                 False)  # newer, and news
+    assert c.put(c.pods, ("n", "p"), pod("p", "a", rv="8"), True)  # gone
+    assert not c.put(c.pods, ("n", "p"), pod("p", "a", rv="8"), True)  # gone already
 
 
 def test_a_users_secret_is_news_when_its_data_changes_or_it_goes():
