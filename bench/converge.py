@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from kube_helpers import K, client_for  # noqa: E402
+from peon.kube import path  # noqa: E402
 from peon.model import parse_game, parse_gameserver  # noqa: E402
 from peon.render import render  # noqa: E402
 
@@ -75,8 +76,16 @@ def wait(what: str, done, timeout: float) -> float:
     raise SystemExit(f"bench: timed out waiting for {what}")
 
 
+def cached_list(kube: K, kind: str, ns: str) -> list[dict]:
+    """Every `kind` in `ns` from the API server's watch cache (resourceVersion=0). A plain LIST
+    is read from etcd: every second, 1,000 GameServers (JSON, decoded as unstructured) cost
+    the API server far more than 1,000 Deployments (protobuf), which charged the poll of the
+    operator's run, not the operator."""
+    return kube.raw("GET", path(kind, ns), query=[("resourceVersion", "0")])["items"]
+
+
 def ready_deployments(kube: K, ns: str) -> int:
-    return sum(1 for d in kube.list("Deployment", ns)
+    return sum(1 for d in cached_list(kube, "Deployment", ns)
                if (d.get("status") or {}).get("readyReplicas") == 1)
 
 
@@ -162,7 +171,7 @@ def run(kube: K, kc: str, n: int, args) -> dict:
             list(pool.map(kube.create, [gameserver(i, ns) for i in range(n)]))
 
         def all_running() -> bool:
-            items = kube.list("GameServer", ns)
+            items = cached_list(kube, "GameServer", ns)
             return len(items) == n and all(
                 (g.get("status") or {}).get("phase") == "Running" for g in items)
         t1 = wait("every GameServer Running", all_running, args.timeout)
