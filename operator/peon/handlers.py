@@ -120,14 +120,10 @@ def _deleted(event) -> bool:
 @kopf.on.event(GROUP, VERSION, "gameservers")
 async def gameserver_event(event, body, namespace, name, memo, **_):
     controller: Controller = memo.controller
-    old = controller.cache.gameservers.get((namespace, name))
     if not controller.cache.put(controller.cache.gameservers, (namespace, name), dict(body),
                                 _deleted(event)):
         return  # the echo of the operator's own write (its status), or nothing newer
-    # A new or changed spec is built before the servers already built are looked at again.
-    spec_changed = old is None or old["metadata"].get("generation") != \
-        body["metadata"].get("generation")
-    controller.queue.add(("GameServer", namespace, name), urgent=spec_changed)
+    controller.queue.add(("GameServer", namespace, name))
     game = controller.cache.game((body.get("spec") or {}).get("gameUid", ""))
     if game is not None and not is_judged(game):  # a namespaced operator judges the Games it uses
         controller.queue.add(("Game", "", game["metadata"]["name"]))

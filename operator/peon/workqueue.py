@@ -11,42 +11,32 @@ from .cache import Key
 
 class WorkQueue:
     """Keys to reconcile. A key is never worked on twice at once; adds while it is being
-    worked on coalesce into one more run (client-go's workqueue, in miniature). An urgent key
-    (a new or changed spec, to build) is taken before the others (a look again at a server
-    already built: its pod moved on, a timer): while 1,000 servers arrive, the workers build
-    them first instead of writing Pending for the ones built a moment ago."""
+    worked on coalesce into one more run (client-go's workqueue, in miniature)."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[None] = asyncio.Queue()  # one token per pending key
-        self._urgent: dict[Key, None] = {}  # pending keys, in order (insertion-ordered sets)
-        self._pending: dict[Key, None] = {}
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._pending: set[Key] = set()
         self._active: set[Key] = set()
-        self._dirty: dict[Key, bool] = {}  # added while active -> urgent
+        self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop its workers wait on
         self._loop_thread: int | None = None
 
-    def add(self, key: Key, urgent: bool = False) -> None:
+    def add(self, key: Key) -> None:
         """Queue `key`. Safe from any thread: a reconcile thread's add is handed to the loop,
         since an asyncio queue's waiting getter is only woken from its own loop (an add made
         straight from a worker thread could sit unseen until some other event came)."""
         if self._loop is not None and threading.get_ident() != self._loop_thread:
-            self._loop.call_soon_threadsafe(self._add, key, urgent)
+            self._loop.call_soon_threadsafe(self._add, key)
             return
-        self._add(key, urgent)
+        self._add(key)
 
-    def _add(self, key: Key, urgent: bool = False) -> None:
+    def _add(self, key: Key) -> None:
         if key in self._active:
-            self._dirty[key] = self._dirty.get(key, False) or urgent
-        elif key in self._urgent:
-            return
-        elif key in self._pending:
-            if urgent:  # moves ahead; still one token
-                del self._pending[key]
-                self._urgent[key] = None
-        else:
-            (self._urgent if urgent else self._pending)[key] = None
-            self._queue.put_nowait(None)
+            self._dirty.add(key)
+        elif key not in self._pending:
+            self._pending.add(key)
+            self._queue.put_nowait(key)
 
     def add_after(self, key: Key, delay: float) -> None:
         old = self._timers.pop(key, None)
@@ -57,17 +47,16 @@ class WorkQueue:
     async def get(self) -> Key:
         if self._loop is None:
             self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
-        await self._queue.get()
-        keys = self._urgent if self._urgent else self._pending
-        key = next(iter(keys))
-        del keys[key]
+        key = await self._queue.get()
+        self._pending.discard(key)
         self._active.add(key)
         return key
 
     def done(self, key: Key) -> None:
         self._active.discard(key)
         if key in self._dirty:
-            self._add(key, self._dirty.pop(key))
+            self._dirty.discard(key)
+            self._add(key)
 
     def idle(self) -> bool:
-        return not (self._urgent or self._pending or self._active or self._dirty)
+        return not (self._pending or self._active or self._dirty)

@@ -46,26 +46,3 @@ def test_an_add_from_a_reconcile_thread_wakes_a_waiting_worker():
             loop.call_soon_threadsafe(task.cancel)
         runner.join(10)
     assert woken and got == [("GameServer", "ns", "a")], "the waiting worker was never woken"
-
-
-def test_an_urgent_key_goes_before_the_others_and_an_add_can_make_a_key_urgent():
-    async def scenario():
-        q = WorkQueue()
-        q.add(("GameServer", "ns", "built"))  # a look again at a server already built
-        q.add(("GameServer", "ns", "other"))
-        q.add(("GameServer", "ns", "new"), urgent=True)  # a spec to build
-        q.add(("GameServer", "ns", "other"), urgent=True)  # its spec changed while it waited
-        assert q._queue.qsize() == 3  # one token per key, a move ahead adds none
-        order = [await q.get() for _ in range(3)]
-        assert [k[2] for k in order] == ["new", "other", "built"]
-        # Added urgently while being worked on: it comes back urgent.
-        q.add(("GameServer", "ns", "x"))
-        q.add(("GameServer", "ns", "new"), urgent=True)
-        q.done(("GameServer", "ns", "new"))
-        assert (await q.get())[2] == "new"
-        for k in order[1:] + [("GameServer", "ns", "new")]:
-            q.done(k)
-        assert (await q.get())[2] == "x"
-        q.done(("GameServer", "ns", "x"))
-        assert q.idle()
-    asyncio.run(scenario())
