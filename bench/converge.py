@@ -89,10 +89,13 @@ def cached_list(kube: K, kind: str, ns: str) -> list[dict]:
 
 
 def volumes_of(kube: K, ns: str) -> int:
-    """PersistentVolumes still bound to claims of `ns`: cluster-scoped, they outlive the
-    namespace and are deleted by the controller-manager after it."""
+    """PersistentVolumes of claims of `ns` still to be deleted: cluster-scoped, they outlive
+    the namespace and are deleted by the controller-manager after it. A class that retains
+    its volumes (reclaimPolicy Retain) keeps them: those are not waited for."""
     pvs = kube.raw("GET", "/api/v1/persistentvolumes", query=[("resourceVersion", "0")])["items"]
-    return sum(1 for pv in pvs if ((pv.get("spec") or {}).get("claimRef") or {}).get("namespace") == ns)
+    return sum(1 for pv in pvs
+               if ((pv.get("spec") or {}).get("claimRef") or {}).get("namespace") == ns
+               and (pv.get("spec") or {}).get("persistentVolumeReclaimPolicy") == "Delete")
 
 
 def tear_down(kube: K, ns: str, timeout: float) -> None:
