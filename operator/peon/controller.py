@@ -173,6 +173,12 @@ class Controller:
                 if _namespace_terminating(e):
                     log.debug("%s %s/%s: namespace is terminating; leaving it be", *key)
                     continue
+                if _namespace_gone(e):
+                    # Its namespace is gone, so it is too: a watch of a namespace pattern
+                    # (kopf's) ends with the namespace and may not tell its objects' deletion.
+                    log.debug("%s %s/%s: namespace is gone; forgetting it", *key)
+                    self.forget(key)
+                    continue
                 # Transient: back off per key, exponentially, so a broken API is never stormed.
                 n_fail = self._failures[key] = self._failures.get(key, 0) + 1
                 delay = min(60.0, 0.5 * 2 ** n_fail) * (0.8 + 0.4 * random.random())
@@ -181,6 +187,24 @@ class Controller:
             finally:
                 metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
                 self.queue.done(key)
+
+    def forget(self, key: Key) -> None:
+        """Drop an object whose namespace is gone from the cache: nothing will reconcile it."""
+        kind, ns, name = key
+        store = {"GameServer": self.cache.gameservers, "GameServerBackup": self.cache.backups,
+                 "GameServerRestore": self.cache.restores}.get(kind)
+        obj = store.get((ns, name)) if store is not None else None
+        if obj is not None:
+            self.cache.put(store, (ns, name), obj, True)
+        if kind == "GameServer":
+            self.forget_server(key)
+
+    def forget_server(self, key: Key) -> None:
+        """What the controller keeps of a server that is gone (in memory only)."""
+        self.phases.pop(key, None)
+        self._transitional.pop(key, None)
+        self._refused.pop(key, None)
+        self.sessions.forget(key[1], key[2])
 
     # --- one reconcile ---------------------------------------------------------------------------
 
@@ -200,10 +224,7 @@ class Controller:
         key = ("GameServer", ns, name)
         body = self.cache.gameservers.get((ns, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
-            self.phases.pop(key, None)
-            self._transitional.pop(key, None)
-            self._refused.pop(key, None)
-            self.sessions.forget(ns, name)
+            self.forget_server(key)
             if body is not None:
                 self.runs.before_eradication(body)
             return None  # owner references let the garbage collector remove the children
@@ -500,6 +521,17 @@ def _with_kind(obj: dict, kind: str) -> dict:
     obj.setdefault("kind", kind)
     obj.setdefault("apiVersion", KINDS[kind][0].split("/", 2)[2])
     return obj
+
+
+def _namespace_gone(e: Exception) -> bool:
+    """A 404 for the namespace itself (not for the object asked for)."""
+    if not (isinstance(e, ApiException) and e.status == 404):
+        return False
+    try:
+        details = json.loads(e.body or "{}").get("details") or {}
+    except ValueError:
+        return False
+    return details.get("kind") == "namespaces"
 
 
 def _namespace_terminating(e: Exception) -> bool:

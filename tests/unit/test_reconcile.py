@@ -177,3 +177,39 @@ def test_a_claim_bound_after_it_was_made_is_not_applied_again(world):
     kube.calls.clear()
     c.reconcile(("GameServer", "games", "odin"))
     assert [x for x in kube.calls if x[0] != "get"] == []
+
+
+def test_a_server_whose_namespace_is_gone_is_forgotten_not_retried(world):
+    """A watch of a namespace pattern ends with its namespace and may not tell that the
+    servers in it went: the first reconcile that meets the missing namespace forgets them."""
+    import asyncio
+    import json
+
+    from kubernetes.client.rest import ApiException
+
+    kube, c = world
+    gone = ApiException(status=404, reason="Not Found")
+    gone.body = json.dumps({"kind": "Status", "code": 404, "message": 'namespaces "games" not found',
+                            "details": {"name": "games", "kind": "namespaces"}})
+
+    def reconcile(key):
+        raise gone
+    c.reconcile = reconcile
+    c.phases[("GameServer", "games", "odin")] = "Running"
+
+    async def one_look():
+        c.queue.add(("GameServer", "games", "odin"))
+        worker = asyncio.create_task(c._worker())
+        while not c.queue.idle():
+            await asyncio.sleep(0.01)
+        worker.cancel()
+        return dict(c.queue._timers)
+    assert asyncio.run(one_look()) == {}  # no retry
+    assert ("games", "odin") not in c.cache.gameservers
+    assert ("GameServer", "games", "odin") not in c.phases
+    # A 404 for the object itself is not its namespace's.
+    other = ApiException(status=404, reason="Not Found")
+    other.body = json.dumps({"kind": "Status", "code": 404,
+                             "details": {"name": "odin", "kind": "gameservers"}})
+    from peon.controller import _namespace_gone
+    assert _namespace_gone(gone) and not _namespace_gone(other)
