@@ -1,12 +1,12 @@
 """What the watches have shown, kept for the reconcilers, with indexes by server.
 
-kopf's watch streams feed it (handlers.py) and the reconcilers put back what they wrote, so the
-next look acts on it. Every question a reconcile asks (this server's pods, its backups, the
-servers of a Game, the servers that name a Secret) is answered from an index: a reconcile costs
-the same with 10 servers as with 10,000.
+The watch streams feed it (kopf's and watches.py, through handlers.py) and the reconcilers put
+back what they wrote, so the next look acts on it. Every question a reconcile asks (this
+server's pods, its backups, the servers of a Game, the servers that name a Secret) is answered
+from an index: a reconcile costs the same with 10 servers as with 10,000.
 
-Written from the event loop and from worker threads; one lock keeps a store and its indexes
-in step. Readers take copies (`list(...)`) and never hold the lock across a reconcile.
+Written from the event loop, the streams' threads and worker threads; one lock keeps a store
+and its indexes in step. Readers take copies (`list(...)`) and never hold the lock across a reconcile.
 """
 from __future__ import annotations
 
@@ -234,11 +234,16 @@ class Cache:
     def put_secret(self, ns: str, obj: dict, deleted: bool) -> bool:
         """Keep a user's Secret as a view. True when its keys or data changed, or it went."""
         key = (ns, obj["metadata"]["name"])
-        if deleted:
-            return self.secrets.pop(key, None) is not None
-        view = SecretView.of(obj)
-        old, self.secrets[key] = self.secrets.get(key), view
-        return old != view
+        with self._lock:  # the Secrets' stream and a reconcile's read of a missing one race
+            if deleted:
+                return self.secrets.pop(key, None) is not None
+            view, old = SecretView.of(obj), self.secrets.get(key)
+            if old is not None and old.resource_version.isdigit() and \
+                    view.resource_version.isdigit() and \
+                    int(view.resource_version) < int(old.resource_version):
+                return False  # older than what is kept
+            self.secrets[key] = view
+            return old != view
 
     # --- questions, each answered from an index --------------------------------------------------
 

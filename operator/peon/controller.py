@@ -1,7 +1,8 @@
 """The reconcile loop: from a GameServer to its children, in one obvious path.
 
-kopf's watch streams feed `Cache` (handlers.py); every event that concerns a GameServer puts
-its key on `WorkQueue`; workers run `Controller.reconcile(key)`, which
+The watch streams (kopf's and watches.py, through handlers.py) feed `Cache`; every event that
+concerns a GameServer puts its key on `WorkQueue`; workers run `Controller.reconcile(key)`,
+which
 
     parses the GameServer and its Game (model) → renders the children (render)
     → applies only those that differ from what the cache holds (kube) → writes status if it changed.
@@ -327,7 +328,7 @@ class Controller:
             secret = self.kube.get("Secret", ns, name)
             if secret is not None:
                 self.cache.put_secret(ns, secret, False)
-                view = self.cache.secrets[(ns, name)]
+                view = self.cache.secrets.get((ns, name))
         return view
 
     def check_store_secret(self, ns: str, store: Store) -> None:

@@ -1,5 +1,7 @@
 """kopf handlers: thin. They feed the watch streams into the controller's cache and queue;
-the work is in controller.py."""
+the work is in controller.py. kopf watches the operator's own kinds and Jobs; the servers'
+children, pods and Secrets come through streams of the operator's own (watches.py), whose
+events go through `on_event` here."""
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +17,7 @@ from .controller import Controller
 from .games import is_judged
 from .kube import Kube, load_config
 from .leader import Election
-from . import metrics
+from . import metrics, watches
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,8 @@ def login(settings: kopf.OperatorSettings, **kwargs):
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     config: Settings = memo.settings
+    for reflector in getattr(memo, "watches", None) or ():  # a start kopf tries again
+        reflector.stop()
     # Only event-watching handlers are registered, so kopf itself writes nothing to GameServers
     # (no progress annotations, no finalizers); Events are the controller's own.
     settings.posting.enabled = False
@@ -93,7 +97,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
         **({"job_image": config.job_image} if config.job_image else {}))
     memo.election = None
     loop = asyncio.get_running_loop()
+    controller.queue.bind(loop)  # the streams' threads queue too
     await loop.run_in_executor(None, controller.prime, list(config.namespaces))
+    memo.watches = watches.start(kube, watches.streams_for(config.namespaces),
+                                 lambda kind: on_event(controller, kind),
+                                 lambda kind: lambda: cached(controller, kind))
     # A follower keeps its cache current from the watches and queues what they show; only the
     # leader's workers take from the queue.
     if config.leader_election:
@@ -107,6 +115,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_):
+    for reflector in getattr(memo, "watches", None) or ():
+        reflector.stop()
     if getattr(memo, "controller", None):
         await memo.controller.stop()
     if getattr(memo, "election", None):
@@ -140,49 +150,57 @@ async def game_event(event, body, name, memo, **_):
         controller.queue.add(key)
 
 
-def _child_event(kind: str):
-    async def handler(event, body, namespace, name, memo, **_):
-        controller: Controller = memo.controller
-        owner = (body.get("metadata", {}).get("labels") or {}).get(LABEL_GAMESERVER)
-        news = controller.cache.put(controller.cache.children, (kind, namespace, name), dict(body),
-                                    _deleted(event))
-        if owner and news:
-            controller.queue.add(("GameServer", namespace, owner))
-    return handler
+def on_event(controller: Controller, kind: str) -> watches.OnEvent:
+    """What an event of a watched kind (watches.WATCHED) does: it goes into the cache, and
+    news wakes the server it concerns. Called on the kind's stream thread."""
+    if kind == "Pod":
+        return lambda type_, obj: pod_event(controller, type_, obj)
+    if kind == "Secret":
+        return lambda type_, obj: secret_event(controller, type_, obj)
+    return lambda type_, obj: child_event(controller, kind, type_, obj)
 
 
-_managed = {LABEL_MANAGED_BY: MANAGED_BY}
-kopf.on.event("apps", "v1", "deployments", labels=_managed, id="deployment")(_child_event("Deployment"))
-kopf.on.event("", "v1", "services", labels=_managed, id="service")(_child_event("Service"))
-kopf.on.event("", "v1", "configmaps", labels=_managed, id="configmap")(_child_event("ConfigMap"))
-kopf.on.event("", "v1", "persistentvolumeclaims", labels=_managed, id="pvc")(
-    _child_event("PersistentVolumeClaim"))
+def cached(controller: Controller, kind: str) -> dict[tuple[str, str], dict]:
+    """What the cache holds of a watched kind, by (namespace, name): a new list reports
+    deleted what it lacks. The users' Secrets are views; their stubs name them."""
+    if kind == "Pod":
+        return dict(list(controller.cache.pods.items()))
+    held = {(ns, name): obj for (k, ns, name), obj in list(controller.cache.children.items())
+            if k == kind}
+    if kind == "Secret":
+        for (ns, name), view in list(controller.cache.secrets.items()):
+            held[(ns, name)] = {"metadata": {"name": name, "namespace": ns,
+                                             "resourceVersion": view.resource_version}}
+    return held
 
 
-_secret_child = _child_event("Secret")
+def child_event(controller: Controller, kind: str, type_: str, obj: dict) -> None:
+    meta = obj["metadata"]
+    owner = (meta.get("labels") or {}).get(LABEL_GAMESERVER)
+    news = controller.cache.put(controller.cache.children, (kind, meta["namespace"], meta["name"]),
+                                obj, type_ == "DELETED")
+    if owner and news:
+        controller.queue.add(("GameServer", meta["namespace"], owner))
 
 
-@kopf.on.event("", "v1", "secrets", id="secret")
-async def secret_event(event, body, namespace, name, memo, **_):
-    controller: Controller = memo.controller
-    labels = body.get("metadata", {}).get("labels") or {}
-    if labels.get(LABEL_MANAGED_BY) == MANAGED_BY:
-        await _secret_child(event=event, body=body, namespace=namespace, name=name, memo=memo)
+def secret_event(controller: Controller, type_: str, obj: dict) -> None:
+    meta = obj["metadata"]
+    if (meta.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY:
+        child_event(controller, "Secret", type_, obj)
         return
     # A user's Secret named by secretRef: a change rolls the servers that use it.
-    if not controller.cache.put_secret(namespace, body, _deleted(event)):
+    if not controller.cache.put_secret(meta["namespace"], obj, type_ == "DELETED"):
         return
-    for key in controller.cache.gameservers_referencing_secret(namespace, name):
+    for key in controller.cache.gameservers_referencing_secret(meta["namespace"], meta["name"]):
         controller.queue.add(key)
 
 
-@kopf.on.event("", "v1", "pods", labels={LABEL_GAMESERVER: kopf.PRESENT}, id="pod")
-async def pod_event(event, body, namespace, name, memo, **_):
-    controller: Controller = memo.controller
-    if not controller.cache.put(controller.cache.pods, (namespace, name), dict(body),
-                                _deleted(event)):
+def pod_event(controller: Controller, type_: str, obj: dict) -> None:
+    meta = obj["metadata"]
+    namespace, labels = meta["namespace"], meta.get("labels") or {}
+    if LABEL_GAMESERVER not in labels or not controller.cache.put(
+            controller.cache.pods, (namespace, meta["name"]), obj, type_ == "DELETED"):
         return
-    labels = body["metadata"]["labels"]
     controller.queue.add(("GameServer", namespace, labels[LABEL_GAMESERVER]))
     for label, kind in ((LABEL_RESTORE, "GameServerRestore"), (LABEL_BACKUP, "GameServerBackup")):
         if label in labels:  # a run waits for the server's pods to go
@@ -220,7 +238,7 @@ kopf.on.event(GROUP, VERSION, "gameserverrestores", id="restore")(
     _run_event("restores", "GameServerRestore"))
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=_managed, id="job")
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY}, id="job")
 async def job_event(event, body, namespace, name, memo, **_):
     controller: Controller = memo.controller
     controller.cache.put(controller.cache.jobs, (namespace, name), dict(body), _deleted(event))

@@ -12,7 +12,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 from urllib.parse import quote
 
 import kubernetes
@@ -134,6 +134,42 @@ class Kube:
     def list(self, kind: str, namespace: str | None = None, selector: str | None = None) -> list[dict]:
         q = [("labelSelector", selector)] if selector else []
         return self._call("GET", path(kind, namespace), query=q)["items"]
+
+    def list_page(self, kind: str, namespace: str | None = None,
+                  selector: str | None = None) -> tuple[list[dict], str]:
+        """Every `kind` (matching `selector`) and the list's resourceVersion, from which a watch
+        starts. The items get their kind and apiVersion, as watch events carry them: without
+        them every listed child would differ from its rendered self and be applied again."""
+        q = [("labelSelector", selector)] if selector else []
+        got = self._call("GET", path(kind, namespace), query=q)
+        api_version = KINDS[kind][0].split("/", 2)[2]
+        for obj in got["items"]:
+            obj.setdefault("kind", kind)
+            obj.setdefault("apiVersion", api_version)
+        return got["items"], (got.get("metadata") or {}).get("resourceVersion", "")
+
+    def watch(self, kind: str, namespace: str | None, selector: str | None, version: str,
+              seconds: int) -> Iterator[dict]:
+        """The watch events of `kind` after `version`, parsed, until the API server ends the
+        watch (after `seconds`). BOOKMARK events carry only a newer resourceVersion; an ERROR
+        event's object is a Status (code 410: `version` is too old to resume from)."""
+        q = [("watch", "true"), ("resourceVersion", version), ("allowWatchBookmarks", "true"),
+             ("timeoutSeconds", str(seconds))] + ([("labelSelector", selector)] if selector else [])
+        resp = self.dynamic.request("GET", path(kind, namespace), query_params=q,
+                                    header_params={"Accept": "application/json"},
+                                    _preload_content=False, _request_timeout=(10, seconds + 30),
+                                    serialize=False)
+        try:
+            rest = b""
+            for chunk in resp.stream(1 << 16):
+                *lines, rest = (rest + chunk).split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        except BaseException:  # left early (GeneratorExit too): the connection is not reusable
+            resp.close()
+            raise
+        resp.release_conn()
 
     def apply(self, obj: dict[str, Any]) -> dict:
         """Server-side apply: the server merges, and a no-op apply changes nothing."""

@@ -22,6 +22,11 @@ class WorkQueue:
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop its workers wait on
         self._loop_thread: int | None = None
 
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop the workers will wait on, known before they start: the watch streams'
+        threads queue from the start, followers' too, whose workers may never start."""
+        self._loop, self._loop_thread = loop, threading.get_ident()
+
     def add(self, key: Key) -> None:
         """Queue `key`. Safe from any thread: a reconcile thread's add is handed to the loop,
         since an asyncio queue's waiting getter is only woken from its own loop (an add made

@@ -1,5 +1,6 @@
-"""The kopf handlers, called as kopf calls them (the raw event and kopf's read-only body view):
-what they put in the cache and which keys they queue. kopf itself is exercised end to end."""
+"""The handlers: the kopf ones called as kopf calls them (the raw event and kopf's read-only
+body view), the watch streams' as the streams call them (watches.Reflector). What they put in
+the cache and which keys they queue; kopf and the streams themselves are exercised end to end."""
 import asyncio
 import copy
 
@@ -16,6 +17,11 @@ from peon.controller import Controller
 @pytest.fixture
 def controller():
     return Controller(FakeKube(), workers=1, job_image="peon.invalid/job:1")
+
+
+def stream(kind, controller, type_, obj):
+    """Hand `obj` to the kind's event function, as its watch stream does."""
+    handlers.on_event(controller, kind)(type_, obj)
 
 
 def call(handler, controller, type_, obj):
@@ -47,17 +53,17 @@ def pod(rv="1", ready="False"):
 
 
 def test_a_pod_event_is_cached_slim_and_wakes_its_server_once(controller):
-    call(handlers.pod_event, controller, "ADDED", pod())
+    stream("Pod", controller, "ADDED", pod())
     cached = controller.cache.pods[("games", "odin-abc")]
     assert "managedFields" not in cached["metadata"] and "containers" not in cached["spec"]
     assert controller.cache.pods_of("games", "odin") == [cached]
     assert queued(controller) == [("GameServer", "games", "odin")]
     # The same pod again at a new resourceVersion, nothing else changed: no news.
-    call(handlers.pod_event, controller, "MODIFIED", pod(rv="2"))
+    stream("Pod", controller, "MODIFIED", pod(rv="2"))
     assert queued(controller) == []
-    call(handlers.pod_event, controller, "MODIFIED", pod(rv="3", ready="True"))
+    stream("Pod", controller, "MODIFIED", pod(rv="3", ready="True"))
     assert queued(controller) == [("GameServer", "games", "odin")]
-    call(handlers.pod_event, controller, "DELETED", pod(rv="4", ready="True"))
+    stream("Pod", controller, "DELETED", pod(rv="4", ready="True"))
     assert controller.cache.pods_of("games", "odin") == []
     assert queued(controller) == [("GameServer", "games", "odin")]
 
@@ -81,7 +87,7 @@ def test_a_child_event_wakes_the_server_its_label_names(controller):
                        "labels": {"app.kubernetes.io/managed-by": "peon",
                                   "peon.dev/gameserver": "odin"}},
           "data": {"motd.txt": "hello"}}
-    call(handlers._child_event("ConfigMap"), controller, "ADDED", cm)
+    stream("ConfigMap", controller, "ADDED", cm)
     assert controller.cache.children[("ConfigMap", "games", "odin-files")]["data"] == cm["data"]
     assert queued(controller) == [("GameServer", "games", "odin")]
 
@@ -92,7 +98,7 @@ def test_a_users_secret_is_kept_as_a_view_and_wakes_the_servers_that_name_it(con
     secret = {"apiVersion": "v1", "kind": "Secret",
               "metadata": {"name": "creds", "namespace": "games", "resourceVersion": "9"},
               "data": {"SERVER_PASS": "aHVudGVyMjI="}}
-    call(handlers.secret_event, controller, "ADDED", secret)
+    stream("Secret", controller, "ADDED", secret)
     view = controller.cache.secrets[("games", "creds")]
     assert view.keys == {"SERVER_PASS"} and "aHVudGVyMjI=" not in repr(view)
     assert queued(controller) == [("GameServer", "games", "odin")]
