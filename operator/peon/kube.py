@@ -155,10 +155,11 @@ class Kube:
         event's object is a Status (code 410: `version` is too old to resume from)."""
         q = [("watch", "true"), ("resourceVersion", version), ("allowWatchBookmarks", "true"),
              ("timeoutSeconds", str(seconds))] + ([("labelSelector", selector)] if selector else [])
+        # DynamicClient.request returns the urllib3 response unread (an error status raises):
+        # it is read here as a stream, one event per line.
         resp = self.dynamic.request("GET", path(kind, namespace), query_params=q,
                                     header_params={"Accept": "application/json"},
-                                    _preload_content=False, _request_timeout=(10, seconds + 30),
-                                    serialize=False)
+                                    _request_timeout=(10, seconds + 30), serialize=False)
         try:
             rest = b""
             for chunk in resp.stream(1 << 16):
