@@ -4,9 +4,10 @@ and Secrets. kopf keeps the operator's own kinds (GameServers, Games, runs) and 
 events are few.
 
 Why not kopf's streams for these: while 1,000 servers come up the operator receives about 16
-watch events per server, most of them from these kinds, and kopf's handling of one event (a
-task per object, three loggers, cause detection, handler invocation) cost 0.8-1.0 ms of CPU,
-where a bare stream that parses the line and puts the object in the cache costs 0.09 ms.
+watch events per server, most of them from these kinds, and the operator's CPU per event
+(3,000 ConfigMap events, each queueing a reconcile) was 1.18-1.38 ms with kopf's streams (a
+task per object, three loggers, cause detection, handler invocation) and is 0.40-0.44 ms with
+these; parsing the line and caching the object alone costs 0.09 ms.
 
 Each stream is a thread, as client-go's reflector: LIST, then WATCH from the list's
 resourceVersion with bookmarks. A watch that the API server ends (its timeout) resumes from the
