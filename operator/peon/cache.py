@@ -6,7 +6,8 @@ server's pods, its backups, the servers of a Game, the servers that name a Secre
 from an index: a reconcile costs the same with 10 servers as with 10,000.
 
 Written from the event loop, the streams' threads and worker threads; one lock keeps a store
-and its indexes in step. Readers take copies (`list(...)`) and never hold the lock across a reconcile.
+and its indexes in step. Readers take copies (`list(...)`) and never hold the lock across a
+reconcile.
 """
 from __future__ import annotations
 
@@ -23,13 +24,14 @@ Key = tuple[str, str, str]  # (kind, namespace, name); a Game's is ("Game", "", 
 
 
 def newer(a: dict | None, b: dict) -> bool:
-    """Is b at least as new as a? resourceVersions are opaque, but etcd's are integers."""
-    if a is None:
-        return True
-    ra, rb = a["metadata"].get("resourceVersion", ""), b["metadata"].get("resourceVersion", "")
-    if ra.isdigit() and rb.isdigit():
-        return int(rb) >= int(ra)
-    return True
+    """Is b at least as new as a?"""
+    return a is None or at_least(a["metadata"].get("resourceVersion", ""),
+                                 b["metadata"].get("resourceVersion", ""))
+
+
+def at_least(ra: str, rb: str) -> bool:
+    """Is resourceVersion rb at least ra? They are opaque, but etcd's are integers."""
+    return not (ra.isdigit() and rb.isdigit()) or int(rb) >= int(ra)
 
 
 def _version(obj: dict) -> str:
@@ -238,9 +240,7 @@ class Cache:
             if deleted:
                 return self.secrets.pop(key, None) is not None
             view, old = SecretView.of(obj), self.secrets.get(key)
-            if old is not None and old.resource_version.isdigit() and \
-                    view.resource_version.isdigit() and \
-                    int(view.resource_version) < int(old.resource_version):
+            if old is not None and not at_least(old.resource_version, view.resource_version):
                 return False  # older than what is kept
             self.secrets[key] = view
             return old != view

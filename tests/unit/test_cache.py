@@ -140,6 +140,9 @@ def test_a_users_secret_is_news_when_its_data_changes_or_it_goes():
     assert not c.put_secret("n", secret, False)
     assert c.put_secret("n", {**secret, "metadata": {**secret["metadata"], "resourceVersion": "2"},
                               "data": {"ADMIN": "eQ=="}}, False)
+    # An older version (a reconcile's read racing the Secrets' stream) never replaces it.
+    assert not c.put_secret("n", secret, False)
+    assert c.secrets[("n", "pw")].resource_version == "2"
     assert c.put_secret("n", secret, True)
     assert not c.put_secret("n", secret, True)
 
