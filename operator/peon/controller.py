@@ -28,7 +28,7 @@ from . import ANNOTATION_APPLIED, LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY
 from .backup import STORE_SECRET_KEYS, Store
 from .cache import Cache, Key, SecretView, digest
 from .games import GameReconciler
-from .kube import KINDS, Kube, refusal
+from .kube import Kube, refusal, with_kind
 from .model import STATE_STOPPED, InvalidSpec, is_env_name, parse_game, parse_gameserver
 from .render import ReferencedSecrets, child_names, first_build_order, render
 from .prober import Prober
@@ -114,7 +114,7 @@ class Controller:
                 for obj in self.kube.list(kind, scope, selector):
                     if wanted(obj):
                         m = obj["metadata"]
-                        self.cache.put(store, (m["namespace"], m["name"]), _with_kind(obj, kind), False)
+                        self.cache.put(store, (m["namespace"], m["name"]), with_kind(obj, kind), False)
             for kind in CHILD_KINDS:
                 if kind == "Secret":
                     continue  # below, with the users' Secrets
@@ -122,14 +122,14 @@ class Controller:
                     if wanted(obj):
                         m = obj["metadata"]
                         self.cache.put(self.cache.children, (kind, m["namespace"], m["name"]),
-                                       _with_kind(obj, kind), False)
+                                       with_kind(obj, kind), False)
             # Every Secret: ours are children, the users' are kept as views (keys and digest).
             for obj in self.kube.list("Secret", scope):
                 if wanted(obj):
                     m = obj["metadata"]
                     if (m.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY:
                         self.cache.put(self.cache.children, ("Secret", m["namespace"], m["name"]),
-                                       _with_kind(obj, "Secret"), False)
+                                       with_kind(obj, "Secret"), False)
                     else:
                         self.cache.put_secret(m["namespace"], obj, False)
         # Every object is looked at once after a start: the watches' first events repeat
@@ -513,15 +513,6 @@ def claim_update(desired: dict, actual: dict) -> dict:
     if have_spec.get("storageClassName"):
         spec["storageClassName"] = have_spec["storageClassName"]
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
-
-
-def _with_kind(obj: dict, kind: str) -> dict:
-    """List items carry neither kind nor apiVersion; watch events do, and so does what render
-    makes. Without them every primed child differed from its rendered self, and an operator
-    restart re-applied every child of a converged cluster."""
-    obj.setdefault("kind", kind)
-    obj.setdefault("apiVersion", KINDS[kind][0].split("/", 2)[2])
-    return obj
 
 
 def _namespace_gone(e: Exception) -> bool:

@@ -76,6 +76,15 @@ def path(kind: str, namespace: str | None = None, name: str | None = None,
     return p
 
 
+def with_kind(obj: dict, kind: str) -> dict:
+    """List items carry neither kind nor apiVersion; watch events do, and so does what render
+    makes. Without them every listed child differed from its rendered self, and an operator
+    restart re-applied every child of a converged cluster."""
+    obj.setdefault("kind", kind)
+    obj.setdefault("apiVersion", KINDS[kind][0].split("/", 2)[2])
+    return obj
+
+
 def load_config(cfg: kubernetes.client.Configuration) -> None:
     """Where the API is, in client-go's order: an explicit KUBECONFIG first (a pod that mounts
     one means it, as kubectl does), then the pod's service account, then ~/.kube/config."""
@@ -137,16 +146,12 @@ class Kube:
 
     def list_page(self, kind: str, namespace: str | None = None,
                   selector: str | None = None) -> tuple[list[dict], str]:
-        """Every `kind` (matching `selector`) and the list's resourceVersion, from which a watch
-        starts. The items get their kind and apiVersion, as watch events carry them: without
-        them every listed child would differ from its rendered self and be applied again."""
+        """Every `kind` (matching `selector`), with its kind and apiVersion (with_kind), and the
+        list's resourceVersion, from which a watch starts."""
         q = [("labelSelector", selector)] if selector else []
         got = self._call("GET", path(kind, namespace), query=q)
-        api_version = KINDS[kind][0].split("/", 2)[2]
-        for obj in got["items"]:
-            obj.setdefault("kind", kind)
-            obj.setdefault("apiVersion", api_version)
-        return got["items"], (got.get("metadata") or {}).get("resourceVersion", "")
+        return ([with_kind(obj, kind) for obj in got["items"]],
+                (got.get("metadata") or {}).get("resourceVersion", ""))
 
     def watch(self, kind: str, namespace: str | None, selector: str | None, version: str,
               seconds: int) -> Iterator[dict]:

@@ -12,7 +12,7 @@ these; parsing the line and caching the object alone costs 0.09 ms.
 Each stream is a thread, as client-go's reflector: LIST, then WATCH from the list's
 resourceVersion with bookmarks. A watch that the API server ends (its timeout) resumes from the
 last version seen; one whose version the API server no longer has (410 Gone) lists again, and
-what the new list lacks is reported deleted. An error backs off (1 s, doubling to 30 s) and
+what the cache holds and the new list lacks is reported deleted. An error backs off (1 s, doubling to 30 s) and
 never ends the stream. The label selectors are the API server's to apply, so other objects'
 events never reach the operator.
 """
