@@ -15,7 +15,8 @@ Create, which runs while the game may be writing its world:
   links, so a link swapped in during the walk cannot make it read outside the world.
 - Skipped with a warning (in the result's `warnings`): fifos, sockets and devices; files and
   folders that vanish before they are read; names starting with `.peon-` at the top (Peon's
-  own); links that are absolute or lead outside the world (restore would refuse them).
+  own); links that are absolute or lead outside the world, and names that differ only by
+  case or Unicode normalisation from one archived before them (restore would refuse them).
 - The run fails with the reason: a file or folder that cannot be read (a backup that silently
   misses a file is worse than none), a file that shrinks while it is read.
 - A file that grows or changes while it is read is archived as read, with a warning.
@@ -23,12 +24,16 @@ Create, which runs while the game may be writing its world:
 Restore, in three steps, none of which touches the current world until the last:
 1. Check. The checksum, then a full pass over the archive without writing anything: every
    name normalised (no absolute paths, no `..`, no NUL, no empty name, no duplicate, nothing
-   under the reserved top-level prefix `.peon-`); only files, folders, symlinks and hard links;
-   no member below a symlink member; every symlink resolved through all the archive's links
-   and refused unless it stays inside; hard links only to a file earlier in the archive; sizes
-   summed as they come and refused as soon as they pass the manifest's total; the manifest's
-   counts checked exactly at the end. The decompressed stream is bounded by the manifest too,
-   so an archive that inflates far beyond what it declares is stopped, not unpacked.
+   under the reserved top-level prefix `.peon-`); no two names, folders they imply included,
+   that differ only by case or Unicode normalisation, nor a name part that folds to `.` or
+   `..` (a case-insensitive or normalising filesystem takes them for one: there `s -> .`,
+   `l -> S/S/../..`, `L/evil.txt` writes outside the target); only files, folders, symlinks
+   and hard links; no member below a symlink member; every symlink resolved through all the
+   archive's links and refused unless it stays inside, through no alias of another name; hard
+   links only to a file earlier in the archive; sizes summed as they come and refused as soon
+   as they pass the manifest's total; the manifest's counts checked exactly at the end. The
+   decompressed stream is bounded by the manifest too, so an archive that inflates far beyond
+   what it declares is stopped, not unpacked.
 2. Stage. The new world is unpacked into `TARGET/.peon-staging-<random>`, a name no member can
    have, member by member through tarfile's `data` filter (where the Python has it) as a second
    guard, each member compared with what step 1 saw, then flushed to disk (syncfs).
@@ -55,6 +60,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -107,6 +113,41 @@ def _capped(warnings: list[str]) -> list[str]:
     if len(warnings) > WARNINGS_IN_JSON:
         shown.append(f"… and {len(warnings) - WARNINGS_IN_JSON} more (see the Job's log)")
     return shown
+
+
+# --- names that alias ------------------------------------------------------------------------
+# Links are checked by exact name, but a case-insensitive or normalising filesystem (vfat, NTFS,
+# APFS, ext4 or ZFS with casefolding or normalisation) treats `L` as `l` and a composed `é` as a
+# decomposed one: `s -> .`, `l -> S/S/../..`, `L/evil.txt` would then write outside the target.
+# So no two names of an archive may differ only that way, whatever the filesystem at hand.
+
+def _folded(part: str) -> str:
+    """One name part as such a filesystem may compare it: Unicode's compatibility caseless
+    match (NFKD(casefold(NFKD(casefold(NFD(part))))), D146), which folds case, composed and
+    decomposed forms, and compatibility forms (`ﬀ`, full-width letters) alike."""
+    norm = unicodedata.normalize
+    return norm("NFKD", norm("NFKD", norm("NFD", part).casefold()).casefold())
+
+
+def alias_key(path: str) -> str:
+    """A normalised relative path as such a filesystem may compare it, part by part."""
+    return "/".join(_folded(p) for p in path.split("/"))
+
+
+def _reads_as_special(part: str) -> str | None:
+    """What a name part that folds to `.`, `..` or one with a `/` reads as, else None."""
+    folded = _folded(part)
+    return folded if folded in (".", "..") or "/" in folded else None
+
+
+def _is_reserved(top: str) -> bool:
+    """A top-level name that is, or that such a filesystem would take for, one of Peon's."""
+    return _folded(top).startswith(RESERVED)
+
+
+def _differs_from(held: str) -> str:
+    return (f"differs from {held!r} only by case or Unicode normalisation "
+            "(the same name on a case-insensitive or normalising filesystem)")
 
 
 def sha256_of(path: str) -> str:
@@ -182,6 +223,7 @@ def _archive_world(tar: tarfile.TarFile, source: str, warnings: list[str]) -> _C
     links: dict[str, tuple[str, os.stat_result]] = {}
     unreadable: list[OSError] = []
     unvisited: set[str] = set()  # folders listed but not yet entered
+    spellings: dict[str, str] = {}  # alias_key -> the name kept under it
 
     def on_error(e: OSError) -> None:
         if not isinstance(e, FileNotFoundError):  # a vanished folder stays in `unvisited`
@@ -196,11 +238,13 @@ def _archive_world(tar: tarfile.TarFile, source: str, warnings: list[str]) -> _C
         subdirs = []
         for name in sorted(dirs + names):
             rel = name if rel_root == "." else f"{rel_root}/{name}"
-            if rel_root == "." and name.startswith(RESERVED):
+            if rel_root == "." and _is_reserved(name):
                 warnings.append(f"skipped {rel!r}: names starting with {RESERVED!r} are Peon's own")
                 continue
             st = _lstat(name, root_fd, rel, warnings)
             if st is None:
+                continue
+            if _kept_kind(st.st_mode) and not _spelled_once(rel, spellings, warnings):
                 continue
             if stat.S_ISDIR(st.st_mode):
                 subdirs.append(name)
@@ -216,9 +260,30 @@ def _archive_world(tar: tarfile.TarFile, source: str, warnings: list[str]) -> _C
     # fwalk does not enter a folder that vanished or was swapped for a link after it was listed
     warnings.extend(f"skipped folder {rel!r}: it vanished or changed while it was archived"
                     for rel in sorted(unvisited))
-    for rel, target in sorted(_links_to_keep({r: t for r, (t, _) in links.items()}, warnings).items()):
+    kept = _links_to_keep({r: t for r, (t, _) in links.items()}, warnings, spellings)
+    for rel, target in sorted(kept.items()):
         _add_header(tar, _header(rel, links[rel][1], tarfile.SYMTYPE, linkname=target), counts)
     return counts
+
+
+def _kept_kind(mode: int) -> bool:
+    return stat.S_ISDIR(mode) or stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+
+
+def _spelled_once(rel: str, spellings: dict[str, str], warnings: list[str]) -> bool:
+    """Whether `rel` can go into the archive as the only name of its alias key. A world on a
+    case-sensitive volume may hold `Save` and `save`; restore would refuse the archive, so the
+    first (in sorted order) is kept and the other skipped with a warning."""
+    special = _reads_as_special(rel.rsplit("/", 1)[-1])
+    if special is not None:
+        warnings.append(f"skipped {rel!r}: its name reads as {special!r} on a normalising "
+                        "filesystem, which restore refuses")
+        return False
+    held = spellings.setdefault(alias_key(rel), rel)
+    if held != rel:
+        warnings.append(f"skipped {rel!r}: it {_differs_from(held)}, which restore refuses")
+        return False
+    return True
 
 
 def _fail_on_unreadable(errors: list[OSError]) -> None:
@@ -339,9 +404,11 @@ def _add_file(tar: tarfile.TarFile, name: str, dir_fd: int, rel: str, counts: _C
         os.close(fd)
 
 
-def _links_to_keep(links: dict[str, str], warnings: list[str]) -> dict[str, str]:
+def _links_to_keep(links: dict[str, str], warnings: list[str],
+                   spellings: dict[str, str]) -> dict[str, str]:
     """The links restore will accept: relative, and leading inside the world through the other
-    kept links. Dropping one can change where another leads, so repeat until none changes."""
+    kept links, through no alias of another name. Dropping one can change where another leads,
+    so repeat until none changes."""
     kept = {}
     for rel, target in links.items():
         if os.path.isabs(target):
@@ -349,17 +416,26 @@ def _links_to_keep(links: dict[str, str], warnings: list[str]) -> dict[str, str]
         else:
             kept[rel] = target
     while True:
-        outside = [rel for rel in sorted(kept) if not _link_stays_inside(rel, kept[rel], kept)]
-        if not outside:
+        problems = {rel: _link_problem(rel, kept[rel], kept, spellings) for rel in sorted(kept)}
+        if not any(problems.values()):
             return kept
-        for rel in outside:
-            warnings.append(f"skipped link {rel!r} -> {kept.pop(rel)!r}: it leads outside the world")
+        for rel, problem in problems.items():
+            if problem:
+                reason = "it leads outside the world" if problem == OUTSIDE else problem
+                warnings.append(f"skipped link {rel!r} -> {kept.pop(rel)!r}: {reason}")
 
 
-def _link_stays_inside(name: str, target: str, links: dict[str, str]) -> bool:
-    """Whether the link `name` -> `target` resolves inside the root, following the other links
-    in `links` as the kernel would (a link's target is read from the link's folder, `..` after
-    a link is taken from where the link led). Loops count as outside."""
+OUTSIDE = "it points outside the target, or loops"
+
+
+def _link_problem(name: str, target: str, links: dict[str, str],
+                  spellings: dict[str, str]) -> str | None:
+    """Why the link `name` -> `target` is unsafe, or None: whether it resolves inside the root,
+    following the other links in `links` as the kernel would (a link's target is read from the
+    link's folder, `..` after a link is taken from where the link led); loops count as outside.
+    A step whose path is an alias of another name in `spellings` (alias_key -> name) is unsafe
+    too: on a case-insensitive or normalising filesystem it would reach that name, perhaps a
+    link this walk did not follow."""
     here = name.split("/")[:-1]
     pending = target.split("/")
     hops = 0
@@ -369,19 +445,25 @@ def _link_stays_inside(name: str, target: str, links: dict[str, str]) -> bool:
             continue
         if part == "..":
             if not here:
-                return False
+                return OUTSIDE
             here.pop()
             continue
+        special = _reads_as_special(part)
+        if special is not None:
+            return f"its part {part!r} reads as {special!r} on a normalising filesystem"
         here.append(part)
         path = "/".join(here)
+        held = spellings.get(alias_key(path), path)
+        if held != path:
+            return f"it passes through {path!r}, which {_differs_from(held)}"
         if path in links:
             hops += 1
             next_target = links[path]
             if hops > MAX_LINK_HOPS or next_target.startswith("/"):
-                return False
+                return OUTSIDE
             here.pop()
             pending = next_target.split("/") + pending
-    return True
+    return None
 
 
 # --- verify ----------------------------------------------------------------------------------
@@ -529,6 +611,7 @@ class _Checker:
     def __init__(self, manifest: _Manifest):
         self.manifest = manifest
         self.kinds: dict[str, str] = {}
+        self.spellings: dict[str, str] = {}  # alias_key -> the name (or folder) it is had as
         self.file_sizes: dict[str, int] = {}
         self.symlinks: dict[str, str] = {}
         self.seen: list[_Seen] = []
@@ -567,10 +650,11 @@ class _Checker:
 
     def finish(self) -> None:
         for name, target in self.symlinks.items():
-            if not _link_stays_inside(name, target, self.symlinks):
-                # resolved through all the archive's links: `s -> .`, `l -> s/s/../..` is out
-                raise ArchiveError(f"refusing link {name!r} -> {target!r}: it points outside "
-                                   "the target, or loops")
+            # resolved through all the archive's links: `s -> .`, `l -> s/s/../..` is out,
+            # and so is `l -> S/S/../..` (an alias of `s`)
+            problem = _link_problem(name, target, self.symlinks, self.spellings)
+            if problem:
+                raise ArchiveError(f"refusing link {name!r} -> {target!r}: {problem}")
         m = self.manifest
         bytes_ok = self.apparent_bytes == m.bytes if m.exact else self.apparent_bytes <= m.byte_limit
         if self.files != m.files or not bytes_ok or m.entries not in (None, len(self.seen)):
@@ -588,11 +672,16 @@ class _Checker:
             raise ArchiveError(f"refusing {raw!r}: it would land outside the target")
         if not parts:
             raise ArchiveError(f"refusing {raw!r}: an empty name")
-        if parts[0].startswith(RESERVED):
+        if _is_reserved(parts[0]):
             raise ArchiveError(f"refusing {raw!r}: top-level names starting with {RESERVED!r} "
                                "are reserved for Peon")
         if any(len(p.encode("utf-8", "surrogateescape")) > NAME_MAX for p in parts):
             raise ArchiveError(f"refusing {raw!r}: a name part longer than {NAME_MAX} bytes")
+        for p in parts:
+            special = _reads_as_special(p)
+            if special is not None:
+                raise ArchiveError(f"refusing {raw!r}: its part {p!r} reads as {special!r} on "
+                                   "a normalising filesystem")
         return "/".join(parts)
 
     def _kind(self, m: tarfile.TarInfo) -> str:
@@ -611,6 +700,8 @@ class _Checker:
     def _claim(self, raw: str, name: str, kind: str) -> None:
         """A name is had once; its folders must be folders, and none of them a link."""
         parts = name.split("/")
+        for i in range(1, len(parts) + 1):
+            self._spelled_once(raw, "/".join(parts[:i]))
         for i in range(1, len(parts)):
             folder = "/".join(parts[:i])
             held = self.kinds.setdefault(folder, self.IMPLIED_DIR)
@@ -623,6 +714,13 @@ class _Checker:
             raise ArchiveError(f"refusing {raw!r}: {name!r} appears twice in the archive "
                                f"(as a {held}, then as a {kind})")
         self.kinds[name] = kind
+
+    def _spelled_once(self, raw: str, path: str) -> None:
+        """No two names (or folders they imply) may be one name where case or Unicode
+        normalisation does not count: `L/evil.txt` would go through a link `l` there."""
+        held = self.spellings.setdefault(alias_key(path), path)
+        if held != path:
+            raise ArchiveError(f"refusing {raw!r}: {path!r} {_differs_from(held)}")
 
     def _check_symlink(self, raw: str, target: str) -> None:
         if "\x00" in target or not target:

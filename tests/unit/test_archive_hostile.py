@@ -229,6 +229,30 @@ HOSTILE = {
     "link-over-implied-folder": ([file("x/y"), symlink("x", ".")], "'x' appears twice"),
     "long-name-part": ([file("a" * 256)], "longer than 255 bytes"),
     "folder-with-data": ([folder_with_data("d")], "a folder member carrying data"),
+    # names that alias on a case-insensitive or normalising filesystem (issue 23, item 10)
+    "alias-case-the-issue": ([symlink("s", "."), symlink("l", "S/S/../.."), file("L/evil.txt")],
+                             "refusing 'L/evil.txt': 'L' differs from 'l' only by case or "
+                             "Unicode normalisation"),
+    "alias-case-link-alone": ([symlink("s", "."), symlink("l", "S/S/../.."), file("ok.txt")],
+                              "refusing link 'l' -> 'S/S/../..': it passes through 'S', which "
+                              "differs from 's' only by case"),
+    "alias-case-files": ([file("Save.dat", b"one"), file("save.dat", b"two")],
+                         "refusing 'save.dat': 'save.dat' differs from 'Save.dat' only by case"),
+    "alias-case-implied-folders": ([file("World/a"), file("world/b")],
+                                   "refusing 'world/b': 'world' differs from 'World'"),
+    "alias-sharp-s": ([file("straße"), file("STRASSE")], "'STRASSE' differs from 'straße'"),
+    "alias-nfc-nfd": ([folder("caf\u00e9"), file("cafe\u0301/x")],
+                      "'cafe\u0301' differs from 'caf\u00e9' only by case or Unicode normalisation"),
+    "alias-nfd-link": ([symlink("\u00e9", "."), symlink("l", "e\u0301/e\u0301/../.."), file("ok.txt")],
+                       "refusing link 'l' -> 'e\u0301/e\u0301/../..': it passes through 'e\u0301', "
+                       "which differs from '\u00e9'"),
+    "alias-nfd-write-through": ([symlink("\u00e9", "."), symlink("l", "\u00e9/\u00e9/../.."),
+                                 file("e\u0301/x")],
+                                "refusing 'e\u0301/x': 'e\u0301' differs from '\u00e9'"),
+    "alias-nfkc-ligature": ([file("\ufb00"), file("ff")], "'ff' differs from '\ufb00'"),
+    "alias-fullwidth-dotdot": ([file("\uff0e\uff0e/victim.txt")], "reads as '..'"),
+    "alias-two-dot-leader": ([symlink("l", "\u2025/\u2025"), file("ok.txt")], "reads as '..'"),
+    "alias-reserved-upper-case": ([file(".PEON-staging-abc/x")], "reserved for Peon"),
 }
 
 
@@ -434,6 +458,22 @@ def test_weird_but_legal_names_restore_inside(scene, capsys):
     assert snapshot(scene.root, skip=scene.target) == outside
 
 
+def test_names_that_are_just_different_restore(scene, capsys):
+    """Names close to each other but not aliases: other letters, other accents, a link that
+    passes through a folder spelled exactly as it is."""
+    names = ["Save.dat", "Save.dat.bak", "saves2/x", "caf\u00e9", "cafe", "caf\u00e8", "ss", "s",
+             "\u00c9t\u00e9/map", "\u00c9t\u00e9/Map2", "region/r.0.0.mca", "region2/r.0.0.mca"]
+    build(scene.arc, [file(n, n.encode()) for n in names]
+          + [symlink("latest", "\u00c9t\u00e9/map"), symlink("Here", ".")])
+    outside = snapshot(scene.root, skip=scene.target)
+    rc, out = scene.restore(capsys)
+    assert rc == 0, out.err
+    for n in names:
+        assert (scene.target / n).read_bytes() == n.encode()
+    assert (scene.target / "latest").read_bytes() == "\u00c9t\u00e9/map".encode()
+    assert snapshot(scene.root, skip=scene.target) == outside
+
+
 def test_an_archive_made_the_old_way_still_restores(scene, capsys, tmp_path):
     """Archives made before this change: tar.add of each path, hard links as tarfile makes them."""
     src = tmp_path / "oldsrc"
@@ -635,6 +675,32 @@ def test_links_leading_outside_are_skipped_with_a_warning(world, tmp_path, capsy
         "skipped link 'chain' -> 's1/s1/../..': it leads outside the world",
         "skipped link 'saves/up' -> '../../victim': it leads outside the world"]
     restores_cleanly(world, arc, tmp_path, skipped=["abs", "chain", "saves/up"])
+
+
+def test_names_that_alias_are_skipped_with_a_warning(world, tmp_path):
+    """A case-sensitive volume may hold names that restore refuses as aliases: the first (in
+    sorted order) is archived, the others skipped with a warning, so the archive restores."""
+    (world / "Saves").mkdir()
+    (world / "Saves" / "x").write_text("the other saves")
+    (world / "cafe\u0301").write_text("decomposed")
+    (world / "caf\u00e9").write_text("composed")
+    (world / "\uff0e\uff0e").write_text("full-width dots")
+    os.symlink(".", world / "s")
+    os.symlink("S/S/../..", world / "l")  # through the alias `S` of the link `s`: above the world
+    arc = tmp_path / "b.tar.gz"
+    res = archive.create(str(world), str(arc))
+    assert res.warnings == [
+        "skipped 'caf\u00e9': it differs from 'cafe\u0301' only by case or Unicode normalisation "
+        "(the same name on a case-insensitive or normalising filesystem), which restore refuses",
+        "skipped 'saves': it differs from 'Saves' only by case or Unicode normalisation (the same "
+        "name on a case-insensitive or normalising filesystem), which restore refuses",
+        "skipped '\uff0e\uff0e': its name reads as '..' on a normalising filesystem, which "
+        "restore refuses",
+        "skipped link 'l' -> 'S/S/../..': it passes through 'S', which differs from 's' only by "
+        "case or Unicode normalisation (the same name on a case-insensitive or normalising "
+        "filesystem)"]
+    restores_cleanly(world, arc, tmp_path, skipped=["caf\u00e9", "saves", "saves/slot1.sav",
+                                                    "\uff0e\uff0e", "l"])
 
 
 def test_peon_names_at_the_top_are_skipped(world, tmp_path):
