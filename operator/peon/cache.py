@@ -271,5 +271,15 @@ class Cache:
             out += [("GameServer", *k) for k in self._indexes[id(self.gameservers)][0].get(uid)]
         return out
 
+    def named_secrets(self) -> list[tuple[str, str]]:
+        """Every (namespace, name) of a user's Secret that some server names."""
+        return list(self._indexes[id(self.gameservers)][1].entries)
+
+    def forget_secrets(self, named: set[tuple[str, str]]) -> None:
+        """Drops the views of Secrets no server names any more."""
+        with self._lock:
+            for key in [k for k in self.secrets if k not in named]:
+                del self.secrets[key]
+
     def gameservers_referencing_secret(self, ns: str, name: str) -> list[Key]:
         return [("GameServer", *k) for k in self._indexes[id(self.gameservers)][1].get((ns, name))]

@@ -35,6 +35,7 @@ from .prober import Prober
 from .backup_reconciler import BackupReconciler
 from .restore_reconciler import RestoreReconciler
 from .runs import Runs
+from .secret_refs import SecretRefresher
 from .sessions import Sessions, transition_event
 from .workqueue import WorkQueue
 
@@ -115,23 +116,14 @@ class Controller:
                     if wanted(obj):
                         m = obj["metadata"]
                         self.cache.put(store, (m["namespace"], m["name"]), with_kind(obj, kind), False)
+            # The users' Secrets are not listed: those a server names are read by name
+            # (secret_view, and secret_refs.SecretRefresher after that).
             for kind in CHILD_KINDS:
-                if kind == "Secret":
-                    continue  # below, with the users' Secrets
                 for obj in self.kube.list(kind, scope, managed):
                     if wanted(obj):
                         m = obj["metadata"]
                         self.cache.put(self.cache.children, (kind, m["namespace"], m["name"]),
                                        with_kind(obj, kind), False)
-            # Every Secret: ours are children, the users' are kept as views (keys and digest).
-            for obj in self.kube.list("Secret", scope):
-                if wanted(obj):
-                    m = obj["metadata"]
-                    if (m.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY:
-                        self.cache.put(self.cache.children, ("Secret", m["namespace"], m["name"]),
-                                       with_kind(obj, "Secret"), False)
-                    else:
-                        self.cache.put_secret(m["namespace"], obj, False)
         # Every object is looked at once after a start: the watches' first events repeat
         # what was just listed, and only news queues a reconcile.
         self.queue_everything()
@@ -323,13 +315,28 @@ class Controller:
         return ReferencedSecrets(keys, digests)
 
     def secret_view(self, ns: str, name: str) -> SecretView | None:
-        view = self.cache.secrets.get((ns, name))
-        if view is None:
-            secret = self.kube.get("Secret", ns, name)
-            if secret is not None:
-                self.cache.put_secret(ns, secret, False)
-                view = self.cache.secrets.get((ns, name))
-        return view
+        """A Secret a server names, as the cache keeps it; read when the cache lacks it."""
+        if (ns, name) not in self.cache.secrets:
+            self.read_secret((ns, name))
+        return self.cache.secrets.get((ns, name))
+
+    def read_secret(self, key: tuple[str, str]) -> bool:
+        """Reads a user's Secret by name into the cache. True when that is news (new, changed
+        or gone). From the API server's watch cache: the refresher reads it again anyway."""
+        ns, name = key
+        secret = self.kube.get("Secret", ns, name, resource_version="0")
+        if secret is None:
+            return self.cache.put_secret(ns, {"metadata": {"name": name}}, True)
+        return self.cache.put_secret(ns, secret, False)
+
+    def secret_changed(self, key: tuple[str, str]) -> None:
+        """A Secret servers name changed or went: they are judged again (and roll)."""
+        for server in self.cache.gameservers_referencing_secret(*key):
+            self.queue.add(server)
+
+    def secret_refresher(self, interval: float) -> SecretRefresher:
+        return SecretRefresher(self.cache.named_secrets, self.read_secret, self.secret_changed,
+                               self.cache.forget_secrets, interval=interval)
 
     def check_store_secret(self, ns: str, store: Store) -> None:
         """The off-site store's Secret exists and holds the keys a backup Job will need: a

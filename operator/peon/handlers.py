@@ -35,6 +35,9 @@ class Settings:
     scan_cluster: bool = False
     # (Lease name, namespace) when several replicas run; None runs alone.
     leader_election: tuple[str, str] | None = None
+    # How often each user's Secret that a server names is read again (secret_refs.py): a
+    # changed password rolls its servers within this many seconds.
+    secret_refresh: float = 30.0
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -80,6 +83,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     config: Settings = memo.settings
     for reflector in getattr(memo, "watches", None) or ():  # a start kopf tries again
         reflector.stop()
+    if getattr(memo, "secret_refresher", None):
+        memo.secret_refresher.stop()
     # Only event-watching handlers are registered, so kopf itself writes nothing to GameServers
     # (no progress annotations, no finalizers); Events are the controller's own.
     settings.posting.enabled = False
@@ -102,6 +107,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     memo.watches = watches.start(kube, watches.streams_for(config.namespaces),
                                  lambda kind: on_event(controller, kind),
                                  lambda kind: lambda: cached(controller, kind))
+    memo.secret_refresher = controller.secret_refresher(config.secret_refresh)
+    memo.secret_refresher.start()
     # A follower keeps its cache current from the watches and queues what they show; only the
     # leader's workers take from the queue.
     if config.leader_election:
@@ -117,6 +124,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
 async def stop(memo: kopf.Memo, **_):
     for reflector in getattr(memo, "watches", None) or ():
         reflector.stop()
+    if getattr(memo, "secret_refresher", None):
+        memo.secret_refresher.stop()
     if getattr(memo, "controller", None):
         await memo.controller.stop()
     if getattr(memo, "election", None):
@@ -155,23 +164,16 @@ def on_event(controller: Controller, kind: str) -> watches.OnEvent:
     news wakes the server it concerns. Called on the kind's stream thread."""
     if kind == "Pod":
         return lambda type_, obj: pod_event(controller, type_, obj)
-    if kind == "Secret":
-        return lambda type_, obj: secret_event(controller, type_, obj)
     return lambda type_, obj: child_event(controller, kind, type_, obj)
 
 
 def cached(controller: Controller, kind: str) -> dict[tuple[str, str], dict]:
     """What the cache holds of a watched kind, by (namespace, name): a new list reports
-    deleted what it lacks. The users' Secrets are views; their stubs name them."""
+    deleted what it lacks."""
     if kind == "Pod":
         return dict(list(controller.cache.pods.items()))
-    held = {(ns, name): obj for (k, ns, name), obj in list(controller.cache.children.items())
+    return {(ns, name): obj for (k, ns, name), obj in list(controller.cache.children.items())
             if k == kind}
-    if kind == "Secret":
-        for (ns, name), view in list(controller.cache.secrets.items()):
-            held[(ns, name)] = {"metadata": {"name": name, "namespace": ns,
-                                             "resourceVersion": view.resource_version}}
-    return held
 
 
 def child_event(controller: Controller, kind: str, type_: str, obj: dict) -> None:
@@ -181,18 +183,6 @@ def child_event(controller: Controller, kind: str, type_: str, obj: dict) -> Non
                                 obj, type_ == "DELETED")
     if owner and news:
         controller.queue.add(("GameServer", meta["namespace"], owner))
-
-
-def secret_event(controller: Controller, type_: str, obj: dict) -> None:
-    meta = obj["metadata"]
-    if (meta.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY:
-        child_event(controller, "Secret", type_, obj)
-        return
-    # A user's Secret named by secretRef: a change rolls the servers that use it.
-    if not controller.cache.put_secret(meta["namespace"], obj, type_ == "DELETED"):
-        return
-    for key in controller.cache.gameservers_referencing_secret(meta["namespace"], meta["name"]):
-        controller.queue.add(key)
 
 
 def pod_event(controller: Controller, type_: str, obj: dict) -> None:

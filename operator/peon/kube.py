@@ -132,9 +132,13 @@ class Kube:
 
     field_manager = FIELD_MANAGER
 
-    def get(self, kind: str, namespace: str | None, name: str) -> dict | None:
+    def get(self, kind: str, namespace: str | None, name: str,
+            resource_version: str | None = None) -> dict | None:
+        """The object, or None. resource_version="0" takes any version the API server has
+        (its watch cache), which spares etcd a read where a moment's staleness is safe."""
+        q = [("resourceVersion", resource_version)] if resource_version is not None else []
         try:
-            return self._call("GET", path(kind, namespace, name))
+            return self._call("GET", path(kind, namespace, name), query=q)
         except ApiException as e:
             if e.status == 404:
                 return None

@@ -44,11 +44,13 @@ OnEvent = Callable[[str, dict], None]
 Cached = Callable[[], dict[tuple[str, str], dict]]
 
 MANAGED = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-# kind -> the label selector its stream asks for (None: every object of the kind)
+# kind -> the label selector its stream asks for
 WATCHED: dict[str, str | None] = {
     "Deployment": MANAGED, "Service": MANAGED, "ConfigMap": MANAGED,
     "PersistentVolumeClaim": MANAGED,
-    "Secret": None,  # the users' Secrets too: a change rolls the servers that name them
+    # Only the operator's own: the users' Secrets that servers name are read by name
+    # (secret_refs.py), so no other Secret (a service account's token) ever reaches it.
+    "Secret": MANAGED,
     "Pod": LABEL_GAMESERVER,
 }
 

@@ -54,6 +54,7 @@ class FakeKube:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str | None, str], dict] = {}
         self.calls: list[tuple[str, str, str]] = []  # (verb, kind, name)
+        self.lists: list[tuple[str, str | None, str | None]] = []  # (kind, namespace, selector)
         self.refuse: dict[str, ApiException] = {}    # kind -> the error its applies get
         self.events: list[tuple[str, str, str]] = []  # (type, reason, message)
         self.execs: list[tuple[str, tuple[str, ...]]] = []  # (pod, command), in order
@@ -70,11 +71,13 @@ class FakeKube:
     def writes(self) -> list[tuple[str, str, str]]:
         return [c for c in self.calls if c[0] != "dry-run"]
 
-    def get(self, kind: str, namespace: str | None, name: str) -> dict | None:
+    def get(self, kind: str, namespace: str | None, name: str,
+            resource_version: str | None = None) -> dict | None:
         self.calls.append(("get", kind, name))
         return copy.deepcopy(self.objects.get((kind, namespace, name)))
 
     def list(self, kind: str, namespace: str | None = None, selector: str | None = None) -> list[dict]:
+        self.lists.append((kind, namespace, selector))
         return [copy.deepcopy(o) for (k, ns, _), o in self.objects.items()
                 if k == kind and namespace in (None, ns)
                 and selects(selector, o["metadata"].get("labels") or {})]

@@ -10,7 +10,7 @@ import pytest
 from fake_kube import FakeKube
 from fixtures import gameserver
 
-from peon import handlers
+from peon import handlers, watches
 from peon.controller import Controller
 
 
@@ -92,13 +92,18 @@ def test_a_child_event_wakes_the_server_its_label_names(controller):
     assert queued(controller) == [("GameServer", "games", "odin")]
 
 
-def test_a_users_secret_is_kept_as_a_view_and_wakes_the_servers_that_name_it(controller):
+def test_a_users_secret_never_comes_through_the_streams(controller):
+    """The Secrets' stream asks the API server for the operator's own only; the users'
+    Secrets are read by name (secret_refs), never kept from a stream."""
+    assert watches.WATCHED["Secret"] == watches.MANAGED
     gs = gameserver(settings=[{"type": "env", "name": "env", "secretRef": {"name": "creds"}}])
     controller.cache.put(controller.cache.gameservers, ("games", "odin"), gs, False)
     secret = {"apiVersion": "v1", "kind": "Secret",
-              "metadata": {"name": "creds", "namespace": "games", "resourceVersion": "9"},
+              "metadata": {"name": "odin-env", "namespace": "games", "resourceVersion": "9",
+                           "labels": {"app.kubernetes.io/managed-by": "peon",
+                                      "peon.dev/gameserver": "odin"}},
               "data": {"SERVER_PASS": "aHVudGVyMjI="}}
     stream("Secret", controller, "ADDED", secret)
-    view = controller.cache.secrets[("games", "creds")]
-    assert view.keys == {"SERVER_PASS"} and "aHVudGVyMjI=" not in repr(view)
+    assert ("Secret", "games", "odin-env") in controller.cache.children
+    assert controller.cache.secrets == {}
     assert queued(controller) == [("GameServer", "games", "odin")]
