@@ -213,6 +213,43 @@ def backup_claim(gs: Mapping, policy: Policy) -> dict[str, Any]:
             "spec": spec}
 
 
+# What each step's container may do. It runs as root (a container's capabilities are only
+# root's: Kubernetes gives a non-root process no ambient ones) with every capability dropped but
+# what the step needs, as measured by running each step under `setpriv --bounding-set` (see
+# docs/design.md, "Backups"): none of them talks to the API server, so no token is mounted.
+READ_WORLD = ("DAC_READ_SEARCH",)  # read files and list folders whatever their owner and mode
+# write anywhere in the world, give each entry its owner, mode and times back, and keep a
+# folder's set-group bit when its group is not root's (volumes with an fsGroup)
+WRITE_WORLD = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID")
+STEP_CAPABILITIES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("archive", "create"): READ_WORLD,
+    ("archive", "restore"): WRITE_WORLD,
+    ("archive", "delete"): (),        # its own file (root's) in its own volume
+    ("store", "backup"): READ_WORLD,
+    ("store", "restore"): WRITE_WORLD,
+    ("store", "forget"): (),          # the network and /tmp only
+    ("store", "export"): WRITE_WORLD,  # a download: the snapshot restored, then archived
+    ("download", "archive"): (),      # a download: `cat` of an archive root wrote
+}
+
+
+def step_capabilities(tool: str, action: str) -> tuple[str, ...]:
+    try:
+        return STEP_CAPABILITIES[(tool, action)]
+    except KeyError:
+        raise ValueError(f"no capabilities are decided for `peon {tool} {action}`") from None
+
+
+def job_security_context(add: Sequence[str]) -> dict[str, Any]:
+    """A step's container: root, every capability dropped but `add`, no way to gain more, and
+    a read-only root (a step writes only to its volumes, and restic to its /tmp)."""
+    caps: dict[str, list[str]] = {"drop": ["ALL"]}
+    if add:
+        caps["add"] = list(add)
+    return {"runAsUser": 0, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "capabilities": caps}
+
+
 @dataclass(frozen=True)
 class StoreTarget:
     """Where a store Job's repository is: restic's name for it, the Secret with the keys and
@@ -232,22 +269,20 @@ def run_job(run: Mapping, kind: str, action: list[str], data_claim: str | None,
     from its Secret through envFrom, never through the Job's spec). `scheduling` (the server's
     pod fields: nodeSelector, tolerations, affinity, priority) sends it where the server may
     run, so it tolerates the same taints; `node` pins it beside the running server: the
-    volumes are ReadWriteOnce."""
+    volumes are ReadWriteOnce. The pod gets no service-account token and only the
+    capabilities its step needs (STEP_CAPABILITIES)."""
     meta = run["metadata"]
     gs_name = run["spec"]["gameServer"]
     run_label = LABEL_BACKUP if kind == "GameServerBackup" else LABEL_RESTORE
     labels = {**(meta.get("labels") or {}), LABEL_MANAGED_BY: MANAGED_BY,
               LABEL_GAMESERVER: gs_name, run_label: meta["name"]}
+    tool = "store" if store else "archive"
     container: dict[str, Any] = {
-        "name": "store" if store else "archive", "image": image,
-        "command": ["peon", "store" if store else "archive", *action],
+        "name": tool, "image": image,
+        "command": ["peon", tool, *action],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [],
-        # Root, to read every file of the world and keep its owners; nothing more.
-        "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": False,
-                            "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"],
-                                             "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER"]}},
+        "securityContext": job_security_context(step_capabilities(tool, action[0]) if action else ()),
     }
     pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container], "volumes": []}
     if store:
@@ -268,6 +303,8 @@ def run_job(run: Mapping, kind: str, action: list[str], data_claim: str | None,
     pod.update(copy.deepcopy(dict(scheduling or {})))
     if node:
         pod["nodeSelector"] = {**pod.get("nodeSelector", {}), "kubernetes.io/hostname": node}
+    # `peon archive` and restic touch files and the store, never the API server.
+    pod["automountServiceAccountToken"] = False
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": fit(f"{meta['name']}-{suffix}"), "namespace": meta["namespace"],
@@ -299,7 +336,10 @@ def download_pod(run: Mapping, image: str, pod_name: str,
                   scheduling, store=store)
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    container.update(name="download", command=["sleep", str(DOWNLOAD_SECONDS)])
+    container.update(name="download", command=["sleep", str(DOWNLOAD_SECONDS)],
+                     securityContext=job_security_context(
+                         step_capabilities("store", "export") if store
+                         else step_capabilities("download", "archive")))
     for m in container["volumeMounts"]:
         if m["name"] == "backups":
             m["readOnly"] = True

@@ -157,3 +157,72 @@ def test_a_store_job_takes_its_keys_from_the_secret_and_never_carries_them():
     volumes = {v["name"] for v in job["spec"]["template"]["spec"]["volumes"]}
     assert volumes == {"data", "tmp"}  # no backup volume: the world goes off-site
     assert "PASSWORD" not in _json.dumps(c["env"])
+
+
+# --- what the Jobs' pods may do (issue 23, item 8) -------------------------------------------------
+
+RUN = {"metadata": {"name": "b1", "namespace": "games", "uid": "u1"}, "spec": {"gameServer": "odin"}}
+STORE = bk.StoreTarget("s3:http://s/b/games/odin", "store-keys")
+READ = ["DAC_READ_SEARCH"]
+WRITE = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]
+
+
+def _pod(job):
+    return job["spec"]["template"]["spec"]
+
+
+# Each step as the reconcilers render it, and the only capabilities it may add.
+STEPS = {
+    "archive create": (lambda: _pod(bk.run_job(
+        RUN, "GameServerBackup", ["create", "/data", "/backups/b1.tar.gz"], "odin-data",
+        "odin-backups", "img", "n1", True, "backup")), READ),
+    "archive restore": (lambda: _pod(bk.run_job(
+        RUN, "GameServerRestore", ["restore", "/backups/b1.tar.gz", "/data", "--sha256", "ab"],
+        "odin-data", "odin-backups", "img", None, False, "restore")), WRITE),
+    "archive delete": (lambda: _pod(bk.run_job(
+        RUN, "GameServerBackup", ["delete", "/backups/b1.tar.gz"], None, "odin-backups", "img",
+        None, True, "delete")), None),
+    "store backup": (lambda: _pod(bk.run_job(
+        RUN, "GameServerBackup", ["backup", "/data", "--host", "games/odin", "--name", "b1"],
+        "odin-data", None, "img", "n1", True, "backup", store=STORE)), READ),
+    "store restore": (lambda: _pod(bk.run_job(
+        RUN, "GameServerRestore", ["restore", "5f3c", "/data", "/data"], "odin-data", None, "img",
+        None, False, "restore", store=STORE)), WRITE),
+    "store forget": (lambda: _pod(bk.run_job(
+        RUN, "GameServerBackup", ["forget", "5f3c"], None, None, "img", None, True, "delete",
+        store=STORE)), None),
+    "download archive": (lambda: bk.download_pod(
+        {**RUN, "status": {"volume": "odin-backups", "archive": "/backups/b1.tar.gz"}},
+        "img", "p")["spec"], None),
+    "download snapshot": (lambda: bk.download_pod(
+        {**RUN, "status": {"snapshot": "5f3c", "store": STORE.repository,
+                           "storeSecret": STORE.secret}}, "img", "p")["spec"], WRITE),
+}
+
+
+@pytest.mark.parametrize("step", sorted(STEPS))
+def test_each_job_pod_has_no_token_and_only_the_capabilities_of_its_step(step):
+    render, add = STEPS[step]
+    pod = render()
+    # None of them talks to the API server: no service-account token in the pod.
+    assert pod["automountServiceAccountToken"] is False
+    [container] = pod["containers"]
+    caps = {"drop": ["ALL"], **({"add": add} if add else {})}
+    assert container["securityContext"] == {
+        "runAsUser": 0, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+        "capabilities": caps}
+    # A read-only root: what restic writes goes to a /tmp of the pod's own.
+    if "store" in container.get("command", []) or "envFrom" in container:
+        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+
+
+def test_a_step_without_decided_capabilities_is_refused_not_given_some():
+    with pytest.raises(ValueError, match="no capabilities are decided for `peon archive list`"):
+        bk.run_job(RUN, "GameServerBackup", ["list"], None, "odin-backups", "img", None, True, "x")
+
+
+def test_scheduling_fields_cannot_bring_the_token_back():
+    job = bk.run_job(RUN, "GameServerBackup", ["create", "/data", "/backups/b1.tar.gz"],
+                     "odin-data", "odin-backups", "img", None, True, "backup",
+                     {"automountServiceAccountToken": True, "tolerations": []})
+    assert _pod(job)["automountServiceAccountToken"] is False

@@ -151,3 +151,29 @@ def test_after_hooks_pending_from_before_a_restart_still_run(bed):
     fresh.reconcile("games", "b1")
     assert [c for _, c in kube.execs] == [tuple(c) for c in BEFORE + BEFORE + AFTER]
     assert status(kube)["hooks"]["after"] == bk.HOOKS_DONE
+
+
+def test_the_backup_and_delete_jobs_get_no_token_and_only_their_capabilities(bed):
+    """The Jobs as the reconciler makes them: archive create only reads the world, the archive's
+    delete removes a file root owns; neither holds a service-account token."""
+    kube, cache, backups = bed
+    start_backup(kube, cache)
+    backups.reconcile("games", "b1")
+    pod = kube.objects[("Job", "games", "b1-backup")]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    sc = pod["containers"][0]["securityContext"]
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["DAC_READ_SEARCH"]}
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    finish_job(kube, cache)
+    backups.reconcile("games", "b1")
+    assert status(kube)["phase"] == bk.SUCCEEDED
+    run = kube.objects[("GameServerBackup", "games", "b1")]
+    run["metadata"]["deletionTimestamp"] = "2026-11-29T09:00:00Z"
+    cache.put(cache.backups, ("games", "b1"), run, False)
+    kube.objects[("PersistentVolumeClaim", "games", "odin-backups")] = {
+        "metadata": {"name": "odin-backups", "namespace": "games"}}
+    backups.reconcile("games", "b1")
+    delete = kube.objects[("Job", "games", "b1-delete")]["spec"]["template"]["spec"]
+    assert delete["containers"][0]["command"][:3] == ["peon", "archive", "delete"]
+    assert delete["automountServiceAccountToken"] is False
+    assert delete["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}

@@ -73,3 +73,17 @@ def test_a_restore_stops_the_server_waits_for_its_pod_then_runs_the_verified_arc
     args = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert args[-2:] == ["--sha256", "ab" * 32]  # verified against the backup's checksum
     assert status(kube)["phase"] == bk.RUNNING
+
+
+def test_the_restore_job_gets_no_token_and_only_what_writing_the_world_back_needs(bed):
+    kube, cache, restores = bed
+    restore(kube, cache)
+    restores.reconcile("games", "r1")
+    cache.put(cache.restores, ("games", "r1"), kube.objects[("GameServerRestore", "games", "r1")], False)
+    restores.reconcile("games", "r1")  # no server pod: the Job starts
+    pod = kube.objects[("Job", "games", "r1-restore")]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    sc = pod["containers"][0]["securityContext"]
+    # owners, modes and times given back, set-group folders kept, nothing else
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]}
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
