@@ -50,12 +50,13 @@ class SecretView:
     keys: frozenset[str]
     digest: str
     resource_version: str
+    type: str = "Opaque"
 
     @classmethod
     def of(cls, obj: dict) -> "SecretView":
         data = obj.get("data") or {}
         return cls(obj["metadata"]["name"], frozenset(data), digest(data),
-                   obj["metadata"].get("resourceVersion", ""))
+                   obj["metadata"].get("resourceVersion", ""), obj.get("type") or "Opaque")
 
 
 class Index:

@@ -61,6 +61,17 @@ def is_subset(want: Any, have: Any) -> bool:
     return want == have
 
 
+SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"
+
+
+def refuse_token_secret(view: SecretView, what: str) -> None:
+    """A service account's token never goes into a game's pod or a backup Job, whoever asks:
+    it would give the image the account's rights."""
+    if view.type == SERVICE_ACCOUNT_TOKEN:
+        raise InvalidSpec("SecretNotAllowed", f"{what} holds a service account's token "
+                          f"(type {SERVICE_ACCOUNT_TOKEN}); Peon never puts one into a pod")
+
+
 class Controller:
     def __init__(self, kube: Kube, workers: int = 8, job_image: str = DEFAULT_JOB_IMAGE,
                  whole_cluster: bool = True):
@@ -229,6 +240,8 @@ class Controller:
                                   "(kubectl get games lists them)")
             game = parse_game(game_obj)
             secrets = self.referenced_secrets(ns, gs.secret_refs)
+            if gs.storage.existing_claim:
+                self.check_existing_claim(ns, name, gs.storage.existing_claim)
             if gs.backup.store is not None:
                 self.check_store_secret(ns, gs.backup.store)
             self.runs.ensure_finalizer(body, gs)
@@ -306,6 +319,7 @@ class Controller:
             if view is None:
                 raise InvalidSpec("SecretNotFound", f"Secret {n!r} named by secretRef does not "
                                   f"exist in namespace {ns}")
+            refuse_token_secret(view, f"Secret {n!r} named by secretRef")
             bad = [k for k in view.keys if not is_env_name(k)]
             if bad:
                 raise InvalidSpec("InvalidSetting", f"Secret {n!r} has keys that are not variable "
@@ -338,6 +352,17 @@ class Controller:
         return SecretRefresher(self.cache.named_secrets, self.read_secret, self.secret_changed,
                                self.cache.forget_secrets, interval=interval)
 
+    def check_existing_claim(self, ns: str, server: str, claim: str) -> None:
+        """An existing claim is used only when it is labelled for this server: backups read it
+        and restores overwrite it as root, so naming a claim must not be enough to get at
+        another's world. The claims' stream holds exactly the claims labelled for Peon."""
+        cached = self.cache.children.get(("PersistentVolumeClaim", ns, claim))
+        if (cached or {}).get("metadata", {}).get("labels", {}).get(LABEL_GAMESERVER) != server:
+            raise InvalidSpec("ClaimNotAllowed", (
+                f"spec.storage.existingClaim: claim {claim!r} is not labelled for this server; "
+                f"whoever may use it labels it: kubectl -n {ns} label pvc {claim} "
+                f"{LABEL_MANAGED_BY}={MANAGED_BY} {LABEL_GAMESERVER}={server}"))
+
     def check_store_secret(self, ns: str, store: Store) -> None:
         """The off-site store's Secret exists and holds the keys a backup Job will need: a
         missing one is said now, not by every backup failing later."""
@@ -345,6 +370,7 @@ class Controller:
         if view is None:
             raise InvalidSpec("InvalidBackupStore", f"spec.backup.store.secretRef: Secret "
                               f"{store.secret!r} does not exist in namespace {ns}")
+        refuse_token_secret(view, f"spec.backup.store.secretRef: Secret {store.secret!r}")
         missing = [k for k in STORE_SECRET_KEYS if k not in view.keys]
         if missing:
             raise InvalidSpec("InvalidBackupStore", f"spec.backup.store.secretRef: Secret "

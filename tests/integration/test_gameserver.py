@@ -290,12 +290,23 @@ def test_eradicate_deletes_the_world(kube, namespace):
              lambda: kube.get("PersistentVolumeClaim", namespace, f"{name}-data") is None)
 
 
-def test_existing_claim_is_adopted(kube, namespace):
+def test_existing_claim_is_adopted_once_labelled_for_its_server(kube, namespace):
     kube.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                  "metadata": {"name": "imported-world", "namespace": namespace},
                  "spec": {"accessModes": ["ReadWriteOnce"],
                           "resources": {"requests": {"storage": "1Gi"}}}})
     kube.create(gameserver("imported", namespace, storage={"existingClaim": "imported-world"}))
+    # Naming a claim is not enough: backups would read it and restores overwrite it as root.
+    gs = wait_phase(kube, namespace, "imported", "Error")
+    valid = condition(gs, "Valid")
+    assert valid["reason"] == "ClaimNotAllowed" and "label pvc imported-world" in valid["message"]
+    assert kube.get("Deployment", namespace, "imported") is None
+    wait_for("a Warning", lambda: [e for e in events_for(kube, namespace, "imported")
+                                   if e["reason"] == "ClaimNotAllowed"])
+    kube.raw("PATCH", f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/imported-world",
+             {"metadata": {"labels": {"app.kubernetes.io/managed-by": "peon-operator",
+                                      "peon.dev/gameserver": "imported"}}},
+             content_type="application/merge-patch+json")
     wait_phase(kube, namespace, "imported", "Running")
     assert kube.get("PersistentVolumeClaim", namespace, "imported-data") is None
     vols = kube.get("Deployment", namespace, "imported")["spec"]["template"]["spec"]["volumes"]

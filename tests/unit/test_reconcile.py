@@ -213,3 +213,48 @@ def test_a_server_whose_namespace_is_gone_is_forgotten_not_retried(world):
                              "details": {"name": "odin", "kind": "gameservers"}})
     from peon.controller import _namespace_gone
     assert _namespace_gone(gone) and not _namespace_gone(other)
+
+
+def judged(kube, c, gs):
+    kube.objects[("GameServer", "games", "odin")] = gs
+    c.cache.put(c.cache.gameservers, ("games", "odin"), gs, False)
+    c.reconcile(("GameServer", "games", "odin"))
+    status = kube.objects[("GameServer", "games", "odin")].get("status") or {}
+    return next((x for x in status.get("conditions") or [] if x["type"] == "Valid"), {})
+
+
+def test_a_service_account_token_never_goes_into_a_pod(world):
+    kube, c = world
+    kube.objects[("Secret", "games", "builder-token")] = {
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": "builder-token", "namespace": "games", "resourceVersion": "1"},
+        "data": {"TOKEN": "c2VjcmV0"}}
+    valid = judged(kube, c, gameserver(settings=[
+        {"type": "env", "name": "e", "secretRef": {"name": "builder-token"}}]))
+    assert (valid["status"], valid["reason"]) == ("False", "SecretNotAllowed")
+    assert "service account's token" in valid["message"] and "c2VjcmV0" not in valid["message"]
+    assert ("Deployment", "games", "odin") not in kube.objects
+    store = {"s3": {"endpoint": "https://s3.example", "bucket": "b"},
+             "secretRef": {"name": "builder-token"}}
+    valid = judged(kube, c, gameserver(backup={"store": store}))
+    assert valid["reason"] == "SecretNotAllowed" and "spec.backup.store.secretRef" in valid["message"]
+
+
+def test_an_existing_claim_is_used_only_when_labelled_for_its_server(world):
+    kube, c = world
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+             "metadata": {"name": "old-world", "namespace": "games", "resourceVersion": "1",
+                          "labels": {"app.kubernetes.io/managed-by": "peon-operator",
+                                     "peon.dev/gameserver": "someone-else"}},
+             "spec": {"accessModes": ["ReadWriteOnce"]}}
+    c.cache.put(c.cache.children, ("PersistentVolumeClaim", "games", "old-world"), claim, False)
+    gs = gameserver(storage={"existingClaim": "old-world"})
+    valid = judged(kube, c, gs)
+    assert (valid["status"], valid["reason"]) == ("False", "ClaimNotAllowed")
+    assert "peon.dev/gameserver=odin" in valid["message"]
+    assert ("Deployment", "games", "odin") not in kube.objects
+    claim["metadata"]["labels"]["peon.dev/gameserver"] = "odin"
+    claim["metadata"]["resourceVersion"] = "2"
+    c.cache.put(c.cache.children, ("PersistentVolumeClaim", "games", "old-world"), claim, False)
+    judged(kube, c, gs)
+    assert ("Deployment", "games", "odin") in kube.objects
