@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -55,10 +56,19 @@ def ok(data: Any) -> web.Response:
 class Api:
     """The routes, over one namespace of one cluster."""
 
-    def __init__(self, kube: Kube, namespace: str, key: str):
+    def __init__(self, kube: Kube, namespace: str, key: str, max_downloads: int = 2,
+                 body_timeout: float = 30):
         if not key:
             raise ValueError("no API key")
+        if max_downloads < 1:
+            raise ValueError("max_downloads must be at least 1")
         self.kube, self.namespace, self.key = kube, namespace, key.encode()
+        self.body_timeout = body_timeout
+        # Downloads run in threads of their own, never in the default pool the other routes'
+        # calls use: a list never waits behind a download. A slot is held until its thread
+        # ends (a client gone does not stop an exec already streaming).
+        self.max_downloads, self.downloads_running = max_downloads, 0
+        self.download_pool = ThreadPoolExecutor(max_downloads, thread_name_prefix="download")
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -136,17 +146,17 @@ class Api:
         return await asyncio.to_thread(fn, *args, **kw)
 
     async def body(self, request: web.Request) -> dict[str, Any]:
-        """The JSON body as an object ({} when there is none)."""
-        raw = await request.read()
-        if not raw.strip():
-            return {}
+        """The JSON body as an object ({} when there is none), read within body_timeout (a
+        client that sends its body slowly gets a 408, not a handler held open)."""
         try:
-            doc = json.loads(raw)
-        except ValueError as e:
-            raise BadRequest(f"the body is not JSON: {e}") from e
-        if not isinstance(doc, dict):
-            raise BadRequest("the body must be a JSON object")
-        return doc
+            async with asyncio.timeout(self.body_timeout):
+                raw = await request.read()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                text=json.dumps({"status": "error", "info": f"the body did not arrive within "
+                                 f"{self.body_timeout:g} s"}),
+                content_type="application/json", headers=CORS_HEADERS) from None
+        return views.parse_body(raw)
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -155,7 +165,8 @@ class Api:
 
     async def server(self, uid: str) -> dict:
         game_uid, name = views.split_uid(uid)
-        gs = await self.call(self.kube.get, "GameServer", self.namespace, name) if name else None
+        gs = await self.call(self.kube.get, "GameServer", self.namespace, name) \
+            if views.could_name_an_object(name) else None
         if gs is None:
             raise NotFound(f"server [{uid}] not found")
         if game_uid != gs["spec"]["gameUid"]:
@@ -266,31 +277,61 @@ class Api:
         return await self.make(gs, secret, views.started_later(body))
 
     async def make(self, gs: dict, secret: dict | None, later: bool) -> web.Response:
-        name = gs["metadata"]["name"]
-        if await self.call(self.kube.get, "GameServer", self.namespace, name) is not None:
-            raise Conflict(f"server [{views.uid_of(gs)}] exists")
-        if secret is not None:
-            try:
-                await self.call(self.kube.create, secret)
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-                await self.call(self.kube.apply, secret)  # left by a create that failed after it
-        try:
-            made = await self.call(self.kube.create, gs)
-        except ApiException:
-            if secret is not None:  # nothing half-made: the Secret goes with the refusal
-                await self.call(self.kube.delete, "Secret", self.namespace, secret["metadata"]["name"])
-            raise
-        if secret is not None:  # the Secret goes with its server
-            owner = {"apiVersion": made["apiVersion"], "kind": "GameServer", "name": name,
-                     "uid": made["metadata"]["uid"]}
-            await self.call(self.kube.merge_patch, "Secret", self.namespace,
-                            secret["metadata"]["name"], {"metadata": {"ownerReferences": [owner]}})
+        made = await self.make_server(gs, [secret] if secret is not None else [])
         if later:
             return ok({"status": "success", "info": f"Server [{views.uid_of(made)}] created, but "
                        "the server was not started (start it with /server/start)"})
         return ok(views.server_object(made, clock.now()))
+
+    async def make_server(self, gs: dict, secrets_: list[dict]) -> dict:
+        """The GameServer and its Secrets, made together: every Secret is created (or is a
+        leftover of this server's own failed create, reused); a name held by anyone else's
+        Secret is a 409 naming it, and nothing of theirs is written. When the cluster refuses
+        the server, only the Secrets this request created go again."""
+        name = gs["metadata"]["name"]
+        if await self.call(self.kube.get, "GameServer", self.namespace, name) is not None:
+            raise Conflict(f"server [{views.uid_of(gs)}] exists")
+        names = [s["metadata"]["name"] for s in secrets_]
+        if len(set(names)) < len(names):
+            raise BadRequest(f"settings: two secret settings would share the Secret "
+                             f"{next(n for n in names if names.count(n) > 1)}; name them apart")
+        created: list[str] = []
+        try:
+            for secret in secrets_:
+                if await self.put_secret(secret, name):
+                    created.append(secret["metadata"]["name"])
+            made = await self.call(self.kube.create, gs)
+        except BaseException:
+            for secret_name in created:  # nothing half-made: what this request made goes
+                await self.call(self.kube.delete, "Secret", self.namespace, secret_name)
+            raise
+        owner = {"apiVersion": made["apiVersion"], "kind": "GameServer", "name": name,
+                 "uid": made["metadata"]["uid"]}
+        for secret in secrets_:  # the Secrets go with their server
+            await self.call(self.kube.merge_patch, "Secret", self.namespace,
+                            secret["metadata"]["name"], {"metadata": {"ownerReferences": [owner]}})
+        return made
+
+    async def put_secret(self, secret: dict, server: str) -> bool:
+        """Creates `secret` (True); or rewrites this server's own leftover of that name
+        (False); else Conflict. The rewrite is held to the version read, so a Secret that
+        changed hands in between is never written over."""
+        name = secret["metadata"]["name"]
+        try:
+            await self.call(self.kube.create, secret)
+            return True
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        existing = await self.call(self.kube.get, "Secret", self.namespace, name)
+        why = views.secret_clash(existing, server) if existing is not None else \
+            f"Secret {name} was being removed; try again shortly"
+        if why:
+            raise Conflict(why)
+        await self.call(self.kube.merge_patch, "Secret", self.namespace, name, {
+            "metadata": {"resourceVersion": existing["metadata"]["resourceVersion"]},
+            "data": None, "stringData": secret["stringData"]})
+        return False
 
     async def remove(self, gs: dict, eradicate: bool) -> web.Response:
         uid, name = views.uid_of(gs), gs["metadata"]["name"]
@@ -308,6 +349,19 @@ class Api:
         return ok({"status": "success", "info": info})
 
     async def download(self, request: web.Request, gs: dict) -> web.StreamResponse:
+        if self.downloads_running >= self.max_downloads:
+            return web.json_response(
+                {"status": "error", "info": f"{self.max_downloads} downloads are running, the "
+                 "most this API serves at once; try again in a minute"},
+                status=429, headers={**CORS_HEADERS, "Retry-After": "60"})
+        slot = DownloadSlot(self)
+        try:
+            return await self.stream_newest_backup(request, gs, slot)
+        finally:
+            slot.drop()
+
+    async def stream_newest_backup(self, request: web.Request, gs: dict,
+                                   slot: "DownloadSlot") -> web.StreamResponse:
         # By spec.gameServer: a backup made by hand need not carry the server's label.
         runs = [b for b in await self.call(self.kube.list, "GameServerBackup", self.namespace)
                 if b["spec"].get("gameServer") == gs["metadata"]["name"]]
@@ -317,7 +371,7 @@ class Api:
         name = newest["metadata"]["name"]
         with tempfile.TemporaryDirectory(prefix="peon-api-") as tmp:
             path = os.path.join(tmp, f"{name}.tar.gz")
-            got = await self.call(download.download, self.kube, self.namespace, name, path, None)
+            got = await slot.run(download.download, self.kube, self.namespace, name, path, None)
             # Streamed from here: the file goes with this folder when the handler returns.
             resp = web.StreamResponse(headers={
                 **CORS_HEADERS, "Content-Type": "application/gzip",
@@ -325,7 +379,7 @@ class Api:
                 "Content-Disposition": f'attachment; filename="{name}.tar.gz"'})
             await resp.prepare(request)
             with open(path, "rb") as f:
-                while chunk := await asyncio.to_thread(f.read, 1 << 20):
+                while chunk := await slot.run(f.read, 1 << 20):
                     await resp.write(chunk)
             await resp.write_eof()
             return resp
@@ -350,13 +404,9 @@ class Api:
         views.find_game(await self.games(), payload["game_uid"])
         gs = next(d for d in docs if d["kind"] == "GameServer")
         gs["metadata"]["labels"] = {views.CREATED_BY: views.API_NAME}
-        secrets_ = [d for d in docs if d["kind"] == "Secret"]
-        if await self.call(self.kube.get, "GameServer", self.namespace, gs["metadata"]["name"]):
-            raise Conflict(f"server [{views.uid_of(gs)}] exists")
-        for s in secrets_:
-            s["metadata"]["labels"] = {views.CREATED_BY: views.API_NAME}
-            await self.call(self.kube.apply, s)
-        made = await self.call(self.kube.create, gs)
+        secrets_ = [views.api_secret(d["metadata"]["name"], self.namespace, gs["metadata"]["name"],
+                                     d["stringData"]) for d in docs if d["kind"] == "Secret"]
+        made = await self.make_server(gs, secrets_)
         return ok({"server": views.server_object_1_0(made, clock.now())})
 
     async def server_action_1_0(self, request: web.Request) -> web.StreamResponse:
@@ -382,6 +432,29 @@ class Api:
         return ok(document(__version__))
 
 
+class DownloadSlot:
+    """One of the API's max_downloads slots, taken when made: held by its request and by the
+    thread it runs, whichever ends last (a client gone does not stop an exec already
+    streaming, so its thread keeps the slot). Each slot runs one thread at a time, so the
+    downloads' pool of max_downloads threads never queues."""
+
+    def __init__(self, api: Api):
+        self.api, self.holders = api, 1
+        api.downloads_running += 1
+
+    def drop(self) -> None:
+        self.holders -= 1
+        if self.holders == 0:
+            self.api.downloads_running -= 1
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        self.holders += 1
+        job = self.api.download_pool.submit(fn, *args)
+        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self.drop))
+        return await asyncio.wrap_future(job)
+
+
 def read_key(path: str | None) -> str:
     """The API key: from a file (a mounted Secret) or PEON_API_KEY; there is no default."""
     key = ""
@@ -401,12 +474,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--api-key-file", help="a file holding the API key (else PEON_API_KEY)")
     ap.add_argument("--host", default="0.0.0.0")
     ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--max-downloads", type=int, default=2, metavar="N",
+                    help="backup downloads served at once; more get 429 (default 2)")
+    ap.add_argument("--header-timeout", type=float, default=10, metavar="SECONDS",
+                    help="a connection's time to send a request's headers, from its start or "
+                         "its last answer; then it is closed (default 10)")
+    ap.add_argument("--body-timeout", type=float, default=30, metavar="SECONDS",
+                    help="a request's time to send its body; then 408 (default 30)")
     args = ap.parse_args(argv)
+    if args.max_downloads < 1 or args.header_timeout <= 0 or args.body_timeout <= 0:
+        ap.error("--max-downloads must be at least 1 and the timeouts more than 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    api = Api(Kube(agent=views.API_NAME), args.namespace, read_key(args.api_key_file))
+    api = Api(Kube(agent=views.API_NAME), args.namespace, read_key(args.api_key_file),
+              max_downloads=args.max_downloads, body_timeout=args.body_timeout)
     web.run_app(api.app(), host=args.host, port=args.port, print=None,
-                access_log_format='%a "%r" %s %b %Tfs')
+                access_log_format='%a "%r" %s %b %Tfs', **server_options(args.header_timeout))
     return 0
+
+
+def server_options(header_timeout: float) -> dict[str, Any]:
+    """How aiohttp's server holds connections. Its keepalive_timeout runs from a connection's
+    start (aiohttp 3.14.5 and later) and from each answer, and a request in progress stops
+    it: so it is the time a client has to send complete headers, and a half-sent request is
+    closed after it. Handlers of a client gone are cancelled (their downloads' threads keep
+    their slot until they end)."""
+    return {"keepalive_timeout": header_timeout, "handler_cancellation": True}
 
 
 if __name__ == "__main__":

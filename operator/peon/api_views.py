@@ -7,11 +7,13 @@ A PEON server uid is `<game_uid>.<warcamp>`; here the warcamp is the GameServer'
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 import re
 import secrets
 from typing import Any, Iterable, Mapping
 
-from . import API_VERSION, actions
+from . import API_VERSION, LABEL_GAMESERVER, actions
 from .actions import BadRequest
 from .convert import dns_label
 from .model import is_env_name
@@ -46,6 +48,56 @@ class Conflict(Exception):
     whose spec lives in Git); the message says why and what to do."""
 
 
+# --- request bodies ---------------------------------------------------------------------------
+
+MAX_DEPTH = 16  # PEON's bodies are two levels deep (1.0's settings); more is not a request of ours
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The JSON body as an object ({} when there is none), or BadRequest naming what is wrong:
+    not JSON, too deep, not an object, or a field no Kubernetes object could hold."""
+    if not raw.strip():
+        return {}
+    try:
+        doc = json.loads(raw)
+    except RecursionError as e:  # the parser's own recursion: far deeper than MAX_DEPTH
+        raise BadRequest(f"the body is nested more than {MAX_DEPTH} levels deep") from e
+    except ValueError as e:  # not JSON, not UTF-8, or an integer of more than 4300 digits
+        raise BadRequest(f"the body is not JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise BadRequest("the body must be a JSON object")
+    check_values(doc)
+    return doc
+
+
+def check_values(doc: Any) -> None:
+    """Every value of a parsed body (without recursion, so no depth can overflow): at most
+    MAX_DEPTH levels, finite numbers, and text that is valid Unicode without NUL (a lone
+    surrogate cannot be encoded for the API server; a NUL cannot be an environment value)."""
+    todo: list[tuple[str, Any, int]] = [("", doc, 0)]
+    while todo:
+        where, value, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise BadRequest(f"{where}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadRequest(f"{where}: {value} is not a number Kubernetes can hold")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                _check_text(f"{where}.{k}" if where else k, k, "a key")
+                todo.append((f"{where}.{k}" if where else k, v, depth + 1))
+        elif isinstance(value, list):
+            todo.extend((f"{where}[{i}]", v, depth + 1) for i, v in enumerate(value))
+        elif isinstance(value, str):
+            _check_text(where, value, "text")
+
+
+def _check_text(where: str, text: str, what: str) -> None:
+    if SURROGATE.search(text) or "\x00" in text:
+        shown = where.encode("ascii", "backslashreplace").decode()
+        raise BadRequest(f"{shown}: {what} with a NUL or a lone surrogate (not valid Unicode)")
+
+
 # --- names -----------------------------------------------------------------------------------------
 
 def uid_of(gs: Mapping[str, Any]) -> str:
@@ -55,6 +107,15 @@ def uid_of(gs: Mapping[str, Any]) -> str:
 def split_uid(uid: str) -> tuple[str, str | None]:
     game, _, warcamp = uid.partition(".")
     return game, (warcamp or None)
+
+
+OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def could_name_an_object(name: str | None) -> bool:
+    """Whether `name` could be a Kubernetes object's name; a path's name that could not is not
+    found without asking the cluster (and never reaches a URL of the API server)."""
+    return bool(name) and bool(OBJECT_NAME.match(name))
 
 
 def check_warcamp(warcamp: str) -> str:
@@ -214,10 +275,7 @@ def create_objects(game: Mapping[str, Any], warcamp: str, body: Mapping[str, Any
     secret_obj = None
     if secret:
         secret_name = f"{warcamp}-api-env"
-        secret_obj = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                      "metadata": {"name": secret_name, "namespace": namespace,
-                                   "labels": {CREATED_BY: API_NAME}},
-                      "stringData": secret}
+        secret_obj = api_secret(secret_name, namespace, warcamp, secret)
         settings.append({"type": "env", "name": "api-secret", "secretRef": {"name": secret_name}})
     annotations: dict[str, str] = {}
     if body.get("start_later") in (True, "true", "True", 1, "1"):
@@ -230,6 +288,32 @@ def create_objects(game: Mapping[str, Any], warcamp: str, body: Mapping[str, Any
           "spec": {"gameUid": game["metadata"]["name"], "serverName": warcamp,
                    "description": description, "settings": settings}}
     return gs, secret_obj
+
+
+def secret_clash(existing: Mapping[str, Any], server: str) -> str | None:
+    """Why a Secret of the name a create wants may not be written (None: it is a leftover of
+    this server's own create that failed before its GameServer was made, the API's to reuse).
+    The API never writes or deletes an object it did not make for this server."""
+    meta = existing.get("metadata") or {}
+    labels, name = meta.get("labels") or {}, meta.get("name")
+    if labels.get(CREATED_BY) != API_NAME:
+        return f"Secret {name} exists and was not made by Peon's API; choose another name"
+    if labels.get(LABEL_GAMESERVER) != server:
+        return (f"Secret {name} exists and belongs to another server of Peon's API "
+                f"({labels.get(LABEL_GAMESERVER) or 'unknown'}); choose another name")
+    if meta.get("ownerReferences"):
+        return (f"Secret {name} belonged to an earlier server {server} and is being removed "
+                "with it; try again shortly")
+    return None
+
+
+def api_secret(name: str, namespace: str, server: str, data: Mapping[str, str]) -> dict[str, Any]:
+    """A Secret the API makes for a server's secret variables, labelled as the API's and
+    with the server it is for (so a clash with anyone else's is told, never written over)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {CREATED_BY: API_NAME, LABEL_GAMESERVER: server}},
+            "stringData": dict(data)}
 
 
 def started_later(body: Mapping[str, Any]) -> bool:

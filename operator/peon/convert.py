@@ -32,13 +32,39 @@ def file_name(text: str) -> str:
     return "file" if name in (".", "..") else name[:253]
 
 
+def check_payload(payload: Mapping[str, Any]) -> None:
+    """PEON's payload has the shape convert reads, or PayloadError names the field: a wrong
+    type anywhere is the sender's mistake, told as such (never an error of ours)."""
+    if not isinstance(payload, Mapping):
+        raise PayloadError("the payload must be a JSON object")
+    for key in ("game_uid", "servername"):
+        if not payload.get(key):
+            raise PayloadError(f"the payload has no {key!r}")
+        if not isinstance(payload[key], str):
+            raise PayloadError(f"{key}: must be a string, not {type(payload[key]).__name__}")
+    if payload.get("description") is not None and not isinstance(payload["description"], str):
+        raise PayloadError("description: must be a string")
+    settings = payload.get("settings")
+    if settings is not None and not isinstance(settings, list):
+        raise PayloadError(f"settings: must be a list, not {type(settings).__name__}")
+    for i, s in enumerate(settings or []):
+        if not isinstance(s, Mapping):
+            raise PayloadError(f"settings[{i}]: must be an object, not {type(s).__name__}")
+        if s.get("name") is not None and not isinstance(s["name"], str):
+            raise PayloadError(f"settings[{i}].name: must be a string")
+        if s.get("type") == "env" and not isinstance(s.get("content") or {}, Mapping):
+            raise PayloadError(f"settings[{i}].content: an env setting's content is an object "
+                               "of variables")
+        if s.get("type") == "env" and any(isinstance(v, (Mapping, list)) or v is None
+                                          for v in (s.get("content") or {}).values()):
+            raise PayloadError(f"settings[{i}].content: a variable's value is a string or a number")
+
+
 def convert(payload: Mapping[str, Any], namespace: str | None = None,
             secret_env: bool = False) -> list[dict[str, Any]]:
     """The GameServer for a PEON payload. With `secret_env`, env settings go into a Secret
     manifest of their own and the GameServer names it by secretRef (keep that one out of Git)."""
-    for key in ("game_uid", "servername"):
-        if not payload.get(key):
-            raise PayloadError(f"the payload has no {key!r}")
+    check_payload(payload)
     name = dns_label(payload["servername"])
     meta: dict[str, Any] = {"name": name}
     if namespace:

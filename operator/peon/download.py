@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from kubernetes.client.rest import ApiException
+from kubernetes.utils import parse_quantity
 
 from . import backup as bk
 from .kube import Kube
 from .model import parse_scheduling
 
 POD_START_SECONDS = 300
+GI = 1 << 30
+DEFAULT_WORLD = "20Gi"  # a server's volume when its spec says no size (backup.py's default)
 
 
 class DownloadError(Exception):
@@ -89,8 +92,12 @@ def download(kube: Kube, namespace: str, name: str, out: str, image: str | None,
     if not image:
         raise DownloadError("the backup does not say which image its Jobs ran; give --image "
                             "(the operator's image, as in its --job-image)")
-    pod_name = bk.fit(f"{name}-download-{secrets.token_hex(3)}")
-    pod = bk.download_pod(run, image, pod_name, _scheduling(kube, namespace, run))
+    # Always `-download-` and six hex digits at its end (the chart's admission policy lets
+    # the PEON API exec only into pods so named, which no Deployment's or Job's pod is).
+    pod_name = f"{bk.fit(name, 63 - 16)}-download-{secrets.token_hex(3)}"
+    gs = kube.get("GameServer", namespace, run["spec"]["gameServer"]) or {}
+    pod = with_scratch_limit(bk.download_pod(run, image, pod_name, _scheduling(kube, gs)),
+                             scratch_bytes(run, gs))
     kube.create(pod)
     log(f"pod {pod_name} started")
     try:
@@ -127,9 +134,31 @@ def download(kube: Kube, namespace: str, name: str, out: str, image: str | None,
             pass
 
 
-def _scheduling(kube: Kube, namespace: str, run: dict) -> dict[str, Any]:
+def scratch_bytes(run: dict, gs: dict) -> int:
+    """The most a download pod's scratch space (an emptyDir) may hold: a snapshot restored
+    there (at most the server's volume) and the archive made of it (the backup's recorded
+    size, else the volume's again), and 1 GiB to spare. Beyond it the kubelet evicts the pod
+    rather than let it fill the node's disk."""
+    size = ((gs.get("spec") or {}).get("storage") or {}).get("size") or DEFAULT_WORLD
+    try:
+        world = int(parse_quantity(size))
+    except (ValueError, ArithmeticError):
+        world = int(parse_quantity(DEFAULT_WORLD))
+    archive = (run.get("status") or {}).get("size")
+    archive = archive if isinstance(archive, int) and archive > 0 else world
+    return world + archive + GI
+
+
+def with_scratch_limit(pod: dict, limit: int) -> dict:
+    """`pod` with every emptyDir bounded to `limit` bytes."""
+    for v in pod["spec"].get("volumes") or []:
+        if "emptyDir" in v:
+            v["emptyDir"] = {**(v["emptyDir"] or {}), "sizeLimit": str(limit)}
+    return pod
+
+
+def _scheduling(kube: Kube, gs: dict) -> dict[str, Any]:
     """Where the server may run (its Game's tolerations, say): the backup volume is there."""
-    gs = kube.get("GameServer", namespace, run["spec"]["gameServer"]) or {}
     spec = gs.get("spec") or {}
     game = kube.get("Game", None, spec["gameUid"]) if spec.get("gameUid") else None
     default = parse_scheduling(((game or {}).get("spec") or {}).get("scheduling"))

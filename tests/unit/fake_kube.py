@@ -96,9 +96,12 @@ class FakeKube:
         self.calls.append(("create", kind, meta.get("name", "")))
         if kind in self.refuse:
             raise self.refuse[kind]
+        key = (kind, meta.get("namespace"), meta.get("name"))
+        if key in self.objects:  # as the API server: a create never replaces
+            raise api_error(409, f'{kind.lower()}s "{meta["name"]}" already exists')
         stored = self._stored(obj)
         if kind != "Event":
-            self.objects[(kind, meta.get("namespace"), meta["name"])] = stored
+            self.objects[key] = stored
         return copy.deepcopy(stored)
 
     def exec(self, namespace: str, pod: str, container: str, command: list[str],

@@ -201,3 +201,193 @@ def test_a_wrong_method_is_said_and_the_apis_own_stopped_server_starts_in_one_wr
     status, body = one(kube, "PUT", "/api/v1/server/start/valheim.odin", {})
     assert status == 409 and "start it there" in body["info"]
     assert kube.objects[("GameServer", "games", "odin")]["spec"]["state"] == "Stopped"
+
+
+# --- never a Secret of anyone else's (issue 23, item 1) ------------------------------------------
+
+def user_secret(name, **labels):
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": "games", "resourceVersion": "7",
+                         "labels": {"team": "ops", **labels}},
+            "data": {"RESTIC_PASSWORD": "c2VjcmV0"}}
+
+
+@pytest.mark.parametrize("method,path,body,clash", [
+    ("POST", "/api/1.0/servers", {"game_uid": "valheim", "servername": "offsite", "settings": [
+        {"type": "env", "name": "s3", "content": {"RESTIC_PASSWORD": "mine now"}}]}, "offsite-s3"),
+    ("PUT", "/api/v1/server/create/valheim.vikings", {"PASSWORD": "hunter22"}, "vikings-api-env"),
+])
+def test_a_secret_the_api_did_not_make_is_never_written_nor_deleted(method, path, body, clash):
+    for labels in ({}, {"app.kubernetes.io/created-by": "peon-api",  # the API's, another server's
+                        "peon.dev/gameserver": "someone"}):
+        kube = cluster()
+        kube.objects[("Secret", "games", clash)] = theirs = user_secret(clash, **labels)
+        status, answer = one(kube, method, path, body)
+        assert status == 409 and f"Secret {clash} exists" in answer["info"], answer
+        assert kube.objects[("Secret", "games", clash)] == theirs  # data and labels as they were
+        assert not [c for c in kube.calls if c[0] in ("apply", "patch", "delete")]
+        assert not [k for k in kube.objects if k[0] == "GameServer" and k[2] != "odin"]
+    assert "was not made by Peon's API" in one(cluster_with(user_secret(clash)), method, path, body)[1]["info"]
+
+
+def cluster_with(*objects):
+    kube = cluster()
+    for o in objects:
+        kube.objects[(o["kind"], "games", o["metadata"]["name"])] = o
+    return kube
+
+
+def test_a_refused_server_takes_back_only_the_secrets_its_request_made():
+    from fake_kube import api_error
+    kube = cluster()
+    kube.refuse["GameServer"] = api_error(422, "description: Too long")
+    status, answer = one(kube, "POST", "/api/1.0/servers", {
+        "game_uid": "valheim", "servername": "gone", "settings": [
+            {"type": "env", "name": "a", "content": {"X": "1"}},
+            {"type": "env", "name": "b", "content": {"Y": "2"}}]})
+    assert status == 400 and "Too long" in answer["info"]
+    assert not [k for k in kube.objects if k[0] == "Secret"]  # both made here, both gone
+    # A leftover of this server's own failed create (the API's, no owner yet) is reused...
+    leftover = user_secret("vikings-api-env", **{"app.kubernetes.io/created-by": "peon-api",
+                                                 "peon.dev/gameserver": "vikings"})
+    kube = cluster_with(copy.deepcopy(leftover))
+    status, _ = one(kube, "PUT", "/api/v1/server/create/valheim.vikings", {"PASSWORD": "hunter22"})
+    secret = kube.objects[("Secret", "games", "vikings-api-env")]
+    assert status == 200 and secret["stringData"] == {"PASSWORD": "hunter22"} and "data" not in secret
+    assert secret["metadata"]["ownerReferences"][0]["name"] == "vikings"
+    # ...and, reused rather than made, is not this request's to delete when the server is refused.
+    kube = cluster_with(copy.deepcopy(leftover))
+    kube.refuse["GameServer"] = api_error(422, "nope")
+    assert one(kube, "PUT", "/api/v1/server/create/valheim.vikings", {"PASSWORD": "x"})[0] == 400
+    assert ("Secret", "games", "vikings-api-env") in kube.objects
+    # One still owned by an earlier server of that name is going with it: not reused.
+    owned = copy.deepcopy(leftover)
+    owned["metadata"]["ownerReferences"] = [{"kind": "GameServer", "name": "vikings", "uid": "old"}]
+    status, answer = one(cluster_with(owned), "PUT", "/api/v1/server/create/valheim.vikings",
+                         {"PASSWORD": "x"})
+    assert status == 409 and "being removed" in answer["info"]
+
+
+def test_two_settings_that_would_share_a_secret_are_refused():
+    status, answer = one(cluster(), "POST", "/api/1.0/servers", {
+        "game_uid": "valheim", "servername": "twins", "settings": [
+            {"type": "env", "name": "s3", "content": {"A": "1"}},
+            {"type": "env", "name": "S3", "content": {"B": "2"}}]})
+    assert status == 400 and "twins-s3" in answer["info"], answer
+
+
+# --- bad bodies are 400s (item 7) --------------------------------------------------------------
+
+@pytest.mark.parametrize("method,path,body,info", [
+    ("PUT", "/api/v1/server/start/valheim.odin", '{"interval":' + "[" * 100000 + "]" * 100000 + "}",
+     "nested more than 16 levels"),
+    ("PUT", "/api/v1/server/start/valheim.odin", '{"a":' + "[" * 40 + "]" * 40 + "}", "a[0]"),
+    ("POST", "/api/1.0/servers", {"game_uid": "valheim", "servername": "x", "settings": [1, 2]},
+     "settings[0]: must be an object, not int"),
+    ("POST", "/api/1.0/servers", {"game_uid": "valheim", "servername": "x", "settings": "env"},
+     "settings: must be a list"),
+    ("POST", "/api/1.0/servers", {"game_uid": "valheim", "servername": 5}, "servername: must be a string"),
+    ("POST", "/api/1.0/servers", {"game_uid": "valheim", "servername": "x",
+                                  "settings": [{"type": "env", "content": ["A=1"]}]}, "settings[0].content"),
+    ("PUT", "/api/v1/server/create/valheim.x", '{"PASSWORD": "a\\ud800b"}', "PASSWORD: text with"),
+    ("PUT", "/api/v1/server/create/valheim.x", '{"PASSWORD": "a\\u0000b"}', "PASSWORD: text with"),
+    ("PUT", "/api/v1/server/create/valheim.x", '{"PASSWORD": 1e400}', "PASSWORD: inf"),
+    ("PUT", "/api/v1/server/create/valheim.x", '{"PASSWORD": ' + "9" * 5000 + "}", "not JSON"),
+])
+def test_a_body_no_server_could_take_is_a_400_naming_the_field(method, path, body, info):
+    status, answer = one(cluster(), method, path, body)
+    assert status == 400 and info in answer["info"], (status, answer)
+
+
+# --- the API cannot be tied up (item 6) ------------------------------------------------------------
+
+def test_downloads_beyond_the_limit_get_429_and_the_list_never_waits_behind_them(monkeypatch):
+    import threading
+    from peon import download
+    kube = cluster()
+    kube.objects[("GameServerBackup", "games", "b1")] = {
+        "apiVersion": "peon.dev/v1alpha1", "kind": "GameServerBackup",
+        "metadata": {"name": "b1", "namespace": "games"}, "spec": {"gameServer": "odin"},
+        "status": {"phase": "Succeeded", "completionTime": "2026-11-28T10:00:00Z"}}
+    started, release = threading.Semaphore(0), threading.Event()
+
+    def slow_download(kube_, ns, name, out, image, **kw):
+        started.release()
+        release.wait(30)
+        with open(out, "wb") as f:
+            f.write(b"x")
+        return download.Downloaded(out, 1, "ab" * 32)
+    monkeypatch.setattr(download, "download", slow_download)
+
+    async def go():
+        api = Api(kube, "games", KEY, max_downloads=2)
+        async with TestClient(TestServer(api.app())) as client:
+            get = lambda path: client.get(path, headers={"X-Api-Key": KEY})
+            running = [asyncio.ensure_future(get("/api/v1/server/save/valheim.odin")) for _ in range(2)]
+            for _ in range(2):
+                assert await asyncio.to_thread(started.acquire, True, 10)
+            # Both downloads hold their threads: the third is told to come back, and the list
+            # (in the default pool) answers.
+            third = await get("/api/v1/server/save/valheim.odin")
+            assert third.status == 429 and third.headers["Retry-After"] == "60"
+            assert "2 downloads are running" in (await third.json())["info"]
+            listed = await asyncio.wait_for(get("/api/v1/servers"), 5)
+            assert listed.status == 200
+            release.set()
+            done = [await r for r in running]
+            assert [(d.status, await d.read()) for d in done] == [(200, b"x")] * 2
+            for _ in range(500):  # the handlers' last step, after the body went out
+                if api.downloads_running == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert api.downloads_running == 0
+            assert (await get("/api/v1/server/save/valheim.odin")).status == 200
+    asyncio.run(go())
+
+
+def test_half_sent_requests_are_closed_and_the_list_answers_while_they_are_open(capsys):
+    """200 connections that never finish their headers, and one that never finishes its body:
+    the server list answers while they are open, and the server closes each of them."""
+    import time
+    import aiohttp
+    from aiohttp import web
+    from peon.api import server_options
+
+    async def go():
+        api = Api(cluster(), "games", KEY, body_timeout=1)
+        runner = web.AppRunner(api.app(), **server_options(header_timeout=2))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            t0 = time.monotonic()
+            half = [await asyncio.open_connection("127.0.0.1", port) for _ in range(200)]
+            for _, w in half:
+                w.write(b"GET /api/v1/servers HTTP/1.1\r\nHost: peon\r\nX-Api-Key: " + KEY.encode())
+            slow_r, slow_w = await asyncio.open_connection("127.0.0.1", port)
+            slow_w.write(b"PUT /api/v1/server/start/valheim.odin HTTP/1.1\r\nHost: peon\r\n"
+                         b"X-Api-Key: " + KEY.encode() + b"\r\nContent-Length: 100\r\n\r\n{\"inter")
+            async with aiohttp.ClientSession() as s:
+                t_list = time.monotonic()
+                async with s.get(f"http://127.0.0.1:{port}/api/v1/servers",
+                                 headers={"X-Api-Key": KEY}) as resp:
+                    assert resp.status == 200 and (await resp.json())[0]["servername"] == "odin"
+                t_list = time.monotonic() - t_list
+            assert not [r for r, w in half if w.is_closing() or r.at_eof()]  # all open then
+            # Closed by the server: each reads to its end (EOF) with no answer at all; a
+            # generous bound (the header timeout is 2 s) only keeps a broken server from hanging.
+            answers = await asyncio.wait_for(asyncio.gather(*(r.read() for r, _ in half)), 60)
+            t_closed = time.monotonic() - t0
+            assert answers == [b""] * 200
+            slow = await asyncio.wait_for(slow_r.read(), 60)
+            assert slow.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in slow, slow
+            for _, w in half + [(slow_r, slow_w)]:
+                w.close()
+            return t_list, t_closed
+        finally:
+            await runner.cleanup()
+    t_list, t_closed = asyncio.run(go())
+    with capsys.disabled():
+        print(f"\n200 half-sent requests: list answered in {t_list:.3f} s; all closed "
+              f"{t_closed:.1f} s after they opened (header timeout 2 s)")

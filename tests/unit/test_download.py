@@ -61,3 +61,59 @@ def test_the_download_is_held_to_the_recorded_or_the_exported_checksum():
     assert expected_sha256(run(STORE), printed) == "cd" * 32
     with pytest.raises(DownloadError, match="exporting the snapshot failed: Fatal: wrong password"):
         expected_sha256(run(STORE), "Fatal: wrong password")
+
+
+class PodsRun(__import__("fake_kube").FakeKube):
+    """The fake cluster, where a created pod runs at once and `cat` streams an archive."""
+
+    def create(self, obj):
+        made = super().create(obj)
+        if obj["kind"] == "Pod":
+            self.objects[("Pod", obj["metadata"]["namespace"], obj["metadata"]["name"])]["status"] = \
+                {"phase": "Running"}
+        return made
+
+    def exec(self, namespace, pod, container, command, timeout, stdout=None):
+        self.execs.append((pod, tuple(command)))
+        stdout.write(b"the archive")
+        return __import__("peon.kube", fromlist=["ExecResult"]).ExecResult(0, "")
+
+
+def test_the_download_pod_is_bounded_named_for_the_policy_and_gets_no_token(tmp_path):
+    import hashlib
+    import re
+    from peon import download
+    kube = PodsRun()
+    status = {**LOCAL, "sha256": hashlib.sha256(b"the archive").hexdigest(), "size": 5 << 30}
+    kube.objects[("GameServerBackup", "games", "b1")] = run(status)
+    kube.objects[("GameServer", "games", "odin")] = {
+        "metadata": {"name": "odin"}, "spec": {"gameUid": "valheim", "storage": {"size": "8Gi"}}}
+    created = []
+    kube_create = kube.create
+    kube.create = lambda obj: created.append(obj) or kube_create(obj)
+    got = download.download(kube, "games", "b1", str(tmp_path / "b1.tar.gz"), None)
+    assert got.size == len(b"the archive") and (tmp_path / "b1.tar.gz").read_bytes() == b"the archive"
+    pod = next(o for o in created if o["kind"] == "Pod")
+    assert re.fullmatch(r"b1-download-[0-9a-f]{6}", pod["metadata"]["name"])
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    c = pod["spec"]["containers"][0]["securityContext"]
+    assert c["capabilities"]["drop"] == ["ALL"] and not c["capabilities"].get("add")
+    assert c["readOnlyRootFilesystem"] and not c["allowPrivilegeEscalation"]
+    assert ("Pod", "games", pod["metadata"]["name"]) not in kube.objects  # deleted after
+    # A long backup name still ends in -download- and six hex digits, within 63 characters.
+    long = "x" * 80
+    kube.objects[("GameServerBackup", "games", long)] = {**run(status), "metadata": {
+        "name": long, "namespace": "games", "uid": "u"}}
+    download.download(kube, "games", long, str(tmp_path / "l.tar.gz"), None)
+    name = created[-1]["metadata"]["name"]
+    assert len(name) <= 63 and re.search(r"-download-[0-9a-f]{6}$", name), name
+
+
+def test_a_snapshot_downloads_scratch_space_is_bounded_by_the_world_and_the_archive():
+    from peon.download import scratch_bytes, with_scratch_limit
+    gs = {"spec": {"storage": {"size": "8Gi"}}}
+    assert scratch_bytes(run({**STORE, "size": 3 << 30}), gs) == (8 + 3 + 1) << 30
+    assert scratch_bytes(run(STORE), gs) == (8 + 8 + 1) << 30  # no size recorded: the world's
+    assert scratch_bytes(run(STORE), {}) == (20 + 20 + 1) << 30  # no server: the default volume
+    pod = with_scratch_limit(bk.download_pod(run(STORE), "img:1", "p"), 12 << 30)
+    assert pod["spec"]["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": str(12 << 30)}}]
