@@ -29,9 +29,17 @@ def main(argv: list[str] | None = None) -> None:
                     help="serve Prometheus metrics on this port (off when omitted)")
     ap.add_argument("--log-format", choices=["plain", "json"], default="plain",
                     help="json: one JSON object a line, for log collectors (kopf's formatter)")
+    ap.add_argument("--notify-allow-cidr", action="append", default=[], metavar="CIDR",
+                    help="let webhooks reach this network (repeatable), though it is loopback, "
+                         "link-local, private or otherwise refused by default")
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = ap.parse_args(argv)
+    from . import notify
+    try:
+        notify.allow_for_install(args.notify_allow_cidr)
+    except ValueError as e:
+        ap.error(f"--notify-allow-cidr: {e}")
 
     if args.log_format == "json":
         kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)

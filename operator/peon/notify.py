@@ -7,15 +7,29 @@ reconcile), each webhook gets its messages in order at most one a second, a refu
 with back-off (honouring Discord's `retry_after` on a 429), and what cannot be sent is logged
 and said once as a Warning Event, never with the URL: the URL comes from the Secret the
 GameServer names (key `url`) and is a credential (a Discord webhook URL is its own token).
+
+Whoever may create a GameServer chooses that URL, so the POST is hardened against it (`Webhooks`):
+no redirects followed, no address of the operator's own network position (loopback, link-local
+and the cloud's metadata, private and shared ranges, multicast, unspecified) unless the install
+allows it (`--notify-allow-cidr`), every address a name resolves to checked and only those
+connected to, the answer read to 4 KiB at most within a total timeout, and any failure, however
+odd, said once without the URL.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import logging
+import re
+import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
+
+import aiohttp
+import aiohttp.abc
+from yarl import URL
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +116,164 @@ class Outgoing:
 
 Post = Callable[[str, dict], Awaitable[tuple[int, Mapping[str, str], bytes]]]
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Where a webhook may not go unless the install allows it: the operator's own network position.
+# The most specific name first (the metadata addresses sit inside wider ranges).
+REFUSED: tuple[tuple[IPNetwork, str], ...] = tuple((ipaddress.ip_network(n), what) for n, what in (
+    ("169.254.169.254/32", "a cloud metadata address"),   # AWS, GCP, Azure, OpenStack, ...
+    ("fd00:ec2::254/128", "a cloud metadata address"),    # AWS over IPv6
+    ("100.100.100.200/32", "a cloud metadata address"),   # Alibaba
+    ("168.63.129.16/32", "a cloud metadata address"),     # Azure's wire server
+    ("0.0.0.0/8", "unspecified"), ("::/128", "unspecified"),
+    ("127.0.0.0/8", "loopback"), ("::1/128", "loopback"),
+    ("169.254.0.0/16", "link-local"), ("fe80::/10", "link-local"),
+    ("10.0.0.0/8", "private"), ("172.16.0.0/12", "private"), ("192.168.0.0/16", "private"),
+    ("100.64.0.0/10", "shared (carrier-grade NAT)"), ("fc00::/7", "unique local"),
+    ("224.0.0.0/4", "multicast"), ("ff00::/8", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+))
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+ANSWER_LIMIT = 4096  # bytes of a webhook's answer read: Discord's retry_after JSON fits
+TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5, sock_connect=5, sock_read=5)
+HOSTNAME = re.compile(r"^(?=.{1,253}\.?$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?\.?)+$", re.I)
+
+
+class Refused(Exception):
+    """The webhook's address is not one this install lets the operator send to."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BadURL(ValueError):
+    """The Secret's `url` is not a usable http(s) URL (the reason never quotes it)."""
+
+
+def allowed_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """`--notify-allow-cidr` values; a ValueError names the one that is not a CIDR."""
+    out = []
+    for c in cidrs:
+        try:
+            out.append(ipaddress.ip_network(c.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP network (CIDR): {c!r}") from None
+    return tuple(out)
+
+
+# The install's allowance (main.py sets it from --notify-allow-cidr before the operator starts).
+INSTALL_ALLOWED: tuple[IPNetwork, ...] = ()
+
+
+def allow_for_install(cidrs: Iterable[str]) -> None:
+    global INSTALL_ALLOWED
+    INSTALL_ALLOWED = allowed_networks(cidrs)
+
+
+def _reached(ip: IPAddress) -> IPAddress:
+    """An IPv4 address dressed as IPv6 (mapped, or NAT64's well-known prefix) is judged as the
+    IPv4 address it reaches."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            return ip.ipv4_mapped
+        if ip in NAT64:
+            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
+
+
+def refusal(address: str, allowed: Sequence[IPNetwork] = ()) -> str | None:
+    """Why a webhook may not be sent to `address` (an IP, as resolved); None when it may."""
+    ip = _reached(ipaddress.ip_address(address))
+    if any(ip.version == n.version and ip in n for n in allowed):
+        return None
+    for net, what in REFUSED:
+        if ip.version == net.version and ip in net:
+            return f"the webhook's address {ip} is {what}, not allowed by this install"
+    return None
+
+
+def webhook_url(url: str) -> URL:
+    """The Secret's `url`, parsed, or BadURL with a reason that does not quote it."""
+    try:
+        target = URL(url)
+        host, port = target.host, target.port
+    except (ValueError, UnicodeError, TypeError) as e:
+        raise BadURL(f"is not a valid URL ({type(e).__name__})") from None
+    if target.scheme not in ("http", "https"):
+        raise BadURL("is not an http(s) URL")
+    if not host or port is None:
+        raise BadURL("has no host")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not HOSTNAME.match(target.raw_host or ""):
+            raise BadURL("has no valid host name") from None
+    return target
+
+
+class CheckedResolver(aiohttp.abc.AbstractResolver):
+    """Resolves as aiohttp would, then refuses the name if ANY of its addresses is refused;
+    aiohttp connects only to the addresses returned, the very ones checked (no second lookup
+    a rebinding DNS server could answer differently)."""
+
+    def __init__(self, allowed: Sequence[IPNetwork]):
+        self.allowed = allowed
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[aiohttp.abc.ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        for r in found:
+            why = refusal(r["host"].split("%")[0], self.allowed)
+            if why:
+                raise Refused(why)
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+async def read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to `limit` bytes of an answer; the rest is never read (the connection is closed)."""
+    got = b""
+    while len(got) < limit:
+        chunk = await stream.read(limit - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+class Webhooks:
+    """The POST to a webhook, as hostile as its URL may be: see the module's docstring."""
+
+    def __init__(self, allowed: Sequence[IPNetwork] = ()):
+        self.allowed = tuple(allowed)
+
+    async def post(self, url: str, payload: dict) -> tuple[int, Mapping[str, str], bytes]:
+        target = webhook_url(url)
+        try:
+            why = refusal(target.host, self.allowed)  # an IP literal: no resolver asked
+        except ValueError:
+            why = None  # a name: the resolver checks what it resolves to
+        if why:
+            raise Refused(why)
+        connector = aiohttp.TCPConnector(resolver=CheckedResolver(self.allowed),
+                                         use_dns_cache=False, force_close=True)
+        # No decompression: a small gzip answer must not become a large one in memory.
+        async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT,
+                                         auto_decompress=False) as s:
+            async with s.post(target, json=payload, allow_redirects=False,
+                              headers={"Accept-Encoding": "identity"}) as r:
+                raw = await read_at_most(r.content, ANSWER_LIMIT)
+                return r.status, dict(r.headers), raw
+
 
 async def http_post(url: str, payload: dict) -> tuple[int, Mapping[str, str], bytes]:
-    import aiohttp
-    timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(timeout=timeout) as s:
-        async with s.post(url, json=payload) as r:
-            return r.status, dict(r.headers), await r.read()
+    """A POST under the install's allowance."""
+    return await Webhooks(INSTALL_ALLOWED).post(url, payload)
 
 
 class Notifier:
@@ -131,6 +296,7 @@ class Notifier:
         self._runner: asyncio.Task | None = None
         self.sent = 0
         self.dropped = 0
+        self.failed = 0  # messages not sent (each said in the log, a Warning once per problem)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -160,9 +326,27 @@ class Notifier:
     async def run(self) -> None:
         while True:
             out = await self._queue.get()
-            task = asyncio.create_task(self.deliver(out))
+            task = asyncio.create_task(self.deliver_safely(out))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        """The last resort: no task's exception is left unretrieved (asyncio would log it, with
+        whatever it says, the URL included)."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.failed += 1
+            log.error("a notification task failed: %s", type(task.exception()).__name__)
+
+    async def deliver_safely(self, out: Outgoing) -> bool:
+        """deliver, with anything it did not foresee said once too (by its type: an exception's
+        text may quote the URL)."""
+        try:
+            return await self.deliver(out)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            return await self._failed(out, f"unexpected error ({type(e).__name__})")
 
     async def deliver(self, out: Outgoing) -> bool:
         """Sends one message, in order with the others to its webhook, spaced, with retries."""
@@ -172,11 +356,14 @@ class Notifier:
             try:
                 url = await asyncio.to_thread(self.url_of, out.namespace, out.secret)
             except Exception as e:  # the Secret cannot be read: said, not retried forever
-                url, problem = None, f"cannot read Secret {out.secret}: {e}"
+                url, problem = None, f"cannot read Secret {out.secret}: {type(e).__name__}"
             else:
                 problem = None if url else f"Secret {out.secret} has no `{URL_KEY}` key"
-            if url and not url.startswith(("https://", "http://")):
-                url, problem = None, f"Secret {out.secret}'s `{URL_KEY}` is not an http(s) URL"
+            if url:
+                try:
+                    webhook_url(url)
+                except BadURL as e:
+                    url, problem = None, f"Secret {out.secret}'s `{URL_KEY}` {e}"
             if url is None:
                 return await self._failed(out, problem)
             last = ""
@@ -187,7 +374,13 @@ class Notifier:
                 self._last[key] = time.monotonic()
                 try:
                     status, headers, raw = await self.post(url, out.payload)
-                except (OSError, asyncio.TimeoutError) as e:
+                except Refused as e:  # the same address next time: not retried
+                    return await self._failed(out, f"refused: {e.reason}")
+                except BadURL as e:
+                    return await self._failed(out, f"Secret {out.secret}'s `{URL_KEY}` {e}")
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # refused, reset, timed out, TLS, garbled: by type only
                     status, headers, raw, last = 0, {}, b"", f"no answer ({type(e).__name__})"
                 if 200 <= status < 300:
                     self.sent += 1
@@ -196,25 +389,29 @@ class Notifier:
                 if status:
                     last = f"HTTP {status}"
                 if status and status < 500 and status != 429:
-                    break  # refused for what it is: retrying sends the same
+                    break  # refused for what it is (a redirect too, never followed): retrying sends the same
                 await self.sleep(self._retry_after(headers, raw) or self.backoff * 2 ** attempt)
             return await self._failed(out, f"the webhook answered {last}")
 
     @staticmethod
     def _retry_after(headers: Mapping[str, str], raw: bytes) -> float | None:
-        for k, v in headers.items():
-            if k.lower() == "retry-after":
-                try:
-                    return min(float(v), 60.0)
-                except ValueError:
-                    pass
+        """Seconds the webhook asks to wait (a Retry-After header, or Discord's JSON), 0-60."""
+        import json
+        import math
+        told: Any = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+        if told is None:
+            try:
+                told = json.loads(raw or b"{}").get("retry_after")
+            except (ValueError, TypeError, AttributeError, RecursionError):
+                return None
         try:
-            import json
-            return min(float(json.loads(raw or b"{}").get("retry_after")), 60.0)
-        except (ValueError, TypeError, AttributeError):
+            seconds = float(told)
+        except (ValueError, TypeError, OverflowError):
             return None
+        return min(max(seconds, 0.0), 60.0) if math.isfinite(seconds) else None
 
     async def _failed(self, out: Outgoing, problem: str) -> bool:
+        self.failed += 1
         log.warning("notification for %s/%s not sent: %s", out.namespace, out.server, problem)
         if self._warned.get((out.namespace, out.secret)) != problem and out.involved:
             self._warned[(out.namespace, out.secret)] = problem
