@@ -700,15 +700,16 @@ class _Checker:
     def _claim(self, raw: str, name: str, kind: str) -> None:
         """A name is had once; its folders must be folders, and none of them a link."""
         parts = name.split("/")
-        for i in range(1, len(parts) + 1):
-            self._spelled_once(raw, "/".join(parts[:i]))
         for i in range(1, len(parts)):
             folder = "/".join(parts[:i])
+            if folder not in self.kinds:  # a folder had already was checked when first had
+                self._spelled_once(raw, folder)
             held = self.kinds.setdefault(folder, self.IMPLIED_DIR)
             if held == self.SYMLINK:
                 raise ArchiveError(f"refusing {raw!r}: it would be written through a link ({folder!r})")
             if held not in (self.DIR, self.IMPLIED_DIR):
                 raise ArchiveError(f"refusing {raw!r}: its folder {folder!r} is a {held} in the archive")
+        self._spelled_once(raw, name)
         held = self.kinds.get(name)
         if held is not None and not (held == self.IMPLIED_DIR and kind == self.DIR):
             raise ArchiveError(f"refusing {raw!r}: {name!r} appears twice in the archive "
