@@ -1,16 +1,40 @@
 """How many players are on: asked of the server itself, by the protocol its Game names.
 
-    a2s        Steam's A2S_INFO query (python-a2s), on the game's query port
-    minecraft  the Minecraft server-list ping (mcstatus)
+    a2s        Steam's A2S_INFO query, on the game's query port (UDP)
+    minecraft  the Minecraft server-list ping (TCP)
+
+Both are spoken here, in a few lines each, rather than through python-a2s and mcstatus: the
+server answering is whoever wrote the GameServer (its image, its probe address), and those
+libraries read what the peer declares (a Minecraft status of 200 MB was read whole; A2S
+fragments are reassembled and bz2-decompressed without a bound). Here every read is bounded by
+what the protocol allows and the whole query by one timeout.
 
 A failed query is never read as "nobody is on": it returns None and the caller retries.
 """
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import socket
+import struct
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
+
+# The status JSON is a protocol string of at most 32767 UTF-16 units, each at most 3 UTF-8
+# bytes; its packet adds an id (1 byte) and the string's length (a varint, at most 3 bytes).
+MINECRAFT_STATUS_MAX = 3 * 32767
+MINECRAFT_PACKET_MAX = 1 + 3 + MINECRAFT_STATUS_MAX
+# An A2S_INFO answer is one datagram in practice; a split one (Source's multi-packet answer)
+# is taken up to this many fragments and bytes, uncompressed only.
+A2S_FRAGMENTS_MAX = 8
+A2S_BYTES_MAX = 64 * 1024
+A2S_CHALLENGES_MAX = 3
+
+
+class Garbled(ValueError):
+    """The peer's answer is not what the protocol allows."""
 
 
 @dataclass(frozen=True)
@@ -19,17 +43,183 @@ class Players:
     max: int
 
 
-async def query(protocol: str, host: str, port: int, timeout: float = 2.0) -> Players | None:
-    """One query, with the libraries' async calls (the prober runs them on the event loop)."""
+def _players(online: object, most: object) -> Players:
+    if not all(type(n) is int and 0 <= n < 2 ** 31 for n in (online, most)):
+        raise Garbled("player counts are not counts")
+    return Players(online, most)
+
+
+# --- Minecraft server-list ping ---------------------------------------------------------------
+
+def varint(n: int) -> bytes:
+    n &= 0xFFFFFFFF
+    out = b""
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def _string(s: str) -> bytes:
+    raw = s.encode()
+    return varint(len(raw)) + raw
+
+
+def minecraft_request(host: str, port: int) -> bytes:
+    """The handshake (protocol version -1: "any", next state status) and the status request."""
+    handshake = b"\x00" + varint(-1) + _string(host) + struct.pack(">H", port) + varint(1)
+    return varint(len(handshake)) + handshake + varint(1) + b"\x00"
+
+
+async def read_varint(reader: asyncio.StreamReader) -> int:
+    n = 0
+    for i in range(5):  # a 32-bit varint is at most 5 bytes
+        b = (await reader.readexactly(1))[0]
+        n |= (b & 0x7F) << (7 * i)
+        if not b & 0x80:
+            return n
+    raise Garbled("a varint longer than 5 bytes")
+
+
+def parse_varint(data: bytes, at: int) -> tuple[int, int]:
+    n = 0
+    for i in range(5):
+        if at + i >= len(data):
+            raise Garbled("a varint cut short")
+        b = data[at + i]
+        n |= (b & 0x7F) << (7 * i)
+        if not b & 0x80:
+            return n, at + i + 1
+    raise Garbled("a varint longer than 5 bytes")
+
+
+def parse_status(packet: bytes) -> Players:
+    """The status response packet (its length already read): id 0, then the JSON string."""
+    if packet[:1] != b"\x00":
+        raise Garbled("not a status response")
+    length, at = parse_varint(packet, 1)
+    if length > MINECRAFT_STATUS_MAX or at + length != len(packet):
+        raise Garbled("the status string's length is not the packet's")
+    text = packet[at:].decode("utf-8")
+    if len(text.encode("utf-16-le")) > 2 * 32767:
+        raise Garbled("the status string is longer than the protocol allows")
+    players = json.loads(text)["players"]
+    return _players(players["online"], players["max"])
+
+
+async def minecraft(host: str, port: int) -> Players:
+    reader, writer = await asyncio.open_connection(host, port)
     try:
-        if protocol == "a2s":
-            import a2s
-            info = await a2s.ainfo((host, port), timeout=timeout)
-            return Players(int(info.player_count), int(info.max_players))
-        if protocol == "minecraft":
-            from mcstatus import JavaServer
-            status = await JavaServer(host, port, timeout=timeout).async_status()
-            return Players(int(status.players.online), int(status.players.max))
+        writer.write(minecraft_request(host, port))
+        await writer.drain()
+        length = await read_varint(reader)
+        if length > MINECRAFT_PACKET_MAX:  # refused before reading: never held in memory
+            raise Garbled(f"a status packet of {length} bytes declared")
+        return parse_status(await reader.readexactly(length))
+    finally:
+        writer.close()
+
+
+# --- Steam A2S_INFO ---------------------------------------------------------------------------
+
+A2S_INFO = b"\xff\xff\xff\xffTSource Engine Query\x00"
+
+
+def _skip_strings(data: bytes, at: int, count: int) -> int:
+    for _ in range(count):
+        end = data.index(b"\x00", at)  # ValueError when cut short
+        at = end + 1
+    return at
+
+
+def parse_info(payload: bytes) -> Players:
+    """An A2S_INFO answer without its 0xFFFFFFFF header: Source ('I') or GoldSrc ('m')."""
+    kind = payload[:1]
+    if kind == b"I":  # protocol, name, map, folder, game, app id, players, max
+        at = _skip_strings(payload, 2, 4) + 2
+    elif kind == b"m":  # address, name, map, folder, game, players, max
+        at = _skip_strings(payload, 1, 5)
+    else:
+        raise Garbled("not an A2S_INFO answer")
+    if at + 2 > len(payload):
+        raise Garbled("an A2S_INFO answer cut short")
+    return _players(payload[at], payload[at + 1])
+
+
+class Fragments:
+    """Source's multi-packet answer, reassembled within A2S_FRAGMENTS_MAX and A2S_BYTES_MAX."""
+
+    def __init__(self) -> None:
+        self.parts: dict[int, bytes] = {}
+        self.total = 0
+        self.size = 0
+
+    def add(self, datagram: bytes) -> bytes | None:
+        """The whole answer once every fragment is in; None while some are missing."""
+        if len(datagram) < 12:
+            raise Garbled("a fragment cut short")
+        ident, total, number = struct.unpack_from("<IBB", datagram, 4)
+        if ident & 0x80000000:
+            raise Garbled("a compressed answer (not taken)")
+        if not 0 < total <= A2S_FRAGMENTS_MAX or number >= total or self.total not in (0, total):
+            raise Garbled("fragments that do not add up")
+        self.total = total
+        if number not in self.parts:
+            self.parts[number] = datagram[12:]
+            self.size += len(datagram) - 12
+        if self.size > A2S_BYTES_MAX:
+            raise Garbled("a split answer beyond the bound")
+        if len(self.parts) < total:
+            return None
+        whole = b"".join(self.parts[i] for i in range(total))
+        if not whole.startswith(b"\xff\xff\xff\xff"):
+            raise Garbled("a split answer without its header")
+        return whole[4:]
+
+
+async def _answer(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
+    """The next answer: one datagram, or a split one's fragments."""
+    fragments = Fragments()
+    while True:
+        datagram = await loop.sock_recv(sock, 65535)  # a datagram is at most that
+        if datagram[:4] == b"\xff\xff\xff\xff":
+            return datagram[4:]
+        if datagram[:4] != b"\xfe\xff\xff\xff":
+            raise Garbled("not an A2S answer")
+        whole = fragments.add(datagram)
+        if whole is not None:
+            return whole
+
+
+async def a2s(host: str, port: int) -> Players:
+    loop = asyncio.get_running_loop()
+    family, type_, proto, _, address = (await loop.getaddrinfo(
+        host, port, type=socket.SOCK_DGRAM))[0]
+    with socket.socket(family, type_, proto) as sock:
+        sock.setblocking(False)
+        sock.connect(address)  # only this peer's datagrams are received
+        challenge = b""
+        for _ in range(A2S_CHALLENGES_MAX + 1):
+            await loop.sock_sendall(sock, A2S_INFO + challenge)
+            payload = await _answer(loop, sock)
+            if payload[:1] != b"A":  # not a challenge: the answer
+                return parse_info(payload)
+            challenge = payload[1:5]
+        raise Garbled("a server that keeps sending challenges")
+
+
+PROTOCOLS = {"a2s": a2s, "minecraft": minecraft}
+
+
+async def query(protocol: str, host: str, port: int, timeout: float = 2.0) -> Players | None:
+    """One query, on the event loop (the prober runs it), within `timeout` in all."""
+    ask = PROTOCOLS.get(protocol)
+    if ask is None:
+        return None
+    try:
+        async with asyncio.timeout(timeout):
+            return await ask(host, port)
     except Exception as e:  # timeouts, refused connections, garbled answers: unknown
-        log.debug("player query %s %s:%s failed: %s", protocol, host, port, e)
+        log.debug("player query %s %s:%s failed: %s", protocol, host, port, type(e).__name__)
     return None
