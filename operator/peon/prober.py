@@ -84,7 +84,11 @@ class Prober:
     async def _probe(self, key: Hashable, target: Target) -> None:
         try:
             async with self._limit:
-                answer = await self.ask(target)
+                try:
+                    answer = await self.ask(target)
+                except Exception as e:  # whatever a game answers, the prober keeps asking
+                    log.debug("player query for %s failed: %s", key, type(e).__name__)
+                    answer = None  # unknown, never "nobody is on"
             if self._targets.get(key) != target:
                 return  # forgotten or moved meanwhile
             changed = key not in self._answers or self._answers[key] != answer

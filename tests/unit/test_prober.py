@@ -75,3 +75,22 @@ def test_a_moved_target_is_asked_again_at_once():
         await asyncio.gather(*p.ask_due(1.0))
         assert asked == ["old", "new"] and p.latest("k") is None
     run(scenario())
+
+
+def test_a_query_that_raises_is_unknown_and_never_escapes():
+    async def scenario():
+        unhandled = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, c: unhandled.append(c))
+
+        async def ask(t):
+            raise RuntimeError("a library's surprise")
+
+        woken = []
+        p = Prober(woken.append, ask=ask, tick=0.01)
+        p.want("k", Target("minecraft", "h", 1, interval=60))
+        p.start()
+        await asyncio.sleep(0.1)
+        await p.stop()
+        assert p.latest("k") is None and woken == ["k"] and unhandled == []
+        assert p.ask_due(1e9)  # still asked at its next interval (not stuck busy)
+    run(scenario())
