@@ -275,3 +275,28 @@ def test_an_unforeseen_exception_is_said_without_the_url(caplog):
     logged = [r.getMessage() for r in caplog.records]
     assert "a notification task failed: RuntimeError" in logged
     assert not [m for m in logged if TOKEN in m]
+
+
+def test_the_install_s_allowance_reaches_the_default_sender(monkeypatch, capsys):
+    """--notify-allow-cidr (main.py) sets what the Notifier the controller builds may reach;
+    a value that is not a CIDR stops the operator at its start, naming it."""
+    from peon import main
+    with pytest.raises(SystemExit):
+        main.main(["--notify-allow-cidr", "10.0.0.0/33"])
+    assert "not an IP network (CIDR): '10.0.0.0/33'" in capsys.readouterr().err
+
+    async def go():
+        async with Hooks() as hooks:
+            warnings = []
+            n = nt.Notifier(lambda ns, s: hooks.url("good"), lambda o, m: warnings.append(m),
+                            spacing=0, retries=0)  # the default post, as the controller's
+            refused = await n.deliver(out())
+            monkeypatch.setattr(nt, "INSTALL_ALLOWED", ())
+            nt.allow_for_install(["127.0.0.1/32"])
+            allowed = await n.deliver(out())
+            return refused, allowed, warnings, hooks.hits
+    monkeypatch.setattr(nt, "INSTALL_ALLOWED", ())
+    refused, allowed, warnings, hits = asyncio.run(go())
+    assert (refused, allowed, hits) == (False, True, ["good"])
+    assert warnings == ["notification not sent: refused: the webhook's address 127.0.0.1 is "
+                        "loopback, not allowed by this install"]
