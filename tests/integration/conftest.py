@@ -141,7 +141,9 @@ def clock(tmp_path_factory) -> Clock:
 def operator(kubeconfig, crds, tmp_path_factory, clock):
     op = Operator(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
                   # Test namespaces only (t-*): other tests run operators of their own elsewhere.
-                  ["--job-image", "peon.invalid/peon-operator:test", "--namespace", "t-*"],
+                  # Webhooks may reach the tests' receivers on 127.0.0.1, and only there.
+                  ["--job-image", "peon.invalid/peon-operator:test", "--namespace", "t-*",
+                   "--notify-allow-cidr", "127.0.0.1/32"],
                   clock_file=clock.path)
     time.sleep(0.5)
     assert op.proc.poll() is None, op.log()

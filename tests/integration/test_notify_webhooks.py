@@ -18,9 +18,9 @@ pytestmark = pytest.mark.usefixtures("operator")
 
 class Receiver:
     """A local webhook: /good records and answers 204, /bad answers 500, /slow answers after
-    a minute (as a dead host would keep a connection)."""
+    a minute (as a dead host would keep a connection), /redirect 302 to /good."""
 
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1"):
         self.got: list[tuple[str, dict]] = []
         receiver = self
 
@@ -30,15 +30,22 @@ class Receiver:
                 receiver.got.append((self.path, data))
                 if self.path == "/slow":
                     time.sleep(60)
-                self.send_response({"/good": 204, "/slow": 204}.get(self.path, 500))
+                self.send_response({"/good": 204, "/slow": 204, "/redirect": 302}.get(self.path, 500))
+                if self.path == "/redirect":
+                    self.send_header("Location", "/good")
+                self.end_headers()
+
+            def do_GET(self):  # what a followed redirect would turn the POST into
+                receiver.got.append((self.path, {}))
+                self.send_response(204)
                 self.end_headers()
 
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"http://{host}:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def texts(self, path: str) -> list[str]:
@@ -129,3 +136,35 @@ def test_a_failed_backup_and_the_update_it_holds_are_told(kube, namespace, recei
         assert all(m["event"] in ("BackupFailed", "UpdateHeld") for m in got)  # the filter
     finally:
         kube.delete("Game", None, game["metadata"]["name"])
+
+
+def test_a_webhook_is_never_redirected_nor_sent_where_the_install_does_not_allow(
+        kube, namespace, receiver, operator):
+    """The tests' operator allows 127.0.0.1 only: a receiver on 127.0.0.2 (loopback too, so this
+    test's traffic stays on the machine) is refused before any connection; a 302 is not
+    followed. Both are said once, without the URL, and the operator's log never holds it."""
+    elsewhere = Receiver("127.0.0.2")
+    try:
+        hook_secret(kube, namespace, "moved", f"{receiver.url}/redirect")
+        hook_secret(kube, namespace, "inside", f"{elsewhere.url}/good")
+        apply_as_user(kube, gameserver("moved", namespace, notify={"secretRef": {"name": "moved"}}))
+        apply_as_user(kube, gameserver("inside", namespace,
+                                       notify={"secretRef": {"name": "inside"}}))
+
+        def warning(server):
+            return lambda: [e for e in events_for(kube, namespace, server)
+                            if e["reason"] == "NotifyFailed"]
+        moved = wait_for("the redirect's Warning", warning("moved"), 60)
+        assert [e["message"] for e in moved] == [
+            "notification not sent: the webhook answered HTTP 302"]
+        inside = wait_for("the refusal's Warning", warning("inside"), 60)
+        assert [e["message"] for e in inside] == [
+            "notification not sent: refused: the webhook's address 127.0.0.2 is loopback, "
+            "not allowed by this install"]
+        assert [p for p, _ in receiver.got] == ["/redirect"]  # /good never reached
+        assert elsewhere.got == []  # never connected to
+        log = operator.log()
+        assert receiver.url not in log and elsewhere.url not in log
+        assert "Task exception was never retrieved" not in log
+    finally:
+        elsewhere.server.shutdown()
