@@ -42,7 +42,7 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...]]] = [
      SERVER, (400, 404)),
     ("put", "/api/v1/server/save/{uid}", "Take a backup", None, STATUS, (404,)),
     ("get", "/api/v1/server/save/{uid}", "Download the newest good backup (a Peon archive)", None,
-     {"type": "string", "format": "binary"}, (404, 409)),
+     {"type": "string", "format": "binary"}, (404, 409, 429)),
     ("delete", "/api/v1/server/destroy/{uid}", "Remove the server, keep its world",
      {"type": "object", "properties": {"eradicate": {"type": "boolean"}}}, STATUS, (404, 409)),
     ("delete", "/api/v1/server/eradicate/{uid}", "Remove the server and, after a final backup, its world",
@@ -62,7 +62,10 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...]]] = [
     ("get", "/api/1.0/plans", "The games (seed API)", None, {"type": "object"}, ()),
 ]
 ERRORS = {400: "Bad input; the message says which field", 401: "No or a wrong X-Api-Key",
-          404: "Unknown server, plan or action", 409: "The name exists, or the server's spec lives elsewhere",
+          404: "Unknown server, plan or action",
+          409: "The name exists (a server, or a Secret the API did not make for it), or the "
+               "server's spec lives elsewhere",
+          429: "As many downloads as the API serves at once are running; see Retry-After",
           502: "The cluster refused or failed"}
 
 

@@ -6,6 +6,7 @@ A PEON server uid is `<game_uid>.<warcamp>`; here the warcamp is the GameServer'
 """
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import math
@@ -290,21 +291,22 @@ def create_objects(game: Mapping[str, Any], warcamp: str, body: Mapping[str, Any
     return gs, secret_obj
 
 
-def secret_clash(existing: Mapping[str, Any], server: str) -> str | None:
-    """Why a Secret of the name a create wants may not be written (None: it is a leftover of
-    this server's own create that failed before its GameServer was made, the API's to reuse).
+def reuse_ops(secret: Mapping[str, Any], server: str) -> list[dict[str, Any]]:
+    """A JSON patch that rewrites an existing Secret of `secret`'s name with its data, only if
+    that Secret is the API's for this server (a leftover of its own create that failed, or of
+    an earlier server of that name on its way out): the API may not read Secrets, so the
+    patch itself tests the labels, and the API server refuses it whole (422) when they differ.
     The API never writes or deletes an object it did not make for this server."""
-    meta = existing.get("metadata") or {}
-    labels, name = meta.get("labels") or {}, meta.get("name")
-    if labels.get(CREATED_BY) != API_NAME:
-        return f"Secret {name} exists and was not made by Peon's API; choose another name"
-    if labels.get(LABEL_GAMESERVER) != server:
-        return (f"Secret {name} exists and belongs to another server of Peon's API "
-                f"({labels.get(LABEL_GAMESERVER) or 'unknown'}); choose another name")
-    if meta.get("ownerReferences"):
-        return (f"Secret {name} belonged to an earlier server {server} and is being removed "
-                "with it; try again shortly")
-    return None
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in secret["stringData"].items()}
+    labels = "/metadata/labels/"
+    return [{"op": "test", "path": labels + CREATED_BY.replace("/", "~1"), "value": API_NAME},
+            {"op": "test", "path": labels + LABEL_GAMESERVER.replace("/", "~1"), "value": server},
+            {"op": "add", "path": "/data", "value": data}]
+
+
+def secret_clash(name: str, server: str) -> str:
+    return (f"Secret {name} exists and was not made by Peon's API for server {server}; "
+            "choose another name")
 
 
 def api_secret(name: str, namespace: str, server: str, data: Mapping[str, str]) -> dict[str, Any]:

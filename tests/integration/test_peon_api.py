@@ -116,3 +116,32 @@ def test_the_seed_payload_posted_to_the_seed_api_runs(api, kube, namespace):
     assert got["server"]["server_state"] == "STARTED"
     assert api.call("POST", "/api/1.0/servers", payload)[0] == 409
     assert api.call("POST", "/api/1.0/servers", {"servername": "x"})[0] == 400
+
+
+def test_a_secret_the_api_did_not_make_keeps_its_data_and_the_create_is_a_409(api, kube, namespace):
+    """Issue 23, item 1: a servername and a setting that spell an existing Secret's name (a
+    store's keys, say) get a 409 naming it, for the seed's create and the bot's alike; the
+    Secret keeps its data and labels, and no server is made."""
+    def store_secret(name):
+        kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                     "metadata": {"name": name, "namespace": namespace, "labels": {"team": "ops"}},
+                     "stringData": {"RESTIC_PASSWORD": "the store's own"}})
+        return kube.get("Secret", namespace, name)
+    before = {n: store_secret(n) for n in ("offsite-s3", "vault-api-env")}
+    status, res = api.call("POST", "/api/1.0/servers", {
+        "game_uid": "valheim", "servername": "offsite",
+        "settings": [{"type": "env", "name": "s3", "content": {"RESTIC_PASSWORD": "mine now"}}]})
+    assert status == 409, res
+    assert "Secret offsite-s3 exists and was not made by Peon's API" in res["info"], res
+    status, res = api.call("PUT", "/api/v1/server/create/valheim.vault", {"PASSWORD": "hunter22"})
+    assert status == 409 and "Secret vault-api-env exists and was not made by Peon's API" in res["info"], res
+    for name, was in before.items():
+        now = kube.get("Secret", namespace, name)
+        assert now["data"] == was["data"] and now["metadata"]["labels"] == {"team": "ops"}, now
+        assert now["metadata"]["resourceVersion"] == was["metadata"]["resourceVersion"]
+    assert kube.get("GameServer", namespace, "offsite") is None
+    assert kube.get("GameServer", namespace, "vault") is None
+    # The API's own Secret of a refused server goes with the refusal; the user's stays.
+    status, res = api.call("PUT", "/api/v1/server/create/valheim.wordy",
+                           {"PASSWORD": "hunter22", "description": "x" * 2000})
+    assert status == 400 and kube.get("Secret", namespace, "wordy-api-env") is None, res

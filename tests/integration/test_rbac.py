@@ -14,7 +14,7 @@ from api_helpers import PeonApi
 from conftest import Operator
 from gs_helpers import (AUDIT, apply_as_user, backup, condition, gameserver, restore, run_phase,
                         token_kubeconfig, wait_phase)
-from kube_helpers import K, client_for, wait_for
+from kube_helpers import K, api_error, client_for, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "peon-operator"
@@ -209,6 +209,12 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
                          for uri in reads), [u for u in reads if "labelSelector" not in u]
 
 
+def gameserver_pod(kube, ns: str, name: str) -> str:
+    return wait_for(f"{name}'s pod", lambda: [
+        p["metadata"]["name"] for p in kube.list("Pod", ns, f"peon.dev/gameserver={name}")
+        if not (p["metadata"].get("labels") or {}).get("peon.dev/download")])[0]
+
+
 def test_the_peon_api_needs_exactly_its_rbac(kube, kubectl, kubeconfig, helm, crds, operator,
                                              tmp_path):
     """The PEON API, logged in as the chart's account for it, answers every route that writes
@@ -242,6 +248,19 @@ def test_the_peon_api_needs_exactly_its_rbac(kube, kubectl, kubeconfig, helm, cr
         assert api.call("GET", "/api/v1/server/get/valhiem.life")[0] == 200  # by PEON's alias
         assert api.call("PUT", "/api/v1/server/stop/valheim.life", {})[0] == 200
         assert api.call("PUT", "/api/v1/server/start/valheim.life", {})[0] == 200
+        # What RBAC cannot say, the chart's admission policy does: the API's account execs
+        # into, deletes and creates only download pods, never a server's.
+        as_api, pod = K(client_for(kc)), gameserver_pod(kube, ns, "life")
+        for method, url, body, query in (
+                ("POST", f"/api/v1/namespaces/{ns}/pods/{pod}/exec", None,
+                 [("command", "sh"), ("stdout", "true")]),
+                ("DELETE", f"/api/v1/namespaces/{ns}/pods/{pod}", None, None),
+                ("POST", f"/api/v1/namespaces/{ns}/pods", {
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "b1-download-abcdef", "labels": {"peon.dev/download": "b1"}},
+                    "spec": {"containers": [{"name": "c", "image": "x"}]}}, None)):  # a token
+            refused = api_error(lambda: as_api.raw(method, url, body, query=query))
+            assert refused.status == 403 and "the PEON API" in refused.body, (url, refused.body)
         status, saved = api.call("PUT", "/api/v1/server/save/valheim.life")
         run_phase(kube, "GameServerBackup", ns, saved["info"], "Succeeded", timeout=90)
         # The download's pod starts, but a kwok node has no kubelet to exec in: it says so.

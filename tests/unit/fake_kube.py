@@ -125,6 +125,29 @@ class FakeKube:
         self.objects[key] = self._stored(merge_patch(self.objects[key], patch))
         return copy.deepcopy(self.objects[key])
 
+    def json_patch(self, kind, namespace, name, ops):
+        """RFC 6902's test, add and remove, as the API server applies them: all or nothing."""
+        self.calls.append(("patch", kind, name))
+        key = (kind, namespace, name)
+        if key not in self.objects:
+            raise api_error(404, f"{kind} {name} not found")
+        obj = copy.deepcopy(self.objects[key])
+        for op in ops:
+            *parents, last = [p.replace("~1", "/").replace("~0", "~")
+                              for p in op["path"].split("/")[1:]]
+            target = obj
+            for p in parents:
+                target = target.get(p) if isinstance(target, dict) else None
+            if op["op"] == "test":
+                if not isinstance(target, dict) or target.get(last, object()) != op["value"]:
+                    raise api_error(422, f"testing value {op['path']} failed")
+            elif op["op"] == "add":
+                target[last] = copy.deepcopy(op["value"])
+            elif op["op"] == "remove":
+                target.pop(last)
+        self.objects[key] = self._stored(obj)
+        return copy.deepcopy(self.objects[key])
+
     def merge_patch(self, kind, namespace, name, patch):
         return self._patch("patch", kind, namespace, name, patch)
 
