@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="serve Prometheus metrics on this port (off when omitted)")
     ap.add_argument("--log-format", choices=["plain", "json"], default="plain",
                     help="json: one JSON object a line, for log collectors (kopf's formatter)")
+    ap.add_argument("--secret-refresh", type=float, default=30.0, metavar="SECONDS",
+                    help="read each Secret a server names again this often (a changed one "
+                         "rolls its servers); the operator never lists other Secrets")
     ap.add_argument("--notify-allow-cidr", action="append", default=[], metavar="CIDR",
                     help="let webhooks reach this network (repeatable), though it is loopback, "
                          "link-local, private or otherwise refused by default")
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     memo = kopf.Memo(settings=handlers.Settings(
         workers=args.workers, job_image=args.job_image, namespaces=tuple(args.namespace),
         scan_cluster=any(c in ns for ns in args.namespace for c in "*?[!"),
-        leader_election=leader_election))
+        leader_election=leader_election, secret_refresh=args.secret_refresh))
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     asyncio.run(kopf.operator(
