@@ -10,7 +10,7 @@ from kubernetes.client.rest import ApiException
 from . import backup as bk
 from .kube import refusal
 from .model import BackupHooks, InvalidSpec, parse_backup_policy, parse_game
-from .runs import RunBase, _api_reason, _data_claim, _store_target
+from .runs import RunBase, _api_reason, _data_claim, _store_target, claim_refusal
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,9 @@ class BackupReconciler(RunBase):
                 policy = parse_backup_policy((gs.get("spec") or {}).get("backup"))
             except InvalidSpec as e:
                 return self._finish(run, bk.FAILED, e.message)
+            refused = claim_refusal(self.cache, gs)
+            if refused:
+                return self._finish(run, bk.FAILED, refused)
             failure = self._make_consistent(run, gs)
             if failure:
                 return self._finish(run, bk.FAILED, failure)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from . import backup as bk, clock, status as st
-from .runs import RunBase, _data_claim, _store_target
+from .runs import RunBase, _data_claim, _store_target, claim_refusal
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ class RestoreReconciler(RunBase):
                 problem = f"GameServerBackup {backup_name!r} does not exist"
             elif source["spec"]["gameServer"] != gs_name:
                 problem = f"backup {backup_name} is of {source['spec']['gameServer']}, not {gs_name}"
+            elif claim_refusal(self.cache, gs):
+                problem = claim_refusal(self.cache, gs)
             elif (source.get("status") or {}).get("phase") != bk.SUCCEEDED:
                 problem = f"backup {backup_name} has not succeeded"
             elif (source.get("status") or {}).get("store") and not source["status"].get("snapshot"):

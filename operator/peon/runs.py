@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from kubernetes.client.rest import ApiException
 
-from . import backup as bk, clock, metrics, notify as nt, status as st
+from . import LABEL_GAMESERVER, backup as bk, clock, metrics, notify as nt, status as st
 from .cache import Cache
 from .kube import Kube
 from .model import GameServer, InvalidSpec, parse_backup_policy, parse_scheduling
@@ -306,6 +306,21 @@ def _api_reason(e: ApiException) -> str:
         return json.loads(e.body or "{}").get("message") or e.reason or str(e.status)
     except ValueError:
         return e.reason or str(e.status)
+
+
+def claim_refusal(cache: Cache, gs: dict) -> str | None:
+    """Why a run may not touch the server's world, or None: an existing claim not labelled for
+    this server is refused, as its reconcile refuses it (Controller.check_existing_claim), so
+    a backup or restore named against it reads or writes nothing as root."""
+    claim = ((gs.get("spec") or {}).get("storage") or {}).get("existingClaim")
+    if not claim:
+        return None
+    ns, name = gs["metadata"]["namespace"], gs["metadata"]["name"]
+    held = cache.children.get(("PersistentVolumeClaim", ns, claim)) or {}
+    if ((held.get("metadata") or {}).get("labels") or {}).get(LABEL_GAMESERVER) != name:
+        return (f"spec.storage.existingClaim: claim {claim!r} is not labelled for server "
+                f"{name} ({LABEL_GAMESERVER}={name})")
+    return None
 
 
 def _data_claim(gs: dict) -> str:

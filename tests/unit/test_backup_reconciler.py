@@ -177,3 +177,15 @@ def test_the_backup_and_delete_jobs_get_no_token_and_only_their_capabilities(bed
     assert delete["containers"][0]["command"][:3] == ["peon", "archive", "delete"]
     assert delete["automountServiceAccountToken"] is False
     assert delete["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_a_claim_not_labelled_for_the_server_is_never_backed_up(bed):
+    kube, cache, backups = bed
+    gs = gameserver(storage={"existingClaim": "someone-elses-world"})
+    gs["metadata"]["resourceVersion"] = "2"
+    cache.put(cache.gameservers, ("games", "odin"), gs, False)
+    start_backup(kube, cache)
+    backups.reconcile("games", "b1")
+    status = kube.objects[("GameServerBackup", "games", "b1")]["status"]
+    assert status["phase"] == bk.FAILED and "someone-elses-world" in status["message"]
+    assert not [c for c in kube.calls if c[:2] == ("create", "Job")]

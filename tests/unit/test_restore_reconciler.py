@@ -87,3 +87,14 @@ def test_the_restore_job_gets_no_token_and_only_what_writing_the_world_back_need
     # owners, modes and times given back, set-group folders kept, nothing else
     assert sc["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]}
     assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+
+
+def test_a_claim_not_labelled_for_the_server_is_never_restored_over(bed):
+    kube, cache, restores = bed
+    gs = {**gameserver(storage={"existingClaim": "someone-elses-world"}), "status": {"phase": "Running"}}
+    gs["metadata"]["resourceVersion"] = "2"
+    put(kube, cache, cache.gameservers, "GameServer", gs)
+    restore(kube, cache)
+    restores.reconcile("games", "r1")
+    assert status(kube)["phase"] == bk.FAILED and "someone-elses-world" in status(kube)["message"]
+    assert not [c for c in kube.calls if c[:2] == ("create", "Job")]
