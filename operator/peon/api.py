@@ -452,8 +452,14 @@ class DownloadSlot:
         loop = asyncio.get_running_loop()
         self.holders += 1
         job = self.api.download_pool.submit(fn, *args)
-        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self.drop))
+        job.add_done_callback(lambda _: self._drop_from(loop))
         return await asyncio.wrap_future(job)
+
+    def _drop_from(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            loop.call_soon_threadsafe(self.drop)
+        except RuntimeError:  # the loop closed first (the API is stopping): nothing to count
+            pass
 
 
 def read_key(path: str | None) -> str:
