@@ -74,7 +74,7 @@ def refuse_token_secret(view: SecretView, what: str) -> None:
 
 class Controller:
     def __init__(self, kube: Kube, workers: int = 8, job_image: str = DEFAULT_JOB_IMAGE,
-                 whole_cluster: bool = True):
+                 whole_cluster: bool = True, notify_allowed: tuple = ()):
         self.kube = kube
         self.cache = Cache()
         self.queue = WorkQueue()
@@ -95,7 +95,8 @@ class Controller:
         self.sessions = Sessions(self.cache, self.prober)
         self.games = GameReconciler(kube, self.cache, whole_cluster)
         self.notifier = nt.Notifier(
-            self.webhook_url, lambda obj, msg: self.kube.event(obj, "Warning", "NotifyFailed", msg))
+            self.webhook_url, lambda obj, msg: self.kube.event(obj, "Warning", "NotifyFailed", msg),
+            allowed=notify_allowed)
         self.backups.notify = self.notify
 
     # --- the loop --------------------------------------------------------------------------------

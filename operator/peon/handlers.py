@@ -38,6 +38,9 @@ class Settings:
     # How often each user's Secret that a server names is read again (secret_refs.py): a
     # changed password rolls its servers within this many seconds.
     secret_refresh: float = 30.0
+    # The networks webhooks may reach though they are loopback, private or link-local
+    # (--notify-allow-cidr; notify.allowed_networks).
+    notify_allowed: tuple = ()
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -99,6 +102,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     kube = Kube()
     controller = memo.controller = Controller(
         kube, workers=config.workers, whole_cluster=not config.namespaces,
+        notify_allowed=config.notify_allowed,
         **({"job_image": config.job_image} if config.job_image else {}))
     memo.election = None
     loop = asyncio.get_running_loop()

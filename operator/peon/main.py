@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     from . import notify
     try:
-        notify.allow_for_install(args.notify_allow_cidr)
+        notify_allowed = notify.allowed_networks(args.notify_allow_cidr)
     except ValueError as e:
         ap.error(f"--notify-allow-cidr: {e}")
 
@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     memo = kopf.Memo(settings=handlers.Settings(
         workers=args.workers, job_image=args.job_image, namespaces=tuple(args.namespace),
         scan_cluster=any(c in ns for ns in args.namespace for c in "*?[!"),
-        leader_election=leader_election, secret_refresh=args.secret_refresh))
+        leader_election=leader_election, secret_refresh=args.secret_refresh,
+        notify_allowed=notify_allowed))
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     asyncio.run(kopf.operator(

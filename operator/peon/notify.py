@@ -163,15 +163,6 @@ def allowed_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(out)
 
 
-# The install's allowance (main.py sets it from --notify-allow-cidr before the operator starts).
-INSTALL_ALLOWED: tuple[IPNetwork, ...] = ()
-
-
-def allow_for_install(cidrs: Iterable[str]) -> None:
-    global INSTALL_ALLOWED
-    INSTALL_ALLOWED = allowed_networks(cidrs)
-
-
 def _reached(ip: IPAddress) -> IPAddress:
     """An IPv4 address dressed as IPv6 (mapped, or NAT64's well-known prefix) is judged as the
     IPv4 address it reaches."""
@@ -271,20 +262,18 @@ class Webhooks:
                 return r.status, dict(r.headers), raw
 
 
-async def http_post(url: str, payload: dict) -> tuple[int, Mapping[str, str], bytes]:
-    """A POST under the install's allowance."""
-    return await Webhooks(INSTALL_ALLOWED).post(url, payload)
-
-
 class Notifier:
     """Sends Outgoing messages. `url_of(namespace, secret)` reads the URL (blocking: run in a
     thread); `warn(involved, message)` posts a Warning Event (blocking too)."""
 
     def __init__(self, url_of: Callable[[str, str], str | None],
-                 warn: Callable[[dict, str], None], post: Post = http_post,
+                 warn: Callable[[dict, str], None], post: Post | None = None,
+                 allowed: tuple[IPNetwork, ...] = (),
                  spacing: float = 1.0, retries: int = 4, backoff: float = 1.0,
                  capacity: int = 1000, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
-        self.url_of, self.warn, self.post = url_of, warn, post
+        # `allowed`: the networks the install lets webhooks reach (--notify-allow-cidr).
+        self.url_of, self.warn = url_of, warn
+        self.post = post or Webhooks(allowed).post
         self.spacing, self.retries, self.backoff, self.sleep = spacing, retries, backoff, sleep
         self.capacity = capacity
         self._queue: asyncio.Queue[Outgoing] | None = None

@@ -9,6 +9,7 @@ import tracemalloc
 
 import pytest
 from aiohttp import web
+from fake_kube import FakeKube
 
 from peon import notify as nt
 
@@ -277,10 +278,11 @@ def test_an_unforeseen_exception_is_said_without_the_url(caplog):
     assert not [m for m in logged if TOKEN in m]
 
 
-def test_the_install_s_allowance_reaches_the_default_sender(monkeypatch, capsys):
-    """--notify-allow-cidr (main.py) sets what the Notifier the controller builds may reach;
-    a value that is not a CIDR stops the operator at its start, naming it."""
+def test_the_install_s_allowance_reaches_the_default_sender(capsys):
+    """--notify-allow-cidr (main.py) reaches the Notifier the controller builds (through
+    handlers.Settings); a value that is not a CIDR stops the operator at its start, naming it."""
     from peon import main
+    from peon.controller import Controller
     with pytest.raises(SystemExit):
         main.main(["--notify-allow-cidr", "10.0.0.0/33"])
     assert "not an IP network (CIDR): '10.0.0.0/33'" in capsys.readouterr().err
@@ -288,14 +290,16 @@ def test_the_install_s_allowance_reaches_the_default_sender(monkeypatch, capsys)
     async def go():
         async with Hooks() as hooks:
             warnings = []
-            n = nt.Notifier(lambda ns, s: hooks.url("good"), lambda o, m: warnings.append(m),
-                            spacing=0, retries=0)  # the default post, as the controller's
+            url_of = lambda ns, s: hooks.url("good")
+            warn = lambda o, m: warnings.append(m)
+            n = Controller(FakeKube(), workers=1).notifier  # the default post, as the operator's
+            n.url_of, n.warn, n.spacing, n.retries = url_of, warn, 0, 0
             refused = await n.deliver(out())
-            monkeypatch.setattr(nt, "INSTALL_ALLOWED", ())
-            nt.allow_for_install(["127.0.0.1/32"])
+            n = Controller(FakeKube(), workers=1,
+                           notify_allowed=nt.allowed_networks(["127.0.0.1/32"])).notifier
+            n.url_of, n.warn, n.spacing, n.retries = url_of, warn, 0, 0
             allowed = await n.deliver(out())
             return refused, allowed, warnings, hooks.hits
-    monkeypatch.setattr(nt, "INSTALL_ALLOWED", ())
     refused, allowed, warnings, hits = asyncio.run(go())
     assert (refused, allowed, hits) == (False, True, ["good"])
     assert warnings == ["notification not sent: refused: the webhook's address 127.0.0.1 is "
