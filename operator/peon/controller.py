@@ -29,6 +29,7 @@ from .backup import STORE_SECRET_KEYS, Store
 from .cache import Cache, Key, SecretView, digest
 from .games import GameReconciler
 from .kube import Kube, refusal, with_kind
+from .namespaces import Scope
 from .model import STATE_STOPPED, InvalidSpec, is_env_name, parse_game, parse_gameserver
 from .render import ReferencedSecrets, child_names, first_build_order, render
 from .prober import Prober
@@ -101,18 +102,15 @@ class Controller:
 
     # --- the loop --------------------------------------------------------------------------------
 
-    def prime(self, namespaces: list[str]) -> None:
+    def prime(self, served: Scope) -> None:
         """List what the watches will show before any reconcile runs: a GameServer must never be
         judged before its Game is known (a false UnknownGame), nor a child re-applied because
-        its watch event had not arrived yet. `namespaces` empty means the whole cluster; a
-        pattern (`t-*`) lists cluster-wide and keeps the matches."""
-        import fnmatch
-        exact = [n for n in namespaces if not any(c in n for c in "*?[!")]
-        scopes = exact if namespaces and len(exact) == len(namespaces) else [None]
+        its watch event had not arrived yet. A pattern (`t-*`, `!t-skip`) lists cluster-wide
+        and keeps what it serves."""
+        scopes = served.list_scopes()
 
         def wanted(obj: dict) -> bool:
-            ns = obj["metadata"].get("namespace")
-            return not namespaces or any(fnmatch.fnmatchcase(ns or "", p) for p in namespaces)
+            return served.wants(obj["metadata"].get("namespace"))
 
         for g in self.kube.list("Game"):
             self.cache.put(self.cache.games, g["metadata"]["name"], g, False)

@@ -17,6 +17,7 @@ from .controller import Controller
 from .games import is_judged
 from .kube import Kube, load_config
 from .leader import Election
+from .namespaces import Scope
 from . import metrics, watches
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     memo.election = None
     loop = asyncio.get_running_loop()
     controller.queue.bind(loop)  # the streams' threads queue too
-    await loop.run_in_executor(None, controller.prime, list(config.namespaces))
-    memo.watches = watches.start(kube, watches.streams_for(config.namespaces),
+    served = Scope(config.namespaces)
+    await loop.run_in_executor(None, controller.prime, served)
+    memo.watches = watches.start(kube, watches.streams_for(served),
                                  lambda kind: on_event(controller, kind),
                                  lambda kind: lambda: cached(controller, kind))
     memo.secret_refresher = controller.secret_refresher(config.secret_refresh)

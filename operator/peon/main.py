@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     # kopf's own per-event debug chatter drowns the operator's messages.
     logging.getLogger("kopf").setLevel(logging.INFO if args.verbose else logging.WARNING)
     from . import handlers, metrics  # importing handlers registers them
+    from .namespaces import Scope
     leader_election = None
     if args.leader_elect:
         from .leader import own_namespace
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
                            args.leader_election_namespace or own_namespace())
     memo = kopf.Memo(settings=handlers.Settings(
         workers=args.workers, job_image=args.job_image, namespaces=tuple(args.namespace),
-        scan_cluster=any(c in ns for ns in args.namespace for c in "*?[!"),
+        scan_cluster=Scope(tuple(args.namespace)).patterned,
         leader_election=leader_election, secret_refresh=args.secret_refresh,
         notify_allowed=notify_allowed))
     if args.metrics_port:

@@ -18,7 +18,6 @@ events never reach the operator.
 """
 from __future__ import annotations
 
-import fnmatch
 import logging
 import random
 import threading
@@ -29,6 +28,7 @@ from typing import Callable
 from kubernetes.client.rest import ApiException
 
 from . import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY
+from .namespaces import Scope
 
 log = logging.getLogger(__name__)
 
@@ -60,31 +60,22 @@ class Stream:
     kind: str
     namespace: str | None  # None: the whole cluster
     selector: str | None
-    patterns: tuple[str, ...] = ()  # namespace patterns, when the whole cluster is watched for them
+    scope: Scope = Scope()  # the namespaces served, when the whole cluster is watched for them
 
     def wants(self, obj: dict) -> bool:
-        """Is `obj` in the stream's namespaces? A pattern `!name` excludes, as in kopf."""
-        if not self.patterns:
-            return True
-        ns = obj["metadata"].get("namespace") or ""
-        include = [p for p in self.patterns if not p.startswith("!")]
-        return (not include or any(fnmatch.fnmatchcase(ns, p) for p in include)) and \
-            not any(fnmatch.fnmatchcase(ns, p[1:]) for p in self.patterns if p.startswith("!"))
+        """Is `obj` in the stream's namespaces?"""
+        return self.scope.wants(obj["metadata"].get("namespace"))
 
     def holds(self, key: tuple[str, str]) -> bool:
         """Is the object at (namespace, name) in the stream's scope?"""
-        return (self.namespace is None or key[0] == self.namespace) and \
-            self.wants({"metadata": {"namespace": key[0]}})
+        return (self.namespace is None or key[0] == self.namespace) and self.scope.wants(key[0])
 
 
-def streams_for(namespaces: tuple[str, ...] | list[str]) -> list[Stream]:
+def streams_for(scope: Scope) -> list[Stream]:
     """One stream per kind and namespace for exact namespaces; one per kind over the whole
     cluster when none is given, or when a pattern (`games-*`) is among them."""
-    patterned = any(any(c in n for c in "*?[!") for n in namespaces)
-    scopes: list[str | None] = [None] if not namespaces or patterned else list(namespaces)
-    patterns = tuple(namespaces) if patterned else ()
-    return [Stream(kind, ns, selector, patterns) for kind, selector in WATCHED.items()
-            for ns in scopes]
+    return [Stream(kind, ns, selector, scope) for kind, selector in WATCHED.items()
+            for ns in scope.list_scopes()]
 
 
 class Gone(Exception):

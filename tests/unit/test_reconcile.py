@@ -7,6 +7,7 @@ from fixtures import game, gameserver
 
 from peon.cache import Cache
 from peon.controller import Controller
+from peon.namespaces import Scope
 from peon.games import GameReconciler
 
 
@@ -156,7 +157,7 @@ def test_a_start_looks_at_every_server_once_though_the_watches_bring_no_news():
     kube.objects[("Game", None, "valheim")] = g
     kube.objects[("GameServer", "games", "odin")] = gameserver()
     c = Controller(kube, workers=1, job_image="peon.invalid/job:1")
-    c.prime([])
+    c.prime(Scope())
     assert {("GameServer", "games", "odin"), ("Game", "", "valheim")} <= c.queue._pending
     # The watches' first events repeat what was listed: no news, nothing more to queue.
     assert not c.cache.put(c.cache.gameservers, ("games", "odin"), gameserver(), False)

@@ -5,6 +5,7 @@ from fake_kube import FakeKube
 from fixtures import gameserver
 
 from peon.controller import Controller
+from peon.namespaces import Scope
 from peon.secret_refs import SecretRefresher, refresh_plan
 
 
@@ -91,7 +92,7 @@ def test_a_failed_read_is_logged_and_the_round_goes_on(caplog):
 
 def test_the_prime_lists_only_the_operators_own_secrets():
     kube, controller, _ = setup()
-    controller.prime([])
+    controller.prime(Scope())
     secret_lists = [(ns, sel) for kind, ns, sel in kube.lists if kind == "Secret"]
     assert secret_lists == [(None, "app.kubernetes.io/managed-by=peon-operator")]
     assert controller.cache.secrets == {}  # not even a view of `token`

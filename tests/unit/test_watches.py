@@ -7,6 +7,7 @@ from kubernetes.client.rest import ApiException
 
 from peon import watches
 from peon.kube import Kube
+from peon.namespaces import Scope
 from peon.watches import Reflector, Stream, streams_for
 
 
@@ -160,20 +161,20 @@ def test_a_watch_that_ends_at_once_with_nothing_is_backed_off():
 
 
 def test_namespace_patterns_watch_the_whole_cluster_and_keep_their_matches():
-    [pod] = [s for s in streams_for(["games-*", "!games-test"]) if s.kind == "Pod"]
+    [pod] = [s for s in streams_for(Scope(("games-*", "!games-test"))) if s.kind == "Pod"]
     assert pod.namespace is None and pod.selector == "peon.dev/gameserver"
     assert pod.wants(cm("x", "1", ns="games-eu")) and not pod.wants(cm("x", "1", ns="other"))
     assert not pod.wants(cm("x", "1", ns="games-test"))
-    exact = [s for s in streams_for(["a", "b"]) if s.kind == "Deployment"]
+    exact = [s for s in streams_for(Scope(("a", "b"))) if s.kind == "Deployment"]
     assert [s.namespace for s in exact] == ["a", "b"]
     assert exact[0].selector == "app.kubernetes.io/managed-by=peon-operator"
     assert exact[0].holds(("a", "x")) and not exact[0].holds(("b", "x"))
-    assert {s.namespace for s in streams_for([])} == {None}
+    assert {s.namespace for s in streams_for(Scope())} == {None}
 
 
 @pytest.mark.parametrize("kind", sorted(watches.WATCHED))
 def test_every_watched_kind_has_a_stream(kind):
-    assert any(s.kind == kind for s in streams_for([]))
+    assert any(s.kind == kind for s in streams_for(Scope()))
 
 
 class ScriptedResponse:
