@@ -23,8 +23,8 @@ from .backup import LABEL_BACKUP, LABEL_RESTORE
 Key = tuple[str, str, str]  # (kind, namespace, name); a Game's is ("Game", "", name)
 
 
-def newer(a: dict | None, b: dict) -> bool:
-    """Is b at least as new as a?"""
+def at_least_as_new(a: dict | None, b: dict) -> bool:
+    """Is b at least as new as a (or a absent)?"""
     return a is None or at_least(a["metadata"].get("resourceVersion", ""),
                                  b["metadata"].get("resourceVersion", ""))
 
@@ -123,8 +123,9 @@ def _slim(obj: dict) -> dict:
     return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
-POD_META = ("name", "namespace", "uid", "labels", "ownerReferences", "resourceVersion",
-            "deletionTimestamp", "creationTimestamp")
+# What the reconcile reads of a pod's or a claim's metadata.
+KEPT_META = ("name", "namespace", "uid", "labels", "ownerReferences", "resourceVersion",
+             "deletionTimestamp", "creationTimestamp")
 
 
 def _slim_pod(pod: dict) -> dict:
@@ -132,7 +133,7 @@ def _slim_pod(pod: dict) -> dict:
     containers' states); a pod's spec is most of its size and is the Deployment's, already
     cached."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
-    return {"metadata": {k: meta[k] for k in POD_META if k in meta},
+    return {"metadata": {k: meta[k] for k in KEPT_META if k in meta},
             "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
             "status": {k: status[k] for k in ("phase", "conditions", "hostIP", "podIP",
                                               "containerStatuses") if k in status}}
@@ -155,7 +156,7 @@ def _slim_claim(claim: dict) -> dict:
     access modes, size, class). The binder's annotations, volume name and status are no
     news for a server: without them a claim being bound queues no reconcile."""
     meta, spec = claim.get("metadata") or {}, claim.get("spec") or {}
-    slim_meta = {k: meta[k] for k in CLAIM_META if k in meta}
+    slim_meta = {k: meta[k] for k in KEPT_META if k in meta}
     applied = (meta.get("annotations") or {}).get(ANNOTATION_APPLIED)
     if applied:
         slim_meta["annotations"] = {ANNOTATION_APPLIED: applied}
@@ -164,9 +165,6 @@ def _slim_claim(claim: dict) -> dict:
             "spec": {k: spec[k] for k in ("accessModes", "resources", "storageClassName")
                      if k in spec}}
 
-
-CLAIM_META = ("name", "namespace", "uid", "labels", "ownerReferences", "resourceVersion",
-              "deletionTimestamp", "creationTimestamp")
 
 
 def _same_but_version(a: dict, b: dict) -> bool:
@@ -223,7 +221,7 @@ class Cache:
                     return False
                 del store[key]
                 new = None
-            elif newer(old, obj):
+            elif at_least_as_new(old, obj):
                 store[key] = new = obj
                 if old is not None and (_version(old) == _version(obj)
                                         or _same_but_version(old, obj)):

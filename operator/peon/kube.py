@@ -1,7 +1,9 @@
 """The operator's few kinds of API call, on the official `kubernetes` client.
 
-Writes are server-side apply under one field manager (peon-operator) and merge-patches of a
-GameServer's status subresource; nothing here can write a GameServer's spec.
+Writes are server-side apply under the writer's field manager (the operator's, or a command's
+of its own), creates, merge and JSON patches, and patches of a status subresource. The operator
+never writes a GameServer's spec (it applies children and writes status); the PEON API writes
+the spec of the servers it created, through this same client.
 """
 from __future__ import annotations
 

@@ -321,10 +321,6 @@ def parse_when(text: str, now: dt.datetime) -> dt.datetime:
     return at
 
 
-def annotation_time(gs: Mapping[str, Any], key: str) -> dt.datetime | None:
-    return clock.parse((gs["metadata"].get("annotations") or {}).get(key))
-
-
 def start_refusal(gs: Mapping[str, Any]) -> str | None:
     """Why a start cannot run the server, or None. spec.state Stopped wins over any wake-up,
     and kubectl peon never writes spec."""

@@ -1,13 +1,13 @@
 """The cache and its indexes: every question a reconcile asks, answered from an index that
 follows puts, moves and deletes."""
-from peon.cache import Cache, newer
+from peon.cache import Cache, at_least_as_new
 
 
-def test_newer_compares_resource_versions():
+def test_at_least_as_new_compares_resource_versions():
     a = {"metadata": {"resourceVersion": "10"}}
-    assert newer(a, {"metadata": {"resourceVersion": "11"}})
-    assert not newer(a, {"metadata": {"resourceVersion": "9"}})
-    assert newer(None, a)
+    assert at_least_as_new(a, {"metadata": {"resourceVersion": "11"}})
+    assert not at_least_as_new(a, {"metadata": {"resourceVersion": "9"}})
+    assert at_least_as_new(None, a)
 
 
 def pod(name, gs, ns="n", rv="1", **labels):
