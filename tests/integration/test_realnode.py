@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pathlib
+import stat
 import subprocess
 import time
 import uuid
@@ -182,6 +183,11 @@ def test_a_backup_of_the_live_world_restores_the_bytes_the_game_wrote(
     world = volume_dir(kube, rns, "keep-data") / "worlds" / "Dedicated"
     wait_for("alice's file", lambda: (world / "players" / "alice.json").exists(), 20)
     world_id = report(kubectl, kube, rns, "keep")["world"]["id"]
+    # A set-group folder of the game's group (as an fsGroup makes them), which the restore,
+    # running as root, can keep only with FSETID.
+    players = world / "players"
+    os.chmod(players, stat.S_IMODE(players.stat().st_mode) | stat.S_ISGID)
+    assert players.stat().st_gid != 0
 
     kube.create(backup("keep-b1", rns, "keep"))
     done = run_phase(kube, "GameServerBackup", rns, "keep-b1", "Succeeded", timeout=180)
@@ -239,6 +245,12 @@ def test_a_backup_of_the_live_world_restores_the_bytes_the_game_wrote(
     assert not (world / "players" / "bob.json").exists()
     assert (world / "players" / "alice.json").read_bytes() == saved[prefix + "players/alice.json"]
     assert (world / "world.db").read_bytes().startswith(saved[prefix + "world.db"])
+    assert players.stat().st_mode & stat.S_ISGID and players.stat().st_uid == 1000
+
+    # Deleting the backup deletes its archive, by a Job with no capabilities (root's file).
+    kube.delete("GameServerBackup", rns, "keep-b1")
+    wait_for("the backup gone", lambda: kube.get("GameServerBackup", rns, "keep-b1") is None, 180)
+    assert not archive.exists() and not archive.with_name(archive.name + ".sha256").exists()
 
 
 def test_a_failing_backup_hook_fails_the_backup_with_its_message_and_saving_resumes(
