@@ -207,8 +207,8 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
     # RBAC cannot grant a label selector: the operator asks for one. It lists and watches its
     # own Secrets only; the users' that a server names are read by name (get).
     reads = secret_reads(account)
-    assert reads and all("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpeon-operator" in uri
-                         for uri in reads), [u for u in reads if "labelSelector" not in u]
+    selector = "labelSelector=app.kubernetes.io/managed-by%3Dpeon-operator"
+    assert reads and all(selector in uri for uri in reads), [u for u in reads if selector not in u]
 
 
 def gameserver_pod(kube, ns: str, name: str) -> str:
