@@ -1,4 +1,5 @@
 """Objects shaped as the API server returns them, for the pure tests."""
+import asyncio
 import copy
 import pathlib
 
@@ -18,3 +19,14 @@ def gameserver(**spec):
     return {"apiVersion": "peon.dev/v1alpha1", "kind": "GameServer",
             "metadata": {"name": "odin", "namespace": "games", "uid": "u-1", "generation": 1},
             "spec": copy.deepcopy(base)}
+
+
+def queued(controller):
+    """The keys a controller queued since the last look, taken as a worker takes them."""
+    async def take():
+        keys = []
+        while not controller.queue.idle():
+            keys.append(await controller.queue.get())
+            controller.queue.done(keys[-1])
+        return keys
+    return asyncio.run(take())

@@ -8,7 +8,7 @@ import kopf
 import pytest
 
 from fake_kube import FakeKube
-from fixtures import gameserver
+from fixtures import gameserver, queued
 
 from peon import handlers, watches
 from peon.controller import Controller
@@ -30,17 +30,6 @@ def call(handler, controller, type_, obj):
     return asyncio.run(handler(event={"type": type_, "object": obj}, body=kopf.Body(obj),
                                namespace=meta.get("namespace"), name=meta["name"],
                                memo=kopf.Memo(controller=controller), logger=None))
-
-
-def queued(controller):
-    """The keys queued since the last look, taken as a worker takes them."""
-    async def take():
-        keys = []
-        while not controller.queue.idle():
-            keys.append(await controller.queue.get())
-            controller.queue.done(keys[-1])
-        return keys
-    return asyncio.run(take())
 
 
 def pod(rv="1", ready="False"):

@@ -1,8 +1,6 @@
 """The users' Secrets that servers name: read by name, read again in turn, never listed."""
-import asyncio
-
 from fake_kube import FakeKube
-from fixtures import gameserver
+from fixtures import gameserver, queued
 
 from peon.controller import Controller
 from peon.namespaces import Scope
@@ -13,16 +11,6 @@ def secret(name, rv, **data):
     return {"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": name, "namespace": "games", "resourceVersion": rv},
             "data": data}
-
-
-def queued(controller):
-    async def take():
-        keys = []
-        while not controller.queue.idle():
-            keys.append(await controller.queue.get())
-            controller.queue.done(keys[-1])
-        return keys
-    return asyncio.run(take())
 
 
 def setup():
