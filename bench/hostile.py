@@ -32,6 +32,7 @@ CHUNK = b"x" * 65536
 
 
 def varint(n: int) -> bytes:
+    # Not players.varint: the bench also measures commits (--ref) whose players.py has none.
     out = b""
     while True:
         b, n = n & 0x7F, n >> 7
