@@ -28,6 +28,7 @@ from . import ANNOTATION_APPLIED, LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY
 from .backup import STORE_SECRET_KEYS, Store
 from .cache import Cache, Key, SecretView, digest
 from .games import GameReconciler
+from .health import Progress
 from .kube import Kube, refusal, with_kind
 from .namespaces import Scope
 from .model import STATE_STOPPED, InvalidSpec, is_env_name, parse_game, parse_gameserver
@@ -86,6 +87,7 @@ class Controller:
         self._refused: dict[Key, tuple[str, str]] = {}
         self._failures: dict[Key, int] = {}
         self._tasks: list[asyncio.Task] = []
+        self.reconciling: dict[int, tuple[Key, float]] = {}  # worker -> (key, since): health.py
         self.phases: dict[Key, str] = {}  # last phase seen of every GameServer, for metrics
         metrics.count_servers(self.phases)
         self._transitional: dict[Key, float] = {}  # since when a server's phase is on its way
@@ -148,7 +150,7 @@ class Controller:
                 self.queue.add((kind, ns, name))
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
+        self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
         self.prober.start()
         self.notifier.start()
 
@@ -160,11 +162,12 @@ class Controller:
         await self.notifier.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _worker(self) -> None:
+    async def _worker(self, worker: int = 0) -> None:
         loop = asyncio.get_running_loop()
         while True:
             key = await self.queue.get()
             started = time.monotonic()
+            self.reconciling[worker] = (key, started)
             try:
                 requeue = await loop.run_in_executor(self._executor, self.reconcile, key)
                 metrics.RECONCILES.labels("ok").inc()
@@ -188,8 +191,14 @@ class Controller:
                 log.warning("reconcile %s %s/%s failed (%s); retrying in %.1fs", *key, _brief(e), delay)
                 self.queue.add_after(key, delay)
             finally:
+                self.reconciling.pop(worker, None)
                 metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
                 self.queue.done(key)
+
+    def workers_progress(self) -> list[Progress]:
+        """The reconciles running now, as the liveness probe sees them."""
+        return [Progress("/".join(key), True, since)
+                for key, since in list(self.reconciling.values())]
 
     def forget(self, key: Key) -> None:
         """Drop an object whose namespace is gone from the cache: nothing will reconcile it."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import kopf
@@ -18,7 +19,7 @@ from .games import is_judged
 from .kube import Kube, load_config
 from .leader import Election
 from .namespaces import Scope
-from . import metrics, watches
+from . import health, metrics, watches
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,21 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     else:
         metrics.LEADING.set(1)
         controller.start()
+
+
+@kopf.on.probe(id="stuck")
+def liveness(memo: kopf.Memo, **_):
+    """kopf's liveness endpoint (--liveness): a stuck stream or reconcile fails it (HTTP 500)
+    and the kubelet restarts the operator; otherwise it answers how many streams and
+    reconciles it looked at."""
+    controller = getattr(memo, "controller", None)
+    streams = watches.progress(getattr(memo, "watches", None) or [])
+    workers = controller.workers_progress() if controller else []
+    problems = health.stuck(streams, workers, time.monotonic())
+    if problems:
+        log.error("liveness: %s", "; ".join(problems))
+        raise kopf.PermanentError("; ".join(problems))
+    return {"streams": len(streams), "reconciling": len(workers)}
 
 
 @kopf.on.cleanup()

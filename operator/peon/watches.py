@@ -28,6 +28,7 @@ from typing import Callable
 from kubernetes.client.rest import ApiException
 
 from . import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY
+from .health import Progress
 from .namespaces import Scope
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class Reflector:
     def __init__(self, kube, stream: Stream, on_event: OnEvent, cached: Cached):
         self.kube, self.stream, self.on_event, self.cached = kube, stream, on_event, cached
         self.version: str | None = None  # the last resourceVersion seen; None: list again
+        self.progress_at = time.monotonic()  # an event, a bookmark, a list, a new watch or try (health.py)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True,
                                        name=f"watch-{stream.kind}-{stream.namespace or 'all'}")
@@ -103,6 +105,7 @@ class Reflector:
     def run(self) -> None:
         delay = 1.0
         while not self.stopping.is_set():
+            self.progress_at = time.monotonic()
             try:
                 if self.version is None:
                     self.relist()
@@ -163,6 +166,7 @@ class Reflector:
     def report(self, event: dict) -> None:
         """Report one watch event, and keep its resourceVersion to resume from."""
         type_, obj = event.get("type"), event.get("object") or {}
+        self.progress_at = time.monotonic()
         if type_ == "ERROR":
             if obj.get("code") == 410:
                 raise Gone()
@@ -180,6 +184,12 @@ class Reflector:
             meta = obj.get("metadata") or {}
             log.exception("%s %s/%s: the %s event could not be taken in", self.stream.kind,
                           meta.get("namespace"), meta.get("name"), type_)
+
+
+def progress(reflectors: list[Reflector]) -> list[Progress]:
+    """The streams as the liveness probe sees them."""
+    return [Progress(r.thread.name, r.thread.is_alive() or r.stopping.is_set(), r.progress_at)
+            for r in reflectors]
 
 
 def start(kube, streams: list[Stream], on_event: Callable[[str], OnEvent],
