@@ -105,39 +105,27 @@ class Controller:
     # --- the loop --------------------------------------------------------------------------------
 
     def prime(self, served: Scope) -> None:
-        """List what the watches will show before any reconcile runs: a GameServer must never be
-        judged before its Game is known (a false UnknownGame), nor a child re-applied because
-        its watch event had not arrived yet. A pattern (`t-*`, `!t-skip`) lists cluster-wide
-        and keeps what it serves."""
-        scopes = served.list_scopes()
-
-        def wanted(obj: dict) -> bool:
-            return served.wants(obj["metadata"].get("namespace"))
-
+        """List kopf's kinds before any reconcile runs: a GameServer must never be judged before
+        its Game is known (a false UnknownGame). The streams' kinds (children, pods: watches.WATCHED)
+        are not listed here: their streams' first lists fill the cache, and the start waits for
+        them (watches.wait_synced) before this, so a child is never re-applied because its event
+        had not arrived yet, and each kind is listed once. A pattern (`t-*`, `!t-skip`) lists
+        cluster-wide and keeps what it serves."""
         for g in self.kube.list("Game"):
             self.cache.put(self.cache.games, g["metadata"]["name"], g, False)
         managed = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-        for scope in scopes:
+        for scope in served.list_scopes():
             for kind, store, selector in (
                     ("GameServer", self.cache.gameservers, None),
                     ("GameServerBackup", self.cache.backups, None),
                     ("GameServerRestore", self.cache.restores, None),
-                    ("Job", self.cache.jobs, managed),
-                    ("Pod", self.cache.pods, LABEL_GAMESERVER)):
+                    ("Job", self.cache.jobs, managed)):
                 for obj in self.kube.list(kind, scope, selector):
-                    if wanted(obj):
+                    if served.wants(obj["metadata"].get("namespace")):
                         m = obj["metadata"]
                         self.cache.put(store, (m["namespace"], m["name"]), with_kind(obj, kind), False)
-            # The users' Secrets are not listed: those a server names are read by name
-            # (secret_view, and secret_refs.SecretRefresher after that).
-            for kind in CHILD_KINDS:
-                for obj in self.kube.list(kind, scope, managed):
-                    if wanted(obj):
-                        m = obj["metadata"]
-                        self.cache.put(self.cache.children, (kind, m["namespace"], m["name"]),
-                                       with_kind(obj, kind), False)
-        # Every object is looked at once after a start: the watches' first events repeat
-        # what was just listed, and only news queues a reconcile.
+        # Every object is looked at once after a start: kopf's first events repeat what was
+        # just listed, and only news queues a reconcile.
         self.queue_everything()
 
     def queue_everything(self) -> None:

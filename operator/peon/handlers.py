@@ -110,10 +110,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     loop = asyncio.get_running_loop()
     controller.queue.bind(loop)  # the streams' threads queue too
     served = Scope(config.namespaces)
-    await loop.run_in_executor(None, controller.prime, served)
+    # The streams' first lists fill the cache with the children and pods; then kopf's kinds
+    # are listed and everything is queued once. Each kind is listed once at a start.
     memo.watches = watches.start(kube, watches.streams_for(served),
                                  lambda kind: on_event(controller, kind),
                                  lambda kind: lambda: cached(controller, kind))
+    await loop.run_in_executor(None, watches.wait_synced, memo.watches)
+    await loop.run_in_executor(None, controller.prime, served)
     memo.secret_refresher = controller.secret_refresher(config.secret_refresh)
     memo.secret_refresher.start()
     # A follower keeps its cache current from the watches and queues what they show; only the

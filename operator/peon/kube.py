@@ -99,6 +99,9 @@ def load_config(cfg: kubernetes.client.Configuration) -> None:
         kubernetes.config.load_kube_config(client_configuration=cfg)
 
 
+LIST_PAGE = 500  # objects per page of a list
+
+
 class Kube:
     """A thread-safe handle on the API. One per process; calls block (run them off the loop)."""
 
@@ -147,17 +150,37 @@ class Kube:
             raise
 
     def list(self, kind: str, namespace: str | None = None, selector: str | None = None) -> list[dict]:
-        q = [("labelSelector", selector)] if selector else []
-        return self._call("GET", path(kind, namespace), query=q)["items"]
+        return self._list(kind, namespace, selector)[0]
+
+    def _list(self, kind: str, namespace: str | None, selector: str | None,
+              limit: int = LIST_PAGE) -> tuple[list[dict], str]:
+        """Every object of a list, asked for in pages (limit/continue), so the API server never
+        builds one answer of 10,000 objects; the pages are one snapshot, at the version the
+        last one names. A continue token that expired (410) starts the list again."""
+        q = ([("labelSelector", selector)] if selector else []) + [("limit", str(limit))]
+        items: list[dict] = []
+        token = None
+        while True:
+            try:
+                got = self._call("GET", path(kind, namespace),
+                                 query=q + ([("continue", token)] if token else []))
+            except ApiException as e:
+                if e.status == 410 and token:
+                    items, token = [], None
+                    continue
+                raise
+            items += got.get("items") or []
+            meta = got.get("metadata") or {}
+            token = meta.get("continue")
+            if not token:
+                return items, meta.get("resourceVersion", "")
 
     def list_page(self, kind: str, namespace: str | None = None,
                   selector: str | None = None) -> tuple[list[dict], str]:
         """Every `kind` (matching `selector`), with its kind and apiVersion (with_kind), and the
         list's resourceVersion, from which a watch starts."""
-        q = [("labelSelector", selector)] if selector else []
-        got = self._call("GET", path(kind, namespace), query=q)
-        return ([with_kind(obj, kind) for obj in got["items"]],
-                (got.get("metadata") or {}).get("resourceVersion", ""))
+        items, version = self._list(kind, namespace, selector)
+        return [with_kind(obj, kind) for obj in items], version
 
     def watch(self, kind: str, namespace: str | None, selector: str | None, version: str,
               seconds: int) -> Iterator[dict]:

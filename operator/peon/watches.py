@@ -90,6 +90,7 @@ class Reflector:
         self.kube, self.stream, self.on_event, self.cached = kube, stream, on_event, cached
         self.version: str | None = None  # the last resourceVersion seen; None: list again
         self.progress_at = time.monotonic()  # an event, a bookmark, a list, a new watch or try (health.py)
+        self.synced = threading.Event()  # its first list is in the cache
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True,
                                        name=f"watch-{stream.kind}-{stream.namespace or 'all'}")
@@ -144,6 +145,7 @@ class Reflector:
             if key not in listed and s.holds(key) and not _after(obj, version):
                 self.tell("DELETED", obj)
         self.version = version
+        self.synced.set()
 
     def follow(self) -> int:
         """Report the watch events after `self.version` until the API server ends the watch,
@@ -200,6 +202,16 @@ def start(kube, streams: list[Stream], on_event: Callable[[str], OnEvent],
     for r in reflectors:
         r.start()
     return reflectors
+
+
+def wait_synced(reflectors: list[Reflector], say_every: float = 30.0) -> None:
+    """Block until every stream's first list is in the cache, as client-go's WaitForCacheSync:
+    no worker may judge a server before its children are known. A stream whose list fails
+    retries; which ones still wait is said every `say_every` seconds."""
+    for r in reflectors:
+        while not r.synced.wait(say_every):
+            log.warning("waiting for the first list of %s %s", r.stream.kind,
+                        r.stream.namespace or "(all namespaces)")
 
 
 def _after(obj: dict, version: str) -> bool:

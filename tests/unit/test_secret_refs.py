@@ -78,9 +78,13 @@ def test_a_failed_read_is_logged_and_the_round_goes_on(caplog):
     assert "reading Secret games/creds failed" in caplog.text
 
 
-def test_the_prime_lists_only_the_operators_own_secrets():
+def test_the_prime_lists_no_secret_and_no_kind_the_streams_list():
+    """The streams' first lists bring the operator's own Secrets (and the other children and
+    pods); the prime lists kopf's kinds only, and never a user's Secret."""
+    from peon import watches
     kube, controller, _ = setup()
     controller.prime(Scope())
-    secret_lists = [(ns, sel) for kind, ns, sel in kube.lists if kind == "Secret"]
-    assert secret_lists == [(None, "app.kubernetes.io/managed-by=peon-operator")]
+    assert {kind for kind, _, _ in kube.lists} == {"Game", "GameServer", "GameServerBackup",
+                                                  "GameServerRestore", "Job"}
+    assert not {kind for kind, _, _ in kube.lists} & set(watches.WATCHED)
     assert controller.cache.secrets == {}  # not even a view of `token`

@@ -216,3 +216,34 @@ def test_kube_watch_left_early_closes_the_connection_instead():
     next(stream)
     stream.close()
     assert resp.closed and not resp.released
+
+
+def test_a_stream_is_synced_once_its_first_list_is_in_the_cache():
+    rec = Recorder()
+    kube = ScriptedKube(lists=[([cm("a", "11")], "12")], watches_=[])
+    r = reflector(kube, rec)
+    assert not r.synced.is_set()
+    r.run()
+    assert r.synced.is_set() and ("games", "a") in rec.held
+    watches.wait_synced([r], say_every=0.01)  # returns: nothing left to wait for
+
+
+def test_a_list_is_asked_for_in_pages_and_restarts_when_its_token_expired():
+    from kubernetes.client.rest import ApiException
+    from peon.kube import Kube
+    asked = []
+
+    def call(method, url, query=()):
+        q = dict(query)
+        assert q["limit"] == "1"
+        asked.append(q.get("continue"))
+        if q.get("continue") == "t1" and asked.count("t1") == 1:
+            raise ApiException(status=410)  # the snapshot is gone: from the start again
+        if q.get("continue") == "t1":
+            return {"items": [cm("b", "2")], "metadata": {"resourceVersion": "9"}}
+        return {"items": [cm("a", "1")], "metadata": {"continue": "t1"}}
+    k = Kube.__new__(Kube)
+    k._call = call
+    items, version = k._list("ConfigMap", "games", None, limit=1)
+    assert [o["metadata"]["name"] for o in items] == ["a", "b"] and version == "9"
+    assert asked == [None, "t1", None, "t1"]
