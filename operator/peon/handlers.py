@@ -102,6 +102,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 60
     kube = Kube()
+    kube.post_events_in_background()  # a reconcile never waits on an Event's POST
     controller = memo.controller = Controller(
         kube, workers=config.workers, whole_cluster=not config.namespaces,
         notify_allowed=config.notify_allowed,

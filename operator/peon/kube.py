@@ -11,7 +11,9 @@ import datetime as dt
 import json
 import logging
 import os
+import queue
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterator
@@ -100,6 +102,19 @@ def load_config(cfg: kubernetes.client.Configuration) -> None:
 
 
 LIST_PAGE = 500  # objects per page of a list
+
+
+def event_body(involved: dict, type_: str, reason: str, message: str) -> dict:
+    meta = involved["metadata"]
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": involved["apiVersion"], "kind": involved["kind"],
+                               "name": meta["name"], "namespace": meta["namespace"],
+                               "uid": meta.get("uid")},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "source": {"component": FIELD_MANAGER}, "reportingComponent": FIELD_MANAGER,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1}
 
 
 class Kube:
@@ -257,22 +272,35 @@ class Kube:
                           content_type="application/merge-patch+json")
 
     def event(self, involved: dict, type_: str, reason: str, message: str) -> None:
-        """A core/v1 Event on `involved`, as `kubectl describe` shows them."""
-        meta = involved["metadata"]
-        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        """A core/v1 Event on `involved`, as `kubectl describe` shows them: posted now, or
+        queued when the Events are posted in the background (the operator's)."""
+        body = event_body(involved, type_, reason, message)
+        if self._events is None:
+            return self._post_event(body)
         try:
-            self.create({
-                "apiVersion": "v1", "kind": "Event",
-                "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-                "involvedObject": {"apiVersion": involved["apiVersion"], "kind": involved["kind"],
-                                   "name": meta["name"], "namespace": meta["namespace"],
-                                   "uid": meta.get("uid")},
-                "type": type_, "reason": reason, "message": message[:1024],
-                "source": {"component": FIELD_MANAGER}, "reportingComponent": FIELD_MANAGER,
-                "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-            })
-        except ApiException as e:  # an Event that cannot be posted must not stop a reconcile
-            log.warning("could not post event %s on %s: %s", reason, meta["name"], e.reason)
+            self._events.put_nowait(body)
+        except queue.Full:  # the API server far behind: an Event is worth less than a reconcile
+            log.warning("event %s on %s dropped: %d waiting to be posted", reason,
+                        body["involvedObject"]["name"], self._events.maxsize)
+
+    _events: "queue.Queue[dict] | None" = None
+
+    def post_events_in_background(self, capacity: int = 1000) -> None:
+        """Events go through a queue to a thread of their own, as kopf's poster does: a
+        reconcile never waits on a POST that only tells what it did."""
+        self._events = queue.Queue(capacity)
+        threading.Thread(target=self._post_events, daemon=True, name="event-poster").start()
+
+    def _post_events(self) -> None:
+        while True:
+            self._post_event(self._events.get())
+
+    def _post_event(self, body: dict) -> None:
+        try:
+            self.create(body)
+        except Exception as e:  # an Event that cannot be posted must not stop anything
+            log.warning("could not post event %s on %s: %s", body["reason"],
+                        body["involvedObject"]["name"], getattr(e, "reason", None) or type(e).__name__)
 
     def exec(self, namespace: str, pod: str, container: str, command: list[str],
              timeout: float, stdout: BinaryIO | None = None) -> "ExecResult":
