@@ -18,6 +18,10 @@ KINDS.update({
     "PersistentVolume": ("/api/v1", "persistentvolumes", False),
     "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices", True),
     "ResourceQuota": ("/api/v1", "resourcequotas", True),
+    "ValidatingAdmissionPolicy": ("/apis/admissionregistration.k8s.io/v1",
+                                  "validatingadmissionpolicies", False),
+    "ValidatingAdmissionPolicyBinding": ("/apis/admissionregistration.k8s.io/v1",
+                                         "validatingadmissionpolicybindings", False),
 })
 
 

@@ -22,12 +22,18 @@ def test_apply_k_installs_a_working_operator_deployment(kube, kubectl, crds):
             kube.get("Deployment", "peon-system", "peon-peon-operator")))
         assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "peon-peon-operator"
         assert len(kube.list("Game")) >= 12
+        assert kube.get("ValidatingAdmissionPolicyBinding", None, "peon-peon-operator-gameservers")
     finally:
         # The CRDs stay: deleting them would delete every GameServer in the cluster.
         for kind, ns, name in (("Deployment", "peon-system", "peon-peon-operator"),
                                ("ClusterRoleBinding", None, "peon-peon-operator"),
                                ("ClusterRoleBinding", None, "peon-peon-operator-catalogue"),
                                ("ClusterRole", None, "peon-peon-operator"),
-                               ("ClusterRole", None, "peon-peon-operator-catalogue")):
+                               ("ClusterRole", None, "peon-peon-operator-catalogue"),
+                               # Cluster-wide: left, it would judge every later test's servers.
+                               ("ValidatingAdmissionPolicyBinding", None,
+                                "peon-peon-operator-gameservers"),
+                               ("ValidatingAdmissionPolicy", None,
+                                "peon-peon-operator-gameservers")):
             kube.delete(kind, ns, name)
         kube.delete("Namespace", None, "peon-system")
