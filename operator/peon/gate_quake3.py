@@ -15,10 +15,14 @@ Formats, as ioquake3 speaks them (ioquake/ioq3, code/server/sv_main.c and sv_cli
   last, a newline, then one line per player ("score ping \\"name\\""): none here.
 - `getchallenge <clientChallenge> <gamename>` and `connect <userinfo>` are a client joining
   (SV_GetChallenge answers "challengeResponse ..."; SV_DirectConnect). Here both are a knock.
-  A knock is answered only with "print\\n<why>\\n" and only when that is no larger than the knock:
-  the client shows a print on its connect screen and (its resend loop) asks again, so once the
-  server is up the same client gets in. (The client side of that is expected from ioquake3's
-  cl_main.c and is to be proven against OpenArena in the layer that builds its image.)
+  A knock is answered only with "print\\n<why>\\n" and only when that is no larger than the knock.
+  Quake 3 clients keep a print from the server they connect to in clc.serverMessage, shown on the
+  connect screen (cl_main.c CL_ConnectionlessPacket, "print"); that the client's resend of
+  getchallenge then gets it in once the server is up is expected, not yet proven: the layer that
+  builds the OpenArena image must show it against the real client or server.
+- The client's browser drops an infoResponse without its own gamename or protocol ("Game mismatch
+  in info packet", "Different protocol info packet": cl_main.c CL_ServerInfoPacket), so a server
+  never seen must get both from its Game in the catalogue, or it is not listed.
 - Info strings may hold no backslash, quote or semicolon (Info_SetValueForKey refuses them):
   values shown are stripped of them; a challenge holding one is refused.
 
@@ -95,7 +99,7 @@ def _info(pairs: list[tuple[str, str]], limit: int = MAX_INFO_STRING) -> str:
 
 def _common(server: SleepingServer) -> list[tuple[str, str]]:
     pairs = [("gamename", server.game)] if server.game else []
-    if server.protocol is not None:  # ioquake3's browser drops a server of another protocol
+    if server.protocol is not None:  # the client's browser drops a server of another protocol
         pairs.append(("protocol", str(server.protocol)))
     return pairs
 

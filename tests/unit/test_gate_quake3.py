@@ -103,3 +103,50 @@ def test_mutated_queries_never_raise_and_never_knock_unless_they_became_a_join(b
     data = base[:at] + patch + base[at + (0 if insert else len(patch)):]
     outcome = gate_quake3.answer(SERVER, data, Drops())
     assert outcome.knock is None or gate_quake3.is_join(data)
+
+
+class _Gate:
+    def __init__(self, server):
+        self.server, self.drops, self.knocks = server, Drops(), []
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        outcome = gate_quake3.answer(self.server, data, self.drops)
+        if outcome.knock:
+            self.knocks.append(outcome.knock)
+        if outcome.reply is not None:
+            self.transport.sendto(outcome.reply, addr)
+
+    def error_received(self, exc):
+        pass
+
+    def connection_lost(self, exc):
+        pass
+
+
+async def _ask_with_opengsq(server):
+    import asyncio
+
+    from opengsq.protocols.quake3 import Quake3
+    loop = asyncio.get_running_loop()
+    transport, gate = await loop.create_datagram_endpoint(
+        lambda: _Gate(server), local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        client = Quake3("127.0.0.1", port, timeout=2)
+        return await client.get_info(), await client.get_status(), gate
+    finally:
+        transport.close()
+
+
+def test_opengsq_reads_getinfo_and_getstatus_and_nothing_knocks():
+    """A Quake 3 client nobody here wrote (opengsq) reads both answers."""
+    import asyncio
+    info, status, gate = asyncio.run(_ask_with_opengsq(SERVER))
+    assert info["challenge"] == "opengsq" and info["hostname"] == "Frag Night"
+    assert info["clients"] == "0" and info["sv_maxclients"] == "12" and info["protocol"] == "71"
+    assert status.info["sv_hostname"] == "Frag Night" and status.players == []
+    assert status.info["mapname"] == "oa_dm4 (asleep, join to wake)"
+    assert gate.knocks == [] and gate.drops.total() == 0
