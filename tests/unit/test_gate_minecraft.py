@@ -56,7 +56,7 @@ def reason_of(step) -> str:
     return json.loads(body[at:at + length])["text"]
 
 
-async def _serve_and_query(server):
+async def _serve_and_query(server, ask=None):
     knocks = []
 
     async def handle(reader, writer):
@@ -78,6 +78,8 @@ async def _serve_and_query(server):
     gate = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = gate.sockets[0].getsockname()[1]
     try:
+        if ask is not None:
+            return await ask(port), knocks
         return await players.query("minecraft", "127.0.0.1", port), knocks
     finally:
         gate.close()
@@ -86,6 +88,18 @@ async def _serve_and_query(server):
 def test_the_projects_client_reads_the_sleeping_servers_status_and_wakes_nothing():
     answer, knocks = asyncio.run(_serve_and_query(SERVER))
     assert answer == players.Players(online=0, max=20)
+    assert not any(knocks)
+
+
+def test_opengsq_a_client_nobody_here_wrote_reads_the_status():
+    from opengsq.protocols.minecraft import Minecraft
+
+    async def ask(port):
+        return await Minecraft("127.0.0.1", port, timeout=2).get_status()
+    status, knocks = asyncio.run(_serve_and_query(SERVER, ask))
+    assert status["version"] == {"name": "1.21.4", "protocol": 769}
+    assert status["players"]["online"] == 0 and status["players"]["max"] == 20
+    assert status["description"]["text"] == "Creative\nasleep, join to wake"
     assert not any(knocks)
 
 
