@@ -132,6 +132,9 @@ class Config:
         self.version = version()
         self.config_paths = [p for p in (env.get("TESTGAME_CONFIG", "/config")).split(":") if p]
         self.tick = env_number("TESTGAME_TICK", 1.0, 0.01, 3600.0, float)
+        # Source RCON on TCP, as many game images offer it (0: off; on only with a password).
+        self.rcon_port = env_number("RCON_PORT", 0, 0, 65535)
+        self.rcon_password = env.get("RCON_PASSWORD") or ""
         self.state = state_path()
 
 
@@ -342,6 +345,8 @@ class Server:
         self.game_sock = self._bind(cfg.game_port, "game")
         self.query_sock = self._bind(cfg.query_port, "query")
         self.console_sock = self._bind_console()
+        self.rcon = Rcon(self, cfg.bind, cfg.rcon_port, cfg.rcon_password) \
+            if cfg.rcon_port and cfg.rcon_password else None
         try:
             os.makedirs(os.path.dirname(cfg.state) or ".", exist_ok=True)
             self.write_report("running", strict=True)
@@ -381,6 +386,13 @@ class Server:
             self.world.saving = True
         elif command == "save-all":
             self.world.save(list(self.players), "save-all")
+        elif command.startswith("say "):
+            log(f"[server] {command[4:]}")
+        elif command == "players":
+            return (f"players ({len(self.players)}/{self.cfg.max_players}): "
+                    + ", ".join(self.players)).encode()
+        elif re.fullmatch(r"lines \d{1,5}", command):  # a long answer, for RCON's split packets
+            return "\n".join(f"line {i}" for i in range(int(command[6:]))).encode()
         else:
             return f"ERR unknown command {command[:40]!r}".encode()
         self.console_log.append({"command": command, "at": now_iso(), "ticks": self.world.ticks})
@@ -542,6 +554,8 @@ class Server:
         sel.register(self.query_sock, selectors.EVENT_READ, "query")
         sel.register(self.console_sock, selectors.EVENT_READ, "console")
         sel.register(wake_r, selectors.EVENT_READ, "wake")
+        if self.rcon:
+            self.rcon.attach(sel)
         next_tick = time.monotonic() + self.cfg.tick
         while self.stop_signal is None:
             timeout = max(0.0, next_tick - time.monotonic())
@@ -552,6 +566,9 @@ class Server:
                             pass
                     except (BlockingIOError, InterruptedError):
                         pass
+                    continue
+                if callable(key.data):  # an RCON socket: its own handler
+                    key.data()
                     continue
                 self._drain(key.fileobj, key.data)
             if self.stop_signal is not None:
@@ -601,6 +618,95 @@ class Server:
         for sock in (self.game_sock, self.query_sock, self.console_sock):
             sock.close()
         return code
+
+
+class Rcon:
+    """Source RCON on TCP: AUTH (3) with the password, then EXECCOMMAND (2) runs a console
+    command (the same ones as `testgame console`, plus `say TEXT`, `players`, `lines N`);
+    answers longer than 4096 bytes go in several RESPONSE_VALUE (0) packets, and an empty
+    RESPONSE_VALUE is mirrored back, as Source servers do. A wrong password gets id -1."""
+
+    MAX_CONNECTIONS = 16
+
+    def __init__(self, server: "Server", bind: str, port: int, password: str):
+        self.server, self.password = server, password.encode()
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.listener.bind((bind, port))
+        except OSError as e:
+            self.listener.close()
+            raise Fatal(f"cannot bind the RCON port tcp {port}: {e.strerror or e}")
+        self.listener.listen(8)
+        self.listener.setblocking(False)
+        self.sel: selectors.BaseSelector | None = None
+        self.conns: dict[socket.socket, dict] = {}
+        log(f"rcon on tcp {port}")
+
+    def attach(self, sel: selectors.BaseSelector) -> None:
+        self.sel = sel
+        sel.register(self.listener, selectors.EVENT_READ, self.accept)
+
+    def accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        if len(self.conns) >= self.MAX_CONNECTIONS:
+            conn.close()
+            return
+        conn.setblocking(True)
+        conn.settimeout(2.0)
+        self.conns[conn] = {"buf": b"", "authed": False}
+        self.sel.register(conn, selectors.EVENT_READ, lambda: self.read(conn))
+
+    def drop(self, conn: socket.socket) -> None:
+        self.sel.unregister(conn)
+        self.conns.pop(conn, None)
+        conn.close()
+
+    @staticmethod
+    def packet(packet_id: int, kind: int, body: bytes) -> bytes:
+        payload = struct.pack("<ii", packet_id, kind) + body + b"\x00\x00"
+        return struct.pack("<i", len(payload)) + payload
+
+    def read(self, conn: socket.socket) -> None:
+        state = self.conns[conn]
+        try:
+            data = conn.recv(8192)
+        except OSError:
+            data = b""
+        if not data:
+            return self.drop(conn)
+        state["buf"] += data
+        try:
+            while len(state["buf"]) >= 4:
+                (size,) = struct.unpack_from("<i", state["buf"])
+                if not 10 <= size <= 4106:
+                    return self.drop(conn)
+                if len(state["buf"]) < 4 + size:
+                    return
+                payload, state["buf"] = state["buf"][4:4 + size], state["buf"][4 + size:]
+                packet_id, kind = struct.unpack_from("<ii", payload)
+                conn.sendall(self.answer(state, packet_id, kind, payload[8:].rstrip(b"\x00")))
+        except OSError:
+            self.drop(conn)
+
+    def answer(self, state: dict, packet_id: int, kind: int, body: bytes) -> bytes:
+        if kind == 3:  # AUTH
+            state["authed"] = hmac.compare_digest(body, self.password)
+            log("rcon: login " + ("accepted" if state["authed"] else "refused"))
+            return self.packet(packet_id, 0, b"") + \
+                self.packet(packet_id if state["authed"] else -1, 2, b"")
+        if not state["authed"]:
+            return self.packet(-1, 2, b"")
+        if kind == 2:  # EXECCOMMAND
+            out = self.server.on_console(body)
+            if out.startswith(b"OK "):
+                out = out[3:]
+            return b"".join(self.packet(packet_id, 0, out[i:i + 4096])
+                            for i in range(0, max(len(out), 1), 4096))
+        return self.packet(packet_id, 0, b"")  # RESPONSE_VALUE: mirrored
 
 
 def serve() -> int:
