@@ -220,7 +220,9 @@ class Api:
             return ok({**views.server_object(gs, now), "stats": {
                 "phase": status.get("phase"), "players": (status.get("players") or {}).get("online"),
                 "max_players": (status.get("players") or {}).get("max"),
-                "last_backup": (status.get("backup") or {}).get("lastSuccessfulTime")}})
+                "last_backup": (status.get("backup") or {}).get("lastSuccessfulTime"),
+                "last_offsite_backup": (status.get("backup") or {}).get("lastOffsiteTime"),
+                "offsite_overdue": bool((status.get("backup") or {}).get("offsiteOverdue"))}})
         if action == "save" and request.method == "GET":
             return await self.download(request, gs)
         body = await self.body(request)

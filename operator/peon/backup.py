@@ -154,6 +154,33 @@ def due_slot(schedule: str, tz: str, now: dt.datetime, since: dt.datetime) -> dt
     return prev if prev > since else None
 
 
+# A scheduled off-site backup has this long after its slot to be in the store before the
+# newest snapshot counts as overdue (a large world's upload takes its time).
+OFFSITE_GRACE = dt.timedelta(hours=1)
+
+
+def newest_offsite(backups: Iterable[Mapping]) -> Mapping | None:
+    """The newest successful backup that is a snapshot in the off-site store."""
+    done = [b for b in backups if (b.get("status") or {}).get("phase") == SUCCEEDED
+            and (b.get("status") or {}).get("snapshot")]
+    return max(done, key=finished_at) if done else None
+
+
+def offsite_overdue(schedule: str, tz: str, now: dt.datetime, newest: dt.datetime | None,
+                    since: dt.datetime, grace: dt.timedelta = OFFSITE_GRACE
+                    ) -> tuple[dt.datetime | None, dt.datetime]:
+    """(the slot whose snapshot is missing, or None), and when to judge again. The schedule
+    promised a snapshot at each slot; one more than `grace` ago that falls after the server
+    was made and after the newest snapshot is missing: the play since then would be lost with
+    the node."""
+    promised, _ = schedule_slots(schedule, tz, now - grace)
+    _, following = schedule_slots(schedule, tz, now - grace)
+    judge_again = following + grace
+    if promised <= since or (newest is not None and newest >= promised):
+        return None, judge_again
+    return promised, judge_again
+
+
 # --- retention -----------------------------------------------------------------------------------
 
 def finished_at(b: Mapping) -> tuple[str, str, str]:

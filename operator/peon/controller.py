@@ -24,7 +24,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 
-from . import ANNOTATION_APPLIED, LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, __version__, metrics, notify as nt, status as st
+from . import ANNOTATION_APPLIED, LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, __version__, clock, metrics, notify as nt, status as st
 from .backup import STORE_SECRET_KEYS, Store
 from .cache import Cache, Key, SecretView, digest
 from .games import GameReconciler
@@ -90,6 +90,7 @@ class Controller:
         self.reconciling: dict[int, tuple[Key, float]] = {}  # worker -> (key, since): health.py
         self.phases: dict[Key, str] = {}  # last phase seen of every GameServer, for metrics
         metrics.count_servers(self.phases)
+        metrics.OFFSITE_AGES.watch(self.cache.gameservers, clock.now)
         self._transitional: dict[Key, float] = {}  # since when a server's phase is on its way
         self.runs = Runs(kube, self.cache, self.queue, job_image)  # the GameServer's side
         self.backups = BackupReconciler(kube, self.cache, self.queue, job_image)

@@ -275,6 +275,12 @@ def status_text(gs: Mapping[str, Any], events: Iterable[Mapping[str, Any]], now:
     if last.get("lastSuccessful"):
         fields.append(("Last backup", f"{last['lastSuccessful']}" + (
             f" ({age(last['lastSuccessfulTime'], now)} ago)" if last.get("lastSuccessfulTime") else "")))
+    if last.get("lastOffsite"):  # the loss window: what a lost node would take with it
+        fields.append(("Off-site", f"{last['lastOffsite']}" + (
+            f" ({age(last['lastOffsiteTime'], now)} ago)" if last.get("lastOffsiteTime") else "")
+            + ("; OVERDUE: older than the schedule promised" if last.get("offsiteOverdue") else "")))
+    elif last.get("offsiteOverdue"):
+        fields.append(("Off-site", "none yet; OVERDUE: the schedule promised one"))
     if last.get("nextScheduleTime") and clock.parse(last["nextScheduleTime"]):
         fields.append(("Next backup", until(clock.parse(last["nextScheduleTime"]), now)))
     if st.get("image"):

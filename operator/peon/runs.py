@@ -256,7 +256,36 @@ class Runs(RunBase):
             out["lastSuccessful"] = newest["metadata"]["name"]
             if newest["status"].get("completionTime"):
                 out["lastSuccessfulTime"] = newest["status"]["completionTime"]
+        if policy.store is not None:
+            again = self._offsite_window(body, policy, runs, old, out, now)
+            if again is not None:
+                requeue = again if requeue is None else min(requeue, again)
         return requeue, out
+
+    def _offsite_window(self, body: dict, policy: bk.Policy, runs: list[dict], old: dict,
+                        out: dict, now) -> float | None:
+        """The loss window: the newest off-site snapshot (status.backup.lastOffsite*), and,
+        with a schedule, whether it is older than the schedule promised (offsiteOverdue, a
+        Warning when that turns true). Returns when to judge again."""
+        newest = bk.newest_offsite(runs)
+        when = clock.parse(bk.finished_at(newest)[0]) if newest else None
+        if newest is not None:
+            out["lastOffsite"] = newest["metadata"]["name"]
+            out["lastOffsiteTime"] = clock.iso(when)
+        if not policy.schedule:
+            return None
+        missing, judge_again = bk.offsite_overdue(
+            policy.schedule, policy.time_zone, now, when,
+            clock.parse(body["metadata"]["creationTimestamp"]))
+        if missing is not None:
+            out["offsiteOverdue"] = True
+            if not old.get("offsiteOverdue"):
+                had = f"is from {clock.iso(when)}" if when else "does not exist"
+                self.kube.event(body, "Warning", "OffsiteBackupOverdue",
+                                f"the newest off-site snapshot {had}; the schedule "
+                                f"({policy.schedule}) promised one at {clock.iso(missing)}: "
+                                f"play since then would be lost with the node")
+        return max(0.5, min(clock.requeue_cap(), (judge_again - now).total_seconds()))
 
     def ensure_finalizer(self, body: dict, gs: GameServer) -> None:
         """Eradication (retainOnDelete: false) waits for a final backup: a finalizer holds the

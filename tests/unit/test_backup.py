@@ -226,3 +226,27 @@ def test_scheduling_fields_cannot_bring_the_token_back():
                      "odin-data", "odin-backups", "img", None, True, "backup",
                      {"automountServiceAccountToken": True, "tolerations": []})
     assert _pod(job)["automountServiceAccountToken"] is False
+
+
+def test_the_newest_offsite_backup_is_the_newest_snapshot_that_succeeded():
+    local, failed = run("b1", "Succeeded", 1), run("b2", "Failed", 2)
+    old, new = run("s1", "Succeeded", 30), run("s2", "Succeeded", 5)
+    for r in (failed, old, new):
+        r["status"]["snapshot"] = "ab12"
+    assert bk.newest_offsite([local, failed, old, new])["metadata"]["name"] == "s2"
+    assert bk.newest_offsite([local]) is None
+
+
+def test_an_offsite_snapshot_is_overdue_once_a_promised_slot_is_over_an_hour_behind_it():
+    daily = "0 4 * * *"
+    made = NOW - dt.timedelta(days=10)
+    at = lambda h, m=0: dt.datetime(2026, 11, 28, h, m, tzinfo=UTC)
+    # 04:30: today's 04:00 snapshot may still be uploading; yesterday's is there.
+    assert bk.offsite_overdue(daily, "UTC", at(4, 30), at(4) - dt.timedelta(days=1), made)[0] is None
+    # 05:30: today's slot is over an hour behind and the newest is yesterday's: overdue.
+    missing, again = bk.offsite_overdue(daily, "UTC", at(5, 30), at(4) - dt.timedelta(days=1), made)
+    assert missing == at(4) and again == at(5) + dt.timedelta(days=1)
+    assert bk.offsite_overdue(daily, "UTC", at(5, 30), at(4, 20), made)[0] is None
+    assert bk.offsite_overdue(daily, "UTC", at(5, 30), None, made)[0] == at(4)  # none at all
+    # A server made after the slot was never promised it.
+    assert bk.offsite_overdue(daily, "UTC", at(5, 30), None, at(4, 10))[0] is None

@@ -234,6 +234,18 @@ def test_status_shows_a_stop_asked_for_and_a_status_behind_its_spec():
     assert "status is for generation 2; the spec is at 3" in out
 
 
+def test_status_shows_the_offsite_loss_window_and_says_when_it_is_overdue():
+    gs = server(**{**RUNNING, "backup": {"lastSuccessful": "vikings-nightly",
+                                         "lastSuccessfulTime": "2026-11-29T04:00:00Z",
+                                         "lastOffsite": "vikings-weekly",
+                                         "lastOffsiteTime": "2026-11-26T18:00:00Z",
+                                         "offsiteOverdue": True}})
+    out = kp.status_text(gs, [], NOW)
+    assert "Off-site:      vikings-weekly (3d ago); OVERDUE: older than the schedule promised\n" in out
+    gs["status"]["backup"] = {"offsiteOverdue": True}
+    assert "Off-site:      none yet; OVERDUE: the schedule promised one\n" in kp.status_text(gs, [], NOW)
+
+
 # --- decisions ----------------------------------------------------------------------------------
 
 def test_a_start_of_a_server_whose_spec_says_stopped_is_refused_with_the_reason():
