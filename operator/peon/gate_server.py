@@ -304,6 +304,38 @@ class Gate:
             self.drops.add("generic-tcp", "empty" if not data else "scan")
 
 
+# The gate's counts as Prometheus counters: (name, help, label names) by the first item of a key.
+METRICS = {
+    "answer": ("peon_gate_answers_total", "Answers the gate sent, by protocol", ("protocol",)),
+    "drop": ("peon_gate_drops_total", "Packets dropped, by protocol and reason",
+             ("protocol", "reason")),
+    "knock": ("peon_gate_knocks_total", "Joins seen, by protocol and outcome",
+              ("protocol", "outcome")),
+    "knock handed on": ("peon_gate_knocks_handed_on_total",
+                        "Knocks handed to the operator (after the debounce)", ("protocol",)),
+    "closed": ("peon_gate_connections_closed_total", "TCP connections the gate cut, and why",
+               ("protocol", "why")),
+    "error": ("peon_gate_errors_total", "Handler failures (caught), by where", ("where",)),
+}
+
+
+class Collector:
+    """Exposes a Gate's counts to prometheus_client when scraped (REGISTRY.register(...))."""
+
+    def __init__(self, gate: Gate):
+        self.gate = gate
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+        families = {kind: CounterMetricFamily(name[:-len("_total")], text, labels=labels)
+                    for kind, (name, text, labels) in METRICS.items()}
+        for key, n in sorted(self.gate.stats().items()):
+            family = families.get(key[0])
+            if family is not None:
+                family.add_metric(list(key[1:]), n)
+        yield from families.values()
+
+
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, gate: Gate, key: str, binding: Binding):
         self.gate, self.key, self.binding = gate, key, binding

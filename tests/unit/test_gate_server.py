@@ -452,3 +452,28 @@ def test_a_failing_on_knock_is_counted_not_fatal(is_async):
 def test_a_binding_that_cannot_work_is_refused_with_its_fields(fields):
     with pytest.raises(ValueError):
         Binding(*fields)
+
+
+def test_the_counts_are_exposed_as_prometheus_counters():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from peon.gate_server import Collector
+    game, query = udp("a2s"), udp("a2s", "query")
+
+    async def scenario():
+        gate, _ = await gate_with(v=(VALHEIM, [query, game]))
+        await udp_ask(port(gate, "v", query), b"\xff\xff\xff\xffU\xff\xff\xff\xff")
+        await udp_ask(port(gate, "v", query), b"junk", 0.05)
+        await udp_ask(port(gate, "v", game), b"a join, perhaps", 0.05)
+        await settle(gate)
+        await gate.close()
+        return gate
+
+    registry = CollectorRegistry()
+    registry.register(Collector(run(scenario())))
+    text = generate_latest(registry).decode()
+    assert 'peon_gate_answers_total{protocol="a2s"} 1.0' in text
+    assert 'peon_gate_drops_total{protocol="a2s",reason="short"} 1.0' in text
+    assert 'peon_gate_knocks_total{outcome="join",protocol="a2s"} 1.0' in text or \
+        'peon_gate_knocks_total{protocol="a2s",outcome="join"} 1.0' in text
+    assert 'peon_gate_knocks_handed_on_total{protocol="a2s"} 1.0' in text
