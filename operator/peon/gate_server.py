@@ -37,6 +37,10 @@ is caught, counted and logged.
 
 Never a crash on bad input: every handler's exception is caught, counted as ("error", protocol)
 and logged with its type only (never a payload).
+
+Counts: `Gate.stats()`; `Collector(gate)` exposes them to prometheus_client as peon_gate_*_total.
+`peon-gate servers.json [--metrics-port N]` (main) serves the servers a JSON file names and
+logs the knocks: for trying the gate by hand until the operator drives it.
 """
 from __future__ import annotations
 
@@ -397,3 +401,69 @@ class _Listener:
             for task in list(self.tasks):  # Python 3.11's Server.close leaves connections open
                 task.cancel()
             await self.server.wait_closed()
+
+
+# --- a minimal command line: serve the sleeping servers a JSON file names, log the knocks -------
+
+SERVERS_FILE_MAX = 4 * 1024 * 1024
+_VIEW_FIELDS = {"name", "map", "folder", "game", "app_id", "version", "protocol", "max_players",
+                "port", "wake_on_connect", "window_open", "wake_players", "start_seconds", "info"}
+
+
+def parse_servers(text: str) -> dict[str, tuple[SleepingServer, list[Binding]]]:
+    """{"ns/name": {"view": {SleepingServer's fields}, "bindings": [{address, port, transport,
+    role, protocol}]}} -> the typed views; ValueError naming the server and field otherwise."""
+    import json
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("the servers file must hold an object: key -> {view, bindings}")
+    out = {}
+    for key, entry in data.items():
+        try:
+            view = dict(entry["view"])
+            unknown = set(view) - _VIEW_FIELDS
+            if unknown:
+                raise ValueError(f"unknown view field(s) {sorted(unknown)}")
+            if view.get("wake_players") is not None:
+                view["wake_players"] = frozenset(map(str, view["wake_players"]))
+            view["info"] = tuple((str(k), str(v)) for k, v in view.get("info", ()))
+            bindings = [Binding(**b) for b in entry["bindings"]]
+            out[str(key)] = (SleepingServer(**view), bindings)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"server {key!r}: {type(e).__name__}: {e}") from None
+    return out
+
+
+async def serve(path: str, metrics_port: int = 0) -> None:
+    with open(path, "rb") as f:
+        raw = f.read(SERVERS_FILE_MAX + 1)
+    if len(raw) > SERVERS_FILE_MAX:
+        raise ValueError(f"{path} is larger than {SERVERS_FILE_MAX} bytes")
+    gate = Gate()
+    if metrics_port:
+        from prometheus_client import REGISTRY, start_http_server
+        REGISTRY.register(Collector(gate))
+        start_http_server(metrics_port)
+    for key, (view, bindings) in parse_servers(raw.decode()).items():
+        await gate.set_server(key, view, bindings)
+        log.info("gate: %s on %s", key, sorted(gate.bound(key).values()))
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await gate.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    ap = argparse.ArgumentParser(prog="peon-gate", description="Answer for sleeping game servers "
+                                 "and log who knocks (issue 25; the operator's wake comes later).")
+    ap.add_argument("servers", help="a JSON file: key -> {view, bindings} (see parse_servers)")
+    ap.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(serve(args.servers, args.metrics_port))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"peon-gate: {e}") from None
+    except KeyboardInterrupt:
+        pass

@@ -477,3 +477,45 @@ def test_the_counts_are_exposed_as_prometheus_counters():
     assert 'peon_gate_knocks_total{outcome="join",protocol="a2s"} 1.0' in text or \
         'peon_gate_knocks_total{protocol="a2s",outcome="join"} 1.0' in text
     assert 'peon_gate_knocks_handed_on_total{protocol="a2s"} 1.0' in text
+
+
+def test_the_servers_file_is_parsed_into_views_or_refused_naming_the_field():
+    from peon.gate_server import parse_servers
+    servers = parse_servers('{"ns/a": {"view": {"name": "A", "wake_players": ["Alex"], '
+                            '"info": [["g_gametype", "0"]]}, "bindings": [{"address": '
+                            '"127.0.0.1", "port": 27960, "transport": "udp", "role": "game", '
+                            '"protocol": "quake3"}]}}')
+    view, [binding] = servers["ns/a"]
+    assert view.wake_players == frozenset({"Alex"}) and view.info == (("g_gametype", "0"),)
+    assert binding == Binding(LOCAL, 27960, "udp", "game", "quake3")
+    with pytest.raises(ValueError, match="'ns/b'.*colour"):
+        parse_servers('{"ns/b": {"view": {"name": "B", "colour": "red"}, "bindings": []}}')
+    with pytest.raises(ValueError, match="'ns/c'.*bindings"):
+        parse_servers('{"ns/c": {"view": {"name": "C"}}}')
+    with pytest.raises(ValueError, match="'ns/d'"):
+        parse_servers('{"ns/d": {"view": {"name": "D"}, "bindings": [{"address": "127.0.0.1", '
+                      '"port": 1, "transport": "udp", "role": "game", "protocol": "minecraft"}]}}')
+
+
+def test_peon_gate_serves_the_file_and_logs_a_knock_without_its_payload(tmp_path):
+    import json
+    import subprocess
+    import sys
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((LOCAL, 0))
+        free = probe.getsockname()[1]
+    servers = tmp_path / "servers.json"
+    servers.write_text(json.dumps({"ns/rust": {"view": {"name": "Rusty"}, "bindings": [
+        {"address": LOCAL, "port": free, "transport": "udp", "role": "game",
+         "protocol": "generic-udp"}]}}))
+    gate = subprocess.Popen([sys.executable, "-c", "from peon.gate_server import main; main()",
+                             str(servers)], stderr=subprocess.PIPE, text=True)
+    try:
+        assert "ns/rust on" in gate.stderr.readline()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.sendto(b"secret-join-token-xyz", (LOCAL, free))
+        assert "knock on ns/rust from 127.0.0.1: join (datagram)" in gate.stderr.readline()
+    finally:
+        gate.terminate()
+        _, rest = gate.communicate(timeout=10)
+    assert "secret-join-token" not in rest
