@@ -40,6 +40,8 @@ class Store:
     secret: str  # a Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, RESTIC_PASSWORD
     prefix: str | None = None  # the repository's folder in the bucket; <namespace>/<server>
     region: str | None = None
+    # A new, empty world starts from this snapshot: "latest" (the server's newest) or an id.
+    seed: str | None = None
 
     def repository(self, namespace: str, server: str) -> str:
         """restic's name of the server's repository (no secret in it)."""
@@ -92,8 +94,12 @@ def _parse_store(spec: Mapping[str, Any] | None) -> Store | None:
     s3 = spec.get("s3") or {}
     if not s3.get("endpoint") or not s3.get("bucket") or not (spec.get("secretRef") or {}).get("name"):
         raise ValueError("store needs s3.endpoint, s3.bucket and secretRef.name")
+    seed = spec.get("seed") or None
+    if seed is not None and not (seed == "latest" or re.fullmatch(r"[0-9a-f]{8,64}", str(seed))):
+        raise ValueError(f"store.seed {seed!r} is neither \"latest\" nor a snapshot id (8 to 64 "
+                         "hex digits)")
     return Store(endpoint=s3["endpoint"], bucket=s3["bucket"], secret=spec["secretRef"]["name"],
-                 prefix=s3.get("prefix") or None, region=s3.get("region") or None)
+                 prefix=s3.get("prefix") or None, region=s3.get("region") or None, seed=seed)
 
 
 # --- names ---------------------------------------------------------------------------------------
@@ -256,6 +262,7 @@ STEP_CAPABILITIES: dict[tuple[str, str], tuple[str, ...]] = {
     ("store", "restore"): WRITE_WORLD,
     ("store", "forget"): (),          # the network and /tmp only
     ("store", "export"): WRITE_WORLD,  # a download: the snapshot restored, then archived
+    ("store", "seed"): WRITE_WORLD,    # a game pod's init step: a restore into an empty world
     ("download", "archive"): (),      # a download: `cat` of an archive root wrote
 }
 

@@ -135,8 +135,24 @@ def _slim_pod(pod: dict) -> dict:
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     return {"metadata": {k: meta[k] for k in KEPT_META if k in meta},
             "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
-            "status": {k: status[k] for k in ("phase", "conditions", "hostIP", "podIP",
-                                              "containerStatuses") if k in status}}
+            "status": {**{k: status[k] for k in ("phase", "conditions", "hostIP", "podIP",
+                                                 "containerStatuses") if k in status},
+                       **_slim_seed(status.get("initContainerStatuses"))}}
+
+
+def _slim_seed(statuses: list | None) -> dict:
+    """Of the init steps, the world's seed and how it ended (its message says what it did)."""
+    kept = []
+    for c in statuses or ():
+        if c.get("name") != "seed":
+            continue
+        ends = {k: {"terminated": {f: (c[k]["terminated"]).get(f) for f in SEED_ENDED}}
+                for k in ("state", "lastState") if (c.get(k) or {}).get("terminated")}
+        kept.append({"name": "seed", **ends})
+    return {"initContainerStatuses": kept} if kept else {}
+
+
+SEED_ENDED = ("exitCode", "message", "finishedAt")
 
 
 DEPLOYMENT_STATUS = ("replicas", "observedGeneration", "updatedReplicas", "readyReplicas",

@@ -75,6 +75,8 @@ def cmd_store(args) -> int:
             line = store.restore(args.snapshot, args.path, args.target).json()
         elif args.action == "export":
             line = store.export(args.snapshot, args.path, args.archive).json()
+        elif args.action == "seed":
+            line = json.dumps(store.seed(args.snapshot, args.target, args.host))
         else:
             line = json.dumps(store.forget(args.snapshot))
     except (store.StoreError, archive.ArchiveError, OSError) as e:
@@ -180,6 +182,11 @@ def build_parser(prog: str = "peon") -> argparse.ArgumentParser:
     se.add_argument("snapshot")
     se.add_argument("path", help="the folder inside the snapshot (the world's, /data)")
     se.add_argument("archive")
+    sd = ssub.add_parser("seed", help="restore SNAPSHOT (or the host's latest) into TARGET_DIR "
+                         "when it holds no world; a world with data is kept (a game pod's init step)")
+    sd.add_argument("snapshot", help='"latest" or a snapshot id')
+    sd.add_argument("target")
+    sd.add_argument("--host", required=True, help="the server, as namespace/name")
     sf = ssub.add_parser("forget", help="remove a snapshot and the data only it used")
     sf.add_argument("snapshot")
     s.set_defaults(fn=cmd_store)

@@ -520,6 +520,8 @@ class Controller:
         if invalid is not None and (old.get("phase") != new["phase"]
                                     or _cond(old, "Valid").get("message") != invalid.message):
             self.kube.event(body, "Warning", invalid.reason, invalid.message)
+        for event in st.seed_events(old, new):  # each once: with the status that records it
+            self.kube.event(body, *event)
         return None
 
 

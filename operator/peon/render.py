@@ -15,6 +15,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from . import backup as bk
 from . import (ANNOTATION_RESTARTED_AT, ANNOTATION_SETTINGS_HASH, API_VERSION,
                LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY)
 from .model import STATE_RUNNING, Game, GameServer, InvalidSpec, Setting
@@ -265,9 +266,12 @@ def deployment(gs: GameServer, game: Game, env_data: Mapping[str, str],
     }
     if game.security_context:
         pod_spec["securityContext"] = dict(game.security_context)
-    owner = volume_owner(game, helper_image)
-    if owner:
-        pod_spec["initContainers"] = [owner]
+    # The seed first: the owner step then gives the restored world's top folder to the game.
+    init = [c for c in (seed_container(gs, helper_image), volume_owner(game, helper_image)) if c]
+    if init:
+        pod_spec["initContainers"] = init
+    if any(c["name"] == SEED_CONTAINER for c in init):
+        volumes.append({"name": "seed-tmp", "emptyDir": {}})
     pod_spec.update(gs.scheduling.over(game.scheduling).pod_fields())
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(gs, game, "Deployment"),
@@ -307,6 +311,34 @@ def volume_owner(game: Game, helper_image: str | None) -> dict[str, Any] | None:
             "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
                           "limits": {"cpu": "100m", "memory": "64Mi"}},
             "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT_FOR_OWNER}]}
+
+
+SEED_CONTAINER = "seed"
+
+
+def seed_container(gs: GameServer, helper_image: str | None) -> dict[str, Any] | None:
+    """An init step that restores spec.backup.store.seed into an empty world (`peon store
+    seed`), so a server applied on a new cluster comes back with its world. A world that holds
+    data is kept. When the snapshot cannot be had the step fails with the reason in its
+    termination message, and the game never starts on an empty world. The keys come from the
+    store's Secret through envFrom; the step writes the world as a restore Job does (the same
+    capabilities) and never talks to the API server."""
+    store = gs.backup.store
+    if store is None or not store.seed or not helper_image:
+        return None
+    env = [{"name": "RESTIC_REPOSITORY", "value": store.repository(gs.namespace, gs.name)}]
+    if store.region:
+        env.append({"name": "AWS_DEFAULT_REGION", "value": store.region})
+    security = {**bk.job_security_context(bk.step_capabilities("store", "seed")),
+                "runAsNonRoot": False}
+    return {"name": SEED_CONTAINER, "image": helper_image,
+            "command": ["peon", "store", "seed", store.seed, bk.DATA_MOUNT,
+                        "--host", f"{gs.namespace}/{gs.name}"],
+            "env": env, "envFrom": [{"secretRef": {"name": store.secret}}],
+            "securityContext": security,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "volumeMounts": [{"name": "data", "mountPath": bk.DATA_MOUNT},
+                             {"name": "seed-tmp", "mountPath": "/tmp"}]}
 
 
 def _container_port(p, host_ports: bool) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Pure status computation: what the children show in, the GameServer's status out."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -160,5 +161,80 @@ def built_status(gen: int, b: Built, deployment: Mapping | None, service: Mappin
     for k, v in (b.more or {}).items():
         if v is not None:
             new[k] = v
+    seeded, seed_failed = seed_report(pods)
+    if seeded:
+        new["seed"] = seeded
+    ready = condition("Ready", phase == RUNNING, phase, why, gen)
+    if seed_failed and phase != RUNNING:
+        ready = condition("Ready", False, SEED_FAILED, seed_failed, gen)
     return new, [condition("Valid", True, "Resolved", f"game {b.game_uid}, image {b.image}", gen),
-                 condition("Ready", phase == RUNNING, phase, why, gen), *b.extra]
+                 ready, *b.extra]
+
+
+# --- the world's seed from the store (the game pod's init step `seed`) ---------------------------
+
+SEED_FAILED = "SeedFailed"
+
+
+def _seed_end(pod: Mapping) -> tuple[dict, dict]:
+    """The seed step's last end: (its terminated state, its message parsed)."""
+    for c in (pod.get("status") or {}).get("initContainerStatuses") or ():
+        if c.get("name") != "seed":
+            continue
+        for k in ("state", "lastState"):  # a step that failed and waits to retry: lastState
+            end = (c.get(k) or {}).get("terminated")
+            if end:
+                try:
+                    said = json.loads(end.get("message") or "")
+                except ValueError:
+                    said = None
+                return end, said if isinstance(said, dict) else {}
+    return {}, {}
+
+
+def seed_report(pods: list[Mapping]) -> tuple[dict | None, str | None]:
+    """(status.seed for a world seeded from the store, the reason a seed failed). A world the
+    seed kept (it held data) says nothing."""
+    for p in pods:
+        if p["metadata"].get("deletionTimestamp"):
+            continue
+        end, said = _seed_end(p)
+        if not end:
+            continue
+        if end.get("exitCode") == 0 and said.get("seeded"):
+            return {"snapshot": said["seeded"], "snapshotTime": said.get("time"),
+                    "seededAt": end.get("finishedAt")}, None
+        if end.get("exitCode") not in (0, None):
+            why = said.get("error") or (end.get("message") or "").strip()[-400:] or \
+                f"the seed step exited with {end.get('exitCode')}"
+            return None, f"the world could not be seeded from the store: {why}"
+    return None, None
+
+
+def seed_events(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The Events a status write says about the seed, each once: Seeded when status.seed is
+    new, SeedFailed when the Ready condition's reason becomes it or its message changes."""
+    out = []
+    seed = new.get("seed")
+    if seed and seed != old.get("seed"):
+        taken, done = clock.parse(seed.get("snapshotTime")), clock.parse(seed.get("seededAt"))
+        age = f", taken {_age(done - taken)} before" if taken and done else ""
+        out.append(("Normal", "Seeded", f"seeded the world from the store's snapshot "
+                    f"{seed['snapshot'][:8]} of {seed.get('snapshotTime')}{age}"))
+    ready = next((c for c in new.get("conditions") or () if c.get("type") == "Ready"), {})
+    was = next((c for c in old.get("conditions") or () if c.get("type") == "Ready"), {})
+    if ready.get("reason") == SEED_FAILED and (was.get("reason") != SEED_FAILED
+                                              or was.get("message") != ready.get("message")):
+        out.append(("Warning", SEED_FAILED, ready["message"]))
+    return out
+
+
+def _age(delta) -> str:
+    """3d4h, 2h15m, 40m, 12s: how old a snapshot was when it seeded the world."""
+    s = max(0, int(delta.total_seconds()))
+    d, h, m = s // 86400, s % 86400 // 3600, s % 3600 // 60
+    if d:
+        return f"{d}d{h}h"
+    if h:
+        return f"{h}h{m}m"
+    return f"{m}m" if m else f"{s}s"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -206,6 +207,71 @@ def restore(snapshot: str, source: str, target: str) -> Result:
     except archive.ArchiveError as e:
         raise StoreError(str(e)) from e
     return Result(snapshot=snapshot, size=need, warnings=warnings)
+
+
+# What a fresh volume may hold that is not a world: the file system's own folder, and Peon's
+# leftovers of a restore cut off half-way (restore clears them).
+NOT_THE_WORLD = ("lost+found",)
+SNAPSHOT_ID = re.compile(r"[0-9a-f]{8,64}")
+
+
+def world_is_empty(target: str) -> bool:
+    """Does TARGET hold no world (a new, empty volume)? Decided before the store is asked."""
+    try:
+        names = os.listdir(target)
+    except FileNotFoundError:
+        return True
+    return not [n for n in names if n not in NOT_THE_WORLD and not n.startswith(archive.RESERVED)]
+
+
+def seed(ref: str, target: str, host: str) -> dict[str, Any]:
+    """A new world from the store: REF ("latest" of HOST's snapshots, or a snapshot id) restored
+    into TARGET when it holds nothing; a world that holds data is never touched."""
+    if not world_is_empty(target):
+        return {"kept": "the world holds data"}
+    if ref != "latest" and not SNAPSHOT_ID.fullmatch(ref):
+        raise StoreError(f"{ref!r} is neither \"latest\" nor a snapshot id")
+    if _probe() != "ok":
+        raise StoreError(f"there is no repository at {os.environ.get('RESTIC_REPOSITORY', '?')}, "
+                         "so no snapshot to seed the world from")
+    snap = pick_snapshot(_snapshots(host), ref, host)
+    paths = snap.get("paths") or []
+    source = paths[0] if len(paths) == 1 else "/data"
+    restore(snap["id"], source, target)
+    return {"seeded": snap["id"], "time": snapshot_time(snap.get("time", ""))}
+
+
+def _snapshots(host: str) -> list[dict[str, Any]]:
+    listed = _restic("snapshots", "--json", "--quiet", "--host", host, timeout=probe_seconds())
+    if listed.returncode != 0:
+        raise StoreError(explain(listed.returncode, listed.stderr, "cannot list the snapshots"))
+    try:
+        return [s for s in json.loads(listed.stdout or "[]") or [] if isinstance(s, dict)]
+    except ValueError as e:
+        raise StoreError("restic listed the snapshots in a form Peon does not read") from e
+
+
+def pick_snapshot(snapshots: list[dict[str, Any]], ref: str, host: str) -> dict[str, Any]:
+    """The newest of SNAPSHOTS for "latest", else the one whose id starts with REF."""
+    if ref == "latest":
+        if not snapshots:
+            raise StoreError(f"the repository holds no snapshot of {host} to seed the world from")
+        return max(snapshots, key=lambda s: s.get("time", ""))
+    found = [s for s in snapshots if str(s.get("id", "")).startswith(ref)]
+    if len(found) != 1:
+        raise StoreError(f"snapshot {ref} of {host} is not in the repository" if not found else
+                         f"snapshot id {ref} is ambiguous: give more of it")
+    return found[0]
+
+
+def snapshot_time(text: str) -> str:
+    """restic's time (nanoseconds, any offset) as RFC 3339 in UTC to the second."""
+    import datetime as dt
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)", text)
+    if not m:
+        return text
+    when = dt.datetime.fromisoformat(m.group(1) + ("+00:00" if m.group(2) == "Z" else m.group(2)))
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def export(snapshot: str, source: str, archive_path: str) -> archive.Result:

@@ -509,3 +509,96 @@ def test_the_operator_image_runs_as_a_pod_on_the_real_node_and_reconciles(
     finally:
         if not os.environ.get("PEON_DEBUG_KEEP"):
             kube.delete("Namespace", None, watched)
+
+
+# --- a world seeded from the store: the same manifest on a new cluster brings the world back ------
+
+def _seed_keys(kube, rns, name, password):
+    import sys
+    sys.path.insert(0, str(ROOT / "tests"))
+    from seaweedfs import ACCESS_KEY, SECRET_KEY
+    kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": rns},
+                 "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                                "RESTIC_PASSWORD": password}})
+
+
+def _gone_with_its_claim(kube, kubectl, rns, name):
+    """What a new cluster has of the server: nothing (its world's volume is new and empty)."""
+    kubectl("-n", rns, "delete", "pgs", name, "--wait=true", "--timeout=120s")
+    wait_for("the pod gone", lambda: not kube.list("Pod", rns, f"peon.dev/gameserver={name}"), 120)
+    kube.delete("PersistentVolumeClaim", rns, f"{name}-data")
+    wait_for("the claim gone", lambda: kube.get("PersistentVolumeClaim", rns, f"{name}-data") is None, 120)
+
+
+def test_a_server_applied_again_on_an_empty_volume_is_seeded_from_the_store_bit_exact(
+        kube, kubectl, rns, testgame, rn_operator, node_s3):
+    _seed_keys(kube, rns, "seed-keys", "a long store password")
+    store = {"s3": {"endpoint": node_s3.endpoint, "bucket": "peon-backups"},
+             "secretRef": {"name": "seed-keys"}}
+    apply_as_user(kube, tg_server("reborn", rns, backup={"store": store}))
+    wait_phase(kube, rns, "reborn", "Running", timeout=180)
+    game_ip, game_port = service_address(kube, rns, "reborn")
+    assert udp(game_ip, game_port, "JOIN alice hunter22") == "WELCOME alice"
+    root = volume_dir(kube, rns, "reborn-data")
+    wait_for("alice's file", lambda: (root / "worlds" / "Dedicated" / "players" / "alice.json").exists(), 20)
+    # Known bytes the game never rewrites, with an owner and a mode of their own.
+    (root / "extra").mkdir()
+    for i in range(5):
+        (root / "extra" / f"blob{i}.bin").write_bytes(os.urandom(200_000 + i))
+    os.chown(root / "extra" / "blob0.bin", 1234, 4321)
+    os.chmod(root / "extra" / "blob1.bin", 0o600)
+    world_id = report(kubectl, kube, rns, "reborn")["world"]["id"]
+    kube.create(backup("reborn-b1", rns, "reborn"))
+    snapshot = run_phase(kube, "GameServerBackup", rns, "reborn-b1", "Succeeded", timeout=180)["snapshot"]
+    kept = {p: d for p, d in tree_digest(root).items()
+            if p.startswith(("extra/", "worlds/Dedicated/players/"))}
+    owners = {p: (s.st_uid, s.st_gid, stat.S_IMODE(s.st_mode))
+              for p in ("blob0.bin", "blob1.bin") for s in [os.lstat(root / "extra" / p)]}
+    assert len(kept) == 6
+
+    _gone_with_its_claim(kube, kubectl, rns, "reborn")
+    apply_as_user(kube, tg_server("reborn", rns, backup={"store": {**store, "seed": "latest"}}))
+    gs = wait_phase(kube, rns, "reborn", "Running", timeout=240)
+    root = volume_dir(kube, rns, "reborn-data")
+    assert {p: d for p, d in tree_digest(root).items() if p in kept} == kept
+    assert {p: (s.st_uid, s.st_gid, stat.S_IMODE(s.st_mode))
+            for p in owners for s in [os.lstat(root / "extra" / p)]} == owners
+    rep = report(kubectl, kube, rns, "reborn")
+    assert rep["world"]["id"] == world_id and not rep["world"]["created_now"]
+    seed = gs["status"]["seed"]
+    assert seed["snapshot"] == snapshot and seed["snapshotTime"] and seed["seededAt"]
+    seeded = wait_for("the Seeded event", lambda: [e for e in events_for(kube, rns, "reborn")
+                                                    if e["reason"] == "Seeded"], 30)
+    assert len(seeded) == 1 and snapshot[:8] in seeded[0]["message"] and "taken" in seeded[0]["message"]
+
+    # A restart of the server finds data in the world: it is kept, and nothing more is said.
+    kubectl("-n", rns, "delete", "pod", "-l", "peon.dev/gameserver=reborn", "--wait=true")
+    wait_phase(kube, rns, "reborn", "Running", timeout=180)
+    assert report(kubectl, kube, rns, "reborn")["world"]["id"] == world_id
+    assert len([e for e in events_for(kube, rns, "reborn") if e["reason"] == "Seeded"]) == 1
+
+    # A wrong password: the game never starts on an empty world, and the status and a Warning say why.
+    _gone_with_its_claim(kube, kubectl, rns, "reborn")
+    kube.raw("PATCH", f"/api/v1/namespaces/{rns}/secrets/seed-keys",
+             {"stringData": {"RESTIC_PASSWORD": "not the password"}},
+             content_type="application/merge-patch+json")
+    apply_as_user(kube, tg_server("reborn", rns, backup={"store": {**store, "seed": "latest"}}))
+
+    def said():
+        gs = kube.get("GameServer", rns, "reborn")
+        ready = next((c for c in (gs.get("status") or {}).get("conditions") or ()
+                      if c["type"] == "Ready"), {})
+        return ready if ready.get("reason") == "SeedFailed" else None
+    ready = wait_for("Ready: SeedFailed", said, 180)
+    assert "encryption password" in ready["message"] and ready["status"] == "False"
+    warned = wait_for("the SeedFailed event", lambda: [e for e in events_for(kube, rns, "reborn")
+                                                        if e["reason"] == "SeedFailed"], 30)
+    assert "encryption password" in warned[0]["message"]
+    gs = kube.get("GameServer", rns, "reborn")
+    assert gs["status"]["phase"] != "Running"
+    assert "not the password" not in json.dumps(gs["status"]) + json.dumps(warned)
+    [pod] = kube.list("Pod", rns, "peon.dev/gameserver=reborn")
+    game = [c for c in pod["status"].get("containerStatuses") or () if c["name"] == "server"]
+    assert not game or not (game[0].get("state") or {}).get("running")
+    assert not game or not game[0].get("lastState", {}).get("terminated")
+    assert not (volume_dir(kube, rns, "reborn-data") / "worlds").exists()  # no empty world made

@@ -241,3 +241,44 @@ def test_a_backup_cut_off_mid_upload_leaves_no_snapshot_and_the_store_works_on(r
     store.restore(first, str(world), str(target))
     restored = fingerprint(target)
     assert {k: v for k, v in before.items() if k != "kept.txt"} == restored
+
+
+# --- a world seeded from the store (`peon store seed`, the game pod's init step) ----------------
+
+def test_seed_restores_the_newest_snapshot_of_the_server_into_an_empty_world_bit_exact(repo, tmp_path):
+    world = tmp_path / "data"
+    make_world(world, seed=1)
+    older = store.backup(str(world), "games/vikings", "b1").snapshot
+    (world / "kept.txt").write_text("written after the first backup")
+    before = fingerprint(world)
+    newest = store.backup(str(world), "games/vikings", "b2").snapshot
+    other = tmp_path / "other"
+    make_world(other, files=3, seed=9)
+    store.backup(str(other), "games/elsewhere", "b3")  # another server's, newer still
+    fresh = tmp_path / "fresh"
+    (fresh / "lost+found").mkdir(parents=True)  # what a new ext4 volume holds
+    got = store.seed("latest", str(fresh), "games/vikings")
+    assert got["seeded"] == newest and got["time"].endswith("Z")
+    # The world as backed up: source path /data of the snapshot, here the tmp folder's.
+    assert {k: v for k, v in fingerprint(fresh).items() if k != "lost+found"} == \
+        {k: v for k, v in before.items()}
+    # A snapshot named by a prefix of its id; the world now holds data, so it is kept.
+    assert store.seed(older[:12], str(fresh), "games/vikings") == {"kept": "the world holds data"}
+    assert {k: v for k, v in fingerprint(fresh).items() if k != "lost+found"} == before
+
+
+def test_seed_fails_with_the_reason_when_the_snapshot_cannot_be_had(repo, tmp_path, monkeypatch):
+    world = tmp_path / "data"
+    make_world(world, files=3)
+    store.backup(str(world), "games/vikings", "b1")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with pytest.raises(store.StoreError, match="no snapshot of games/other"):
+        store.seed("latest", str(fresh), "games/other")
+    with pytest.raises(store.StoreError, match="snapshot deadbeef of games/vikings is not"):
+        store.seed("deadbeef", str(fresh), "games/vikings")
+    monkeypatch.setenv("RESTIC_PASSWORD", "not the password")
+    with pytest.raises(store.StoreError, match="encryption password") as e:
+        store.seed("latest", str(fresh), "games/vikings")
+    assert "not the password" not in str(e.value)
+    assert os.listdir(fresh) == []  # nothing half-restored

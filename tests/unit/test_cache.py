@@ -191,3 +191,19 @@ def test_a_deployments_conditions_alone_are_no_news_its_ready_replicas_are():
     assert kept["spec"]["template"]["spec"]["containers"][0]["image"] == "x:1"
     assert kept["status"] == {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
                               "readyReplicas": 1}
+
+
+def test_a_pods_seed_step_and_how_it_ended_are_kept_and_other_init_steps_are_not():
+    from peon.cache import _slim_pod
+    end = {"exitCode": 1, "message": '{"error": "x"}', "finishedAt": "2026-12-06T12:00:00Z",
+           "reason": "Error", "startedAt": "2026-12-06T11:59:00Z", "containerID": "c://1"}
+    pod = {"metadata": {"name": "p", "namespace": "games"}, "spec": {"nodeName": "n"},
+           "status": {"phase": "Pending", "initContainerStatuses": [
+               {"name": "seed", "image": "i", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": end}},
+               {"name": "volume-owner", "state": {"waiting": {}}}]}}
+    assert _slim_pod(pod)["status"]["initContainerStatuses"] == [
+        {"name": "seed", "lastState": {"terminated": {
+            "exitCode": 1, "message": '{"error": "x"}', "finishedAt": "2026-12-06T12:00:00Z"}}}]
+    del pod["status"]["initContainerStatuses"]
+    assert "initContainerStatuses" not in _slim_pod(pod)["status"]

@@ -243,3 +243,46 @@ def test_two_settings_on_one_mount_path_are_invalid():
             {"type": "txt", "name": "a.txt", "content": "a"},
             {"type": "txt", "name": "b.txt", "content": "b", "path": "/config/peon/a.txt"}]))
     assert "both write /config/peon/a.txt" in e.value.message
+
+
+# --- a world seeded from the store ---------------------------------------------------------------
+
+STORE = {"s3": {"endpoint": "http://10.89.0.1:8333", "bucket": "peon", "region": "eu-1"},
+         "secretRef": {"name": "store-keys"}}
+
+
+def test_a_seed_adds_an_init_step_that_restores_the_world_before_the_owner_step():
+    g = game()
+    g["spec"]["securityContext"] = {"runAsUser": 1000, "runAsGroup": 1001, "runAsNonRoot": True}
+    spec = pod_spec(gameserver(backup={"store": {**STORE, "seed": "latest"}}), g,
+                    helper_image="peon.local/peon-operator:test")
+    seed, owner = spec["initContainers"]
+    assert (seed["name"], owner["name"]) == ("seed", "volume-owner")
+    assert seed["image"] == "peon.local/peon-operator:test"
+    assert seed["command"] == ["peon", "store", "seed", "latest", "/data", "--host", "games/odin"]
+    assert seed["env"] == [{"name": "RESTIC_REPOSITORY", "value": "s3:http://10.89.0.1:8333/peon/games/odin"},
+                           {"name": "AWS_DEFAULT_REGION", "value": "eu-1"}]
+    assert seed["envFrom"] == [{"secretRef": {"name": "store-keys"}}]  # keys never in the spec
+    sc = seed["securityContext"]
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]}
+    assert sc["runAsUser"] == 0 and sc["runAsNonRoot"] is False
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert {"name": "data", "mountPath": "/data"} in seed["volumeMounts"]
+    assert {"name": "seed-tmp", "emptyDir": {}} in spec["volumes"]
+    assert "automountServiceAccountToken" not in spec  # the game's own setting, untouched
+
+
+def test_a_seed_by_id_and_no_seed():
+    spec = pod_spec(gameserver(backup={"store": {**STORE, "seed": "1a2b3c4d"}}), game(),
+                    helper_image="img:1")
+    [seed] = spec["initContainers"]  # a game running as root: no owner step
+    assert seed["command"][3] == "1a2b3c4d"
+    assert "initContainers" not in pod_spec(gameserver(backup={"store": STORE}), game(),
+                                            helper_image="img:1")
+
+
+@pytest.mark.parametrize("bad", ["newest", "1a2b", "LATEST", "1A2B3C4D", "g" * 8])
+def test_a_seed_that_is_neither_latest_nor_an_id_is_invalid(bad):
+    with pytest.raises(InvalidSpec) as e:
+        parse_gameserver(gameserver(backup={"store": {**STORE, "seed": bad}}))
+    assert "store.seed" in e.value.message

@@ -70,3 +70,55 @@ def test_a_transitional_phase_is_held_until_it_has_lasted():
     assert settle_wait("Pending", 100.0, 100.5) == SETTLE_SECONDS - 0.5
     assert settle_wait("Starting", 100.0, 100.0 + SETTLE_SECONDS) is None
     assert settle_wait("Stopping", 100.0, 103.0) is None
+
+
+# --- the world's seed (the game pod's init step) -------------------------------------------------
+
+def seed_pod(state=None, last=None):
+    p = pod()
+    c = {"name": "seed"}
+    for k, end in (("state", state), ("lastState", last)):
+        if end:
+            c[k] = {"terminated": end}
+    p["status"]["initContainerStatuses"] = [c]
+    return p
+
+
+SEEDED = {"exitCode": 0, "finishedAt": "2026-12-06T12:00:00Z",
+          "message": '{"seeded": "' + "ab" * 32 + '", "time": "2026-12-06T09:15:00Z"}'}
+FAILED = {"exitCode": 1, "finishedAt": "2026-12-06T12:00:00Z",
+          "message": '{"error": "cannot open the repository: the encryption password does not open it"}'}
+BUILT = st.Built(game_uid="valheim", ports=[], image="i:1", want_running=True, host_ports=False)
+
+
+def test_a_seeded_world_is_in_the_status_and_said_once():
+    new, conds = st.built_status(2, BUILT, dep(), None, [seed_pod(SEEDED)])
+    assert new["seed"] == {"snapshot": "ab" * 32, "snapshotTime": "2026-12-06T09:15:00Z",
+                           "seededAt": "2026-12-06T12:00:00Z"}
+    new["conditions"] = conds
+    [(kind, reason, msg)] = st.seed_events({}, new)
+    assert (kind, reason) == ("Normal", "Seeded")
+    assert "abababab" in msg and "2h45m" in msg
+    assert st.seed_events(new, new) == []
+
+
+def test_a_kept_world_says_nothing():
+    kept = {"exitCode": 0, "message": '{"kept": "the world holds data"}'}
+    new, conds = st.built_status(2, BUILT, dep(), None, [seed_pod(kept)])
+    assert "seed" not in new and st.seed_events({}, {**new, "conditions": conds}) == []
+
+
+def test_a_failed_seed_is_the_ready_reason_and_a_warning_once_per_message():
+    # The step failed and waits to be retried: its end is in lastState.
+    new, conds = st.built_status(2, BUILT, dep(ready=0), None,
+                                 [seed_pod(None, FAILED)])
+    ready = next(c for c in conds if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "SeedFailed"
+    assert "encryption password" in ready["message"]
+    new["conditions"] = conds
+    [(kind, reason, msg)] = st.seed_events({}, new)
+    assert (kind, reason) == ("Warning", "SeedFailed") and msg == ready["message"]
+    assert st.seed_events(new, new) == []
+    other = {**FAILED, "message": '{"error": "the store cannot be reached"}'}
+    again, conds2 = st.built_status(2, BUILT, dep(ready=0), None, [seed_pod(other)])
+    assert [e[1] for e in st.seed_events(new, {**again, "conditions": conds2})] == ["SeedFailed"]
