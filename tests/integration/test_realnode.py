@@ -602,3 +602,13 @@ def test_a_server_applied_again_on_an_empty_volume_is_seeded_from_the_store_bit_
     assert not game or not (game[0].get("state") or {}).get("running")
     assert not game or not game[0].get("lastState", {}).get("terminated")
     assert not (volume_dir(kube, rns, "reborn-data") / "worlds").exists()  # no empty world made
+
+    # The password put right: the step's next try (the kubelet's back-off) seeds the world.
+    kube.raw("PATCH", f"/api/v1/namespaces/{rns}/secrets/seed-keys",
+             {"stringData": {"RESTIC_PASSWORD": "a long store password"}},
+             content_type="application/merge-patch+json")
+    gs = wait_phase(kube, rns, "reborn", "Running", timeout=400)
+    assert gs["status"]["seed"]["snapshot"] == snapshot
+    assert report(kubectl, kube, rns, "reborn")["world"]["id"] == world_id
+    root = volume_dir(kube, rns, "reborn-data")
+    assert {p: d for p, d in tree_digest(root).items() if p in kept} == kept
