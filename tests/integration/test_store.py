@@ -281,4 +281,8 @@ def test_seed_fails_with_the_reason_when_the_snapshot_cannot_be_had(repo, tmp_pa
     with pytest.raises(store.StoreError, match="encryption password") as e:
         store.seed("latest", str(fresh), "games/vikings")
     assert "not the password" not in str(e.value)
+    monkeypatch.setenv("RESTIC_REPOSITORY", store.repository("http://127.0.0.1:1", "b", "p"))
+    monkeypatch.setenv("PEON_STORE_PROBE_SECONDS", "5")
+    with pytest.raises(store.StoreError, match="cannot be reached"):
+        store.seed("latest", str(fresh), "games/vikings")
     assert os.listdir(fresh) == []  # nothing half-restored
