@@ -256,7 +256,8 @@ def pick_snapshot(snapshots: list[dict[str, Any]], ref: str, host: str) -> dict[
     if ref == "latest":
         if not snapshots:
             raise StoreError(f"the repository holds no snapshot of {host} to seed the world from")
-        return max(snapshots, key=lambda s: s.get("time", ""))
+        # restic writes each snapshot's time in its host's zone: compare them as instants.
+        return max(snapshots, key=lambda s: snapshot_time(s.get("time", "")))
     found = [s for s in snapshots if str(s.get("id", "")).startswith(ref)]
     if len(found) != 1:
         raise StoreError(f"snapshot {ref} of {host} is not in the repository" if not found else

@@ -18,7 +18,10 @@ def no_restic(monkeypatch):
 
 SNAPS = [{"id": "aa" * 32, "time": "2026-12-01T10:00:00.123456789Z", "paths": ["/data"]},
          {"id": "bb" * 32, "time": "2026-12-05T09:30:00.5+01:00", "paths": ["/data"]},
-         {"id": "cc" * 32, "time": "2026-12-03T10:00:00Z", "paths": ["/data"]}]
+         {"id": "cc" * 32, "time": "2026-12-03T10:00:00Z", "paths": ["/data"]},
+         # later as written, earlier as an instant (another zone)
+         {"id": "dd" * 32, "time": "2026-12-05T09:45:00+02:00",
+          "paths": ["/data"]}]
 
 
 @pytest.fixture
@@ -46,8 +49,8 @@ def test_an_empty_world_is_seeded_from_the_newest_snapshot(tmp_path, fake_store)
 
 def test_a_named_snapshot_is_seeded_and_a_missing_one_fails(tmp_path, fake_store):
     assert store.seed("aaaaaaaa", str(tmp_path), "games/odin")["seeded"] == "aa" * 32
-    with pytest.raises(store.StoreError, match="snapshot dddddddd of games/odin is not in the repository"):
-        store.seed("dddddddd", str(tmp_path), "games/odin")
+    with pytest.raises(store.StoreError, match="snapshot eeeeeeee of games/odin is not in the repository"):
+        store.seed("eeeeeeee", str(tmp_path), "games/odin")
 
 
 def test_no_snapshot_of_the_server_fails(tmp_path, fake_store, monkeypatch):
