@@ -281,6 +281,11 @@ def status_text(gs: Mapping[str, Any], events: Iterable[Mapping[str, Any]], now:
             + ("; OVERDUE: older than the schedule promised" if last.get("offsiteOverdue") else "")))
     elif last.get("offsiteOverdue"):
         fields.append(("Off-site", "none yet; OVERDUE: the schedule promised one"))
+    seed = st.get("seed") or {}
+    if seed.get("snapshot"):  # a world that came back from the store, and how old it was
+        taken, seeded = clock.parse(seed.get("snapshotTime")), clock.parse(seed.get("seededAt"))
+        fields.append(("Seeded", f"from snapshot {seed['snapshot'][:8]}" + (
+            f", taken {age(taken, seeded)} before it was seeded" if taken and seeded else "")))
     if last.get("nextScheduleTime") and clock.parse(last["nextScheduleTime"]):
         fields.append(("Next backup", until(clock.parse(last["nextScheduleTime"]), now)))
     if st.get("image"):

@@ -246,6 +246,13 @@ def test_status_shows_the_offsite_loss_window_and_says_when_it_is_overdue():
     assert "Off-site:      none yet; OVERDUE: the schedule promised one\n" in kp.status_text(gs, [], NOW)
 
 
+def test_status_says_which_snapshot_a_world_was_seeded_from_and_how_old_it_was():
+    gs = server(**{**RUNNING, "seed": {"snapshot": "4f1c2d3e5a6b7c8d", "snapshotTime": "2026-11-29T04:00:00Z",
+                                       "seededAt": "2026-11-29T07:30:00Z"}})
+    assert "Seeded:        from snapshot 4f1c2d3e, taken 3h30m before it was seeded\n" in \
+        kp.status_text(gs, [], NOW)
+
+
 # --- decisions ----------------------------------------------------------------------------------
 
 def test_a_start_of_a_server_whose_spec_says_stopped_is_refused_with_the_reason():
