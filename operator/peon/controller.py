@@ -36,7 +36,7 @@ from .render import ReferencedSecrets, child_names, first_build_order, render
 from .prober import Prober
 from .backup_reconciler import BackupReconciler
 from .restore_reconciler import RestoreReconciler
-from .runs import Runs
+from .runs import Runs, claim_refusal
 from .secret_refs import SecretRefresher
 from .sessions import Sessions, transition_event
 from .workqueue import WorkQueue
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 # Backup and restore Jobs run `peon archive` from the operator's own image.
 DEFAULT_JOB_IMAGE = f"ghcr.io/peon-dev/peon-operator:{__version__}"
-CHILD_KINDS = ("Secret", "ConfigMap", "PersistentVolumeClaim", "Deployment", "Service")
 
 
 def is_subset(want: Any, have: Any) -> bool:
@@ -237,8 +236,9 @@ class Controller:
                                   "(kubectl get games lists them)")
             game = parse_game(game_obj)
             secrets = self.referenced_secrets(ns, gs.secret_refs)
-            if gs.storage.existing_claim:
-                self.check_existing_claim(ns, name, gs.storage.existing_claim)
+            refused_claim = claim_refusal(self.cache, body)
+            if refused_claim:
+                raise InvalidSpec("ClaimNotAllowed", refused_claim)
             if gs.backup.store is not None:
                 self.check_store_secret(ns, gs.backup.store)
             self.runs.ensure_finalizer(body, gs)
@@ -328,14 +328,16 @@ class Controller:
     def secret_view(self, ns: str, name: str) -> SecretView | None:
         """A Secret a server names, as the cache keeps it; read when the cache lacks it."""
         if (ns, name) not in self.cache.secrets:
-            self.read_secret((ns, name))
+            self.read_secret((ns, name), fresh=True)
         return self.cache.secrets.get((ns, name))
 
-    def read_secret(self, key: tuple[str, str]) -> bool:
+    def read_secret(self, key: tuple[str, str], fresh: bool = False) -> bool:
         """Reads a user's Secret by name into the cache. True when that is news (new, changed
-        or gone). From the API server's watch cache: the refresher reads it again anyway."""
+        or gone). The refresher's reads come from the API server's watch cache (a moment's
+        staleness is read again in the next round); a reconcile that lacks one reads it fresh,
+        as it may have been made a moment ago, with its server."""
         ns, name = key
-        secret = self.kube.get("Secret", ns, name, resource_version="0")
+        secret = self.kube.get("Secret", ns, name, resource_version=None if fresh else "0")
         if secret is None:
             return self.cache.put_secret(ns, {"metadata": {"name": name}}, True)
         return self.cache.put_secret(ns, secret, False)
@@ -348,17 +350,6 @@ class Controller:
     def secret_refresher(self, interval: float) -> SecretRefresher:
         return SecretRefresher(self.cache.named_secrets, self.read_secret, self.secret_changed,
                                self.cache.forget_secrets, interval=interval)
-
-    def check_existing_claim(self, ns: str, server: str, claim: str) -> None:
-        """An existing claim is used only when it is labelled for this server: backups read it
-        and restores overwrite it as root, so naming a claim must not be enough to get at
-        another's world. The claims' stream holds exactly the claims labelled for Peon."""
-        cached = self.cache.children.get(("PersistentVolumeClaim", ns, claim))
-        if (cached or {}).get("metadata", {}).get("labels", {}).get(LABEL_GAMESERVER) != server:
-            raise InvalidSpec("ClaimNotAllowed", (
-                f"spec.storage.existingClaim: claim {claim!r} is not labelled for this server; "
-                f"whoever may use it labels it: kubectl -n {ns} label pvc {claim} "
-                f"{LABEL_MANAGED_BY}={MANAGED_BY} {LABEL_GAMESERVER}={server}"))
 
     def check_store_secret(self, ns: str, store: Store) -> None:
         """The off-site store's Secret exists and holds the keys a backup Job will need: a

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from kubernetes.client.rest import ApiException
 
-from . import LABEL_GAMESERVER, backup as bk, clock, metrics, notify as nt, status as st
+from . import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, backup as bk, clock, metrics, notify as nt, status as st
 from .cache import Cache
 from .kube import Kube
 from .model import GameServer, InvalidSpec, parse_backup_policy, parse_scheduling
@@ -338,17 +338,20 @@ def _api_reason(e: ApiException) -> str:
 
 
 def claim_refusal(cache: Cache, gs: dict) -> str | None:
-    """Why a run may not touch the server's world, or None: an existing claim not labelled for
-    this server is refused, as its reconcile refuses it (Controller.check_existing_claim), so
-    a backup or restore named against it reads or writes nothing as root."""
+    """Why nothing may touch the server's world, or None: an existing claim is used only when
+    it is labelled for this server (backups read it and restores overwrite it as root, so
+    naming a claim must not be enough to get at another's world). The claims' stream holds
+    exactly the claims labelled for Peon. The server's reconcile says it (ClaimNotAllowed),
+    and a backup or restore of it fails with it."""
     claim = ((gs.get("spec") or {}).get("storage") or {}).get("existingClaim")
     if not claim:
         return None
     ns, name = gs["metadata"]["namespace"], gs["metadata"]["name"]
     held = cache.children.get(("PersistentVolumeClaim", ns, claim)) or {}
     if ((held.get("metadata") or {}).get("labels") or {}).get(LABEL_GAMESERVER) != name:
-        return (f"spec.storage.existingClaim: claim {claim!r} is not labelled for server "
-                f"{name} ({LABEL_GAMESERVER}={name})")
+        return (f"spec.storage.existingClaim: claim {claim!r} is not labelled for this server; "
+                f"whoever may use it labels it: kubectl -n {ns} label pvc {claim} "
+                f"{LABEL_MANAGED_BY}={MANAGED_BY} {LABEL_GAMESERVER}={name}")
     return None
 
 
