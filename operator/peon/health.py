@@ -23,7 +23,6 @@ class Progress:
     name: str
     alive: bool
     last: float  # time.monotonic() of its last progress (for a worker: when its reconcile began)
-    busy: bool = True  # a worker waiting for work is never stuck
 
 
 def stuck(streams: Iterable[Progress], workers: Iterable[Progress], now: float,
@@ -33,5 +32,5 @@ def stuck(streams: Iterable[Progress], workers: Iterable[Progress], now: float,
     out += [f"stream {s.name}: no progress for {now - s.last:.0f} s" for s in streams
             if s.alive and now - s.last > silence]
     out += [f"reconcile of {w.name}: running for {now - w.last:.0f} s" for w in workers
-            if w.busy and now - w.last > longest]
+            if now - w.last > longest]
     return out
