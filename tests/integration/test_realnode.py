@@ -301,17 +301,23 @@ def node_s3(real_node, kube, tmp_path_factory):
     server.stop()
 
 
-def test_an_off_site_backup_is_encrypted_in_the_store_and_restores_the_world(
-        kube, kubectl, kubeconfig, rns, testgame, rn_operator, node_s3, tmp_path):
+def store_for(kube, rns, node_s3, secret: str, password: str) -> dict:
+    """A store Secret named `secret` (SeaweedFS's keys and `password`) and the spec.backup.store
+    that names it."""
     import sys
     sys.path.insert(0, str(ROOT / "tests"))
     from seaweedfs import ACCESS_KEY, SECRET_KEY
-    keys = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-            "RESTIC_PASSWORD": "a long store password"}
-    kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "store-keys", "namespace": rns},
-                 "stringData": keys})
-    store = {"s3": {"endpoint": node_s3.endpoint, "bucket": "peon-backups"},
-             "secretRef": {"name": "store-keys"}}
+    kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret, "namespace": rns},
+                 "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                                "RESTIC_PASSWORD": password}})
+    return {"s3": {"endpoint": node_s3.endpoint, "bucket": "peon-backups"},
+            "secretRef": {"name": secret}}
+
+
+def test_an_off_site_backup_is_encrypted_in_the_store_and_restores_the_world(
+        kube, kubectl, kubeconfig, rns, testgame, rn_operator, node_s3, tmp_path):
+    password = "a long store password"
+    store = store_for(kube, rns, node_s3, "store-keys", password)
     apply_as_user(kube, tg_server("offsite", rns, backup={"store": store}))
     wait_phase(kube, rns, "offsite", "Running", timeout=180)
     game_ip, game_port = service_address(kube, rns, "offsite")
@@ -331,7 +337,7 @@ def test_an_off_site_backup_is_encrypted_in_the_store_and_restores_the_world(
     objects = wait_for("the snapshot in the bucket", lambda: (lambda objs: objs if any(
         "/snapshots/" in o for o in objs) else None)(node_s3.objects("peon-backups", f"{rns}/offsite")), 30)
     contents = [node_s3.read(o) for o in objects]
-    assert not any(alice in c or keys["RESTIC_PASSWORD"].encode() in c for c in contents)
+    assert not any(alice in c or password.encode() in c for c in contents)
     # Downloaded from the store (exported by a short-lived pod) it restores outside Kubernetes:
     # the world as the backup took it, one consistent moment (the Game's hooks ran).
     _, copy = download_and_restore(kube, kubeconfig, rns, "offsite-b1", tmp_path)
@@ -349,7 +355,7 @@ def test_an_off_site_backup_is_encrypted_in_the_store_and_restores_the_world(
     assert "encryption password" in failed["message"], failed["message"]
     assert "not the password" not in json.dumps(failed)
     kube.raw("PATCH", f"/api/v1/namespaces/{rns}/secrets/store-keys",
-             {"stringData": {"RESTIC_PASSWORD": keys["RESTIC_PASSWORD"]}},
+             {"stringData": {"RESTIC_PASSWORD": password}},
              content_type="application/merge-patch+json")
 
     # The world changes; the restore from the store brings back what was backed up.
@@ -513,15 +519,6 @@ def test_the_operator_image_runs_as_a_pod_on_the_real_node_and_reconciles(
 
 # --- a world seeded from the store: the same manifest on a new cluster brings the world back ------
 
-def _seed_keys(kube, rns, name, password):
-    import sys
-    sys.path.insert(0, str(ROOT / "tests"))
-    from seaweedfs import ACCESS_KEY, SECRET_KEY
-    kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": rns},
-                 "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-                                "RESTIC_PASSWORD": password}})
-
-
 def _gone_with_its_claim(kube, kubectl, rns, name):
     """What a new cluster has of the server: nothing (its world's volume is new and empty)."""
     kubectl("-n", rns, "delete", "pgs", name, "--wait=true", "--timeout=120s")
@@ -532,9 +529,7 @@ def _gone_with_its_claim(kube, kubectl, rns, name):
 
 def test_a_server_applied_again_on_an_empty_volume_is_seeded_from_the_store_bit_exact(
         kube, kubectl, rns, testgame, rn_operator, node_s3):
-    _seed_keys(kube, rns, "seed-keys", "a long store password")
-    store = {"s3": {"endpoint": node_s3.endpoint, "bucket": "peon-backups"},
-             "secretRef": {"name": "seed-keys"}}
+    store = store_for(kube, rns, node_s3, "seed-keys", "a long store password")
     apply_as_user(kube, tg_server("reborn", rns, backup={"store": store}))
     wait_phase(kube, rns, "reborn", "Running", timeout=180)
     game_ip, game_port = service_address(kube, rns, "reborn")
