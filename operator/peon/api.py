@@ -279,7 +279,9 @@ class Api:
         return await self.make(gs, secret, views.started_later(body))
 
     async def make(self, gs: dict, secret: dict | None, later: bool) -> web.Response:
-        made = await self.make_server(gs, [secret] if secret is not None else [])
+        # Shielded: a client that hangs up must not cut the create off between the server and
+        # its Secrets' clean-up or owners (aiohttp cancels a handler whose client went).
+        made = await asyncio.shield(self.make_server(gs, [secret] if secret is not None else []))
         if later:
             return ok({"status": "success", "info": f"Server [{views.uid_of(made)}] created, but "
                        "the server was not started (start it with /server/start)"})
@@ -409,7 +411,7 @@ class Api:
         gs["metadata"]["labels"] = {views.CREATED_BY: views.API_NAME}
         secrets_ = [views.api_secret(d["metadata"]["name"], self.namespace, gs["metadata"]["name"],
                                      d["stringData"]) for d in docs if d["kind"] == "Secret"]
-        made = await self.make_server(gs, secrets_)
+        made = await asyncio.shield(self.make_server(gs, secrets_))  # as in make()
         return ok({"server": views.server_object_1_0(made, clock.now())})
 
     async def server_action_1_0(self, request: web.Request) -> web.StreamResponse:

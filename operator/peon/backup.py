@@ -179,8 +179,7 @@ def offsite_overdue(schedule: str, tz: str, now: dt.datetime, newest: dt.datetim
     promised a snapshot at each slot; one more than `grace` ago that falls after the server
     was made and after the newest snapshot is missing: the play since then would be lost with
     the node."""
-    promised, _ = schedule_slots(schedule, tz, now - grace)
-    _, following = schedule_slots(schedule, tz, now - grace)
+    promised, following = schedule_slots(schedule, tz, now - grace)
     judge_again = following + grace
     if promised <= since or (newest is not None and newest >= promised):
         return None, judge_again

@@ -404,7 +404,11 @@ class Notifier:
         log.warning("notification for %s/%s not sent: %s", out.namespace, out.server, problem)
         if self._warned.get((out.namespace, out.secret)) != problem and out.involved:
             self._warned[(out.namespace, out.secret)] = problem
-            await asyncio.to_thread(self.warn, out.involved, f"notification not sent: {problem}")
+            try:
+                await asyncio.to_thread(self.warn, out.involved, f"notification not sent: {problem}")
+            except Exception as e:  # the Event cannot be posted: logged once, counted once
+                log.warning("the Warning for %s/%s could not be posted: %s", out.namespace,
+                            out.server, type(e).__name__)
         return False
 
 

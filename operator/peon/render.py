@@ -334,7 +334,9 @@ def seed_container(gs: GameServer, helper_image: str | None) -> dict[str, Any] |
     return {"name": SEED_CONTAINER, "image": helper_image,
             "command": ["peon", "store", "seed", store.seed, bk.DATA_MOUNT,
                         "--host", f"{gs.namespace}/{gs.name}"],
-            "env": env, "envFrom": [{"secretRef": {"name": store.secret}}],
+            # optional: a world that holds data is kept without the store, so a store Secret
+            # gone later never keeps the game from starting; an empty world fails with restic's reason.
+            "env": env, "envFrom": [{"secretRef": {"name": store.secret, "optional": True}}],
             "securityContext": security,
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "volumeMounts": [{"name": "data", "mountPath": bk.DATA_MOUNT},

@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import archive
+from . import archive, clock
 
 TAG_BACKUP = "peon.dev/backup"
 # Exit codes restic documents (doc/075_scripting.rst): 3 = some source files could not be read,
@@ -267,12 +267,7 @@ def pick_snapshot(snapshots: list[dict[str, Any]], ref: str, host: str) -> dict[
 
 def snapshot_time(text: str) -> str:
     """restic's time (nanoseconds, any offset) as RFC 3339 in UTC to the second."""
-    import datetime as dt
-    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)", text)
-    if not m:
-        return text
-    when = dt.datetime.fromisoformat(m.group(1) + ("+00:00" if m.group(2) == "Z" else m.group(2)))
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return clock.iso(clock.parse(text)) or text
 
 
 def export(snapshot: str, source: str, archive_path: str) -> archive.Result:

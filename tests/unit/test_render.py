@@ -262,7 +262,7 @@ def test_a_seed_adds_an_init_step_that_restores_the_world_before_the_owner_step(
     assert seed["command"] == ["peon", "store", "seed", "latest", "/data", "--host", "games/odin"]
     assert seed["env"] == [{"name": "RESTIC_REPOSITORY", "value": "s3:http://10.89.0.1:8333/peon/games/odin"},
                            {"name": "AWS_DEFAULT_REGION", "value": "eu-1"}]
-    assert seed["envFrom"] == [{"secretRef": {"name": "store-keys"}}]  # keys never in the spec
+    assert seed["envFrom"] == [{"secretRef": {"name": "store-keys", "optional": True}}]  # keys never in the spec
     sc = seed["securityContext"]
     assert sc["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]}
     assert sc["runAsUser"] == 0 and sc["runAsNonRoot"] is False
