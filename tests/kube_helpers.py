@@ -9,7 +9,7 @@ import kubernetes
 from kubernetes.client import ApiClient
 from kubernetes.client.rest import ApiException
 
-from peon.kube import KINDS, Kube
+from peon.shared.kube import KINDS, Kube
 
 # Kinds only the tests read.
 KINDS.update({

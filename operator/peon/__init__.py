@@ -17,3 +17,7 @@ MANAGED_BY = "peon-operator"
 ANNOTATION_RESTARTED_AT = "peon.dev/restartedAt"
 ANNOTATION_APPLIED = "peon.dev/applied-hash"  # the digest of a child as rendered, on the child
 ANNOTATION_SETTINGS_HASH = "peon.dev/settings-hash"
+# A start (now) and a stop asked for (now or at a time), by the API, kubectl peon or a person;
+# a later wake cancels a sleep.
+ANNOTATION_WAKE = "peon.dev/wake"
+ANNOTATION_SLEEP = "peon.dev/sleep"

@@ -21,7 +21,7 @@ def gameserver(name: str, ns: str, **spec) -> dict:
 def apply_as_user(kube, obj: dict) -> dict:
     """Apply as a user would (kubectl's field manager), never as the operator."""
     kind, meta = obj["kind"], obj["metadata"]
-    from peon.kube import path
+    from peon.shared.kube import path
     return kube.raw("PATCH", path(kind, meta.get("namespace"), meta["name"]), obj,
                     content_type="application/apply-patch+yaml",
                     query=[("fieldManager", "kubectl"), ("force", "true")])

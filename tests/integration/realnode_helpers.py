@@ -3,8 +3,11 @@ UDP to the game, and the bytes of a world on the machine's disk."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import os
 import pathlib
+import sys
 import socket
 import tarfile
 import time
@@ -19,6 +22,8 @@ OPERATOR_IMAGE = "peon.local/peon-operator:test"
 NODE = "real-node-0"
 TAINT = "testbed.peon.dev/real-node"
 ON_REAL_NODE = {"nodeSelector": {"kubernetes.io/hostname": NODE}}
+STATE = pathlib.Path(os.environ.get("PEON_CLUSTER_STATE", ROOT / ".cluster"))
+NETCHECK_IMAGE = "peon.local/netcheck:1"  # the bed's TCP echo (tools/testbed/netcheck.c)
 
 
 def tg_server(name: str, ns: str, password: str = "hunter22", **spec) -> dict:
@@ -101,3 +106,20 @@ def archive_digest(path: pathlib.Path) -> dict[str, bytes]:
             if m.isfile() and not m.name.endswith(".peon-manifest.json"):
                 out[m.name.removeprefix("./")] = t.extractfile(m).read()
     return out
+
+
+def bed_realnode():
+    """tools/testbed/realnode.py, the module that runs the bed's real nodes."""
+    if "bed_realnode" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "bed_realnode", ROOT / "tools" / "testbed" / "realnode.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bed_realnode"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["bed_realnode"]
+
+
+def bed_node(index: int = 0):
+    """The bed's real node `index` (real-node-<index>): power_cut() and power_on(kubectl)
+    play it losing its power and getting it back. `tools/cluster up --real-nodes N` makes them."""
+    return bed_realnode().RealNode.of_bed(STATE, ROOT, index)

@@ -1,6 +1,6 @@
 """Backups, retention and restores against the real control plane. kwok plays the Jobs' pods
 (they succeed, or fail when labelled testbed.peon.dev/outcome=fail); the archive tool itself is
-tested on real files in tests/unit/test_archive.py."""
+tested on real files in tests/unit/jobs/test_archive.py."""
 import datetime as dt
 import time
 

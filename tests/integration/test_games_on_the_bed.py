@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from gs_helpers import apply_as_user, gameserver, wait_phase
-from peon.model import parse_game
+from peon.shared.model import parse_game
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GAMES = sorted((ROOT / "examples" / "games").glob("*.yaml"))

@@ -34,7 +34,7 @@ def children(kube, ns, name):
 
 
 def test_seed_payload_converts_applies_and_runs(kube, kubectl, namespace):
-    yaml_text = subprocess.run([sys.executable, "-m", "peon.cli", "convert", "-n", namespace,
+    yaml_text = subprocess.run([sys.executable, "-m", "peon.commands", "convert", "-n", namespace,
                                 str(ROOT / "examples" / "peon-payload.json")],
                                capture_output=True, text=True, check=True).stdout
     kubectl("apply", "-f", "-", input=yaml_text)

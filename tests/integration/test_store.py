@@ -19,7 +19,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, build  # noqa: E402
 
-from peon import store  # noqa: E402
+from peon.jobs import store  # noqa: E402
 
 PASSWORD = "correct horse battery staple"
 MARKER = b"PLAINTEXT-WORLD-MARKER-7f3a"  # written into the world; must never reach the bucket

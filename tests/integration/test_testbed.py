@@ -1,6 +1,19 @@
-"""The control plane is real: controllers, scheduler, kwok nodes, admission, RBAC, SSA."""
+"""The control plane is real: controllers, scheduler, kwok nodes, admission, RBAC, SSA; and with
+two real nodes, one pod network across them and a node that loses its power."""
+
+import ipaddress
+import os
+import pathlib
+import socket
+import subprocess
+import time
+
+import pytest
 
 from kube_helpers import api_error, client_for, message, wait_for, K
+from realnode_helpers import NETCHECK_IMAGE, STATE, TAINT, bed_node
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_nodes_are_ready(kube):
@@ -128,3 +141,171 @@ def test_server_side_apply_twice_changes_nothing(kube, namespace):
     assert first["metadata"]["resourceVersion"] == second["metadata"]["resourceVersion"]
     third = kube.apply(dict(cm, data={"a": "2"}))
     assert third["metadata"]["resourceVersion"] != second["metadata"]["resourceVersion"]
+
+
+# --- two real nodes: one pod network, one kube-proxy, and a power cut ------------------------------
+
+NODES = ("real-node-0", "real-node-1")
+
+
+@pytest.fixture(scope="module")
+def two_real_nodes(kubeconfig, kubectl):
+    """real-node-0 and real-node-1 (`tools/cluster up --real-nodes 2`); the second goes again
+    after this module when the module made it."""
+    if os.environ.get("PEON_REAL_NODE") == "0":
+        pytest.skip("PEON_REAL_NODE=0: the run was asked to go without real nodes")
+    if os.environ.get("KUBECONFIG"):
+        pytest.skip("KUBECONFIG names a cluster of the user's: a power cut needs the bed's own "
+                    "nodes (tools/cluster up --real-nodes 2)")
+    had_second = (STATE / "realnode-1").exists()
+    t0 = time.monotonic()
+    up = subprocess.run([str(ROOT / "tools/cluster"), "up", "--real-nodes", "2"],
+                        capture_output=True, text=True)
+    if up.returncode != 0:
+        why = STATE / "realnode-unavailable"
+        if why.exists():
+            pytest.skip(f"this machine cannot run real nodes: {why.read_text()[:500]}")
+        raise AssertionError(up.stderr[-3000:])
+    print(f"\ntwo real nodes: up in {time.monotonic() - t0:.1f}s")
+    nodes = [bed_node(0), bed_node(1)]
+    yield nodes
+    if not had_second and not os.environ.get("PEON_DEBUG_KEEP"):
+        nodes[1].down(lambda *a, **kw: kubectl(*a, **kw).stdout)
+
+
+def ready(node: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in node.get("status", {}).get("conditions") or [])
+
+
+def netcheck(kube, ns: str, name: str, node: str) -> dict:
+    """A pod on `node` (nodeName: no scheduler) answering TCP 7000 with its name; once ready."""
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
+           "spec": {"nodeName": node, "tolerations": [{"key": TAINT, "operator": "Exists"}],
+                    "automountServiceAccountToken": False, "terminationGracePeriodSeconds": 2,
+                    "containers": [{"name": "netcheck", "image": NETCHECK_IMAGE,
+                                    "imagePullPolicy": "Never", "args": ["serve", "7000"]}]}}
+    # A fresh namespace's default ServiceAccount may not be there yet.
+    wait_for(f"pod {name} created", lambda: kube.create(pod), 30)
+    return ready_pod(kube, ns, name)
+
+
+def ready_pod(kube, ns: str, name: str, timeout: float = 60) -> dict:
+    def get():
+        p = kube.get("Pod", ns, name) or {}
+        st = p.get("status", {})
+        if st.get("podIP") and any(c["type"] == "Ready" and c["status"] == "True"
+                                   for c in st.get("conditions") or []):
+            return p
+        return f"{st.get('phase')}: {st.get('containerStatuses')}"
+    return wait_for(f"pod {name} ready", get, timeout, interval=0.5)
+
+
+def ask(kubectl, ns: str, pod: str, ip: str, text: str) -> subprocess.CompletedProcess:
+    """From inside `pod`, over the pod network: one line to ip:7000, its answer."""
+    return kubectl("-n", ns, "exec", pod, "--", "/netcheck", "ask", ip, "7000", text, check=False)
+
+
+def test_two_real_nodes_each_with_its_address_and_subnet_reach_each_others_pods(
+        kube, kubectl, namespace, two_real_nodes):
+    nodes = {n: kube.get("Node", None, n) for n in NODES}
+    for name, n in nodes.items():
+        assert ready(n), name
+        assert {"key": TAINT, "value": "true", "effect": "NoSchedule"} in n["spec"]["taints"]
+        assert n["metadata"]["labels"]["testbed.peon.dev/node"] == "real"
+    # The API server reaches each kubelet at its own address on the bed's bridge.
+    assert {name: [a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP"]
+            for name, n in nodes.items()} == {"real-node-0": ["10.89.0.1"],
+                                              "real-node-1": ["10.89.1.1"]}
+
+    a = netcheck(kube, namespace, "a", "real-node-0")
+    b = netcheck(kube, namespace, "b", "real-node-1")
+    ip_a, ip_b = a["status"]["podIP"], b["status"]["podIP"]
+    assert ipaddress.ip_address(ip_a) in ipaddress.ip_network("10.89.0.0/24")
+    assert ipaddress.ip_address(ip_b) in ipaddress.ip_network("10.89.1.0/24")
+
+    # Both ways across the nodes, by exec through each node's kubelet.
+    there = ask(kubectl, namespace, "a", ip_b, "from-a")
+    assert (there.returncode, there.stdout.strip()) == (0, "b from-a"), there.stderr
+    back = ask(kubectl, namespace, "b", ip_a, "from-b")
+    assert (back.returncode, back.stdout.strip()) == (0, "a from-b"), back.stderr
+    # Each pod's log is its own node's (each kubelet keeps its pods' logs apart), and says who
+    # came: the other node's pod, by its pod address (nothing masqueraded in between).
+    assert f"answered {ip_a}" in kubectl("-n", namespace, "logs", "b").stdout
+    assert f"answered {ip_b}" in kubectl("-n", namespace, "logs", "a").stdout
+
+
+def test_one_kube_proxy_serves_every_real_nodes_services(kube, kubectl, namespace, two_real_nodes):
+    proxies = []
+    for p in pathlib.Path("/proc").iterdir():
+        try:
+            cmd = (p / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if p.name.isdigit() and cmd[0].endswith(b"/kube-proxy"):
+            proxies.append(p.name)
+    assert len(proxies) == 1, proxies
+    netcheck(kube, namespace, "b", "real-node-1")
+    kube.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "b", "namespace": namespace},
+                 "spec": {"selector": {"app": "b"}, "ports": [{"port": 7000, "protocol": "TCP"}]}})
+    ip = kube.get("Service", namespace, "b")["spec"]["clusterIP"]
+
+    def through_the_service():
+        # Until kube-proxy has the endpoint, the bed's guard rejects the Service's address.
+        try:
+            with socket.create_connection((ip, 7000), timeout=2) as s:
+                s.settimeout(3)
+                s.sendall(b"from-host\n")
+                return {"answer": s.recv(256).decode()}
+        except OSError as e:
+            return f"{e}"
+    got = wait_for("an answer through the Service", through_the_service, 60, interval=0.5)
+    assert got["answer"].strip() == "b from-host"
+
+
+def test_a_node_cut_off_from_power_goes_not_ready_and_its_pods_come_back_with_it(
+        kube, kubectl, namespace, two_real_nodes):
+    _, second = two_real_nodes
+    netcheck(kube, namespace, "a", "real-node-0")
+    b = netcheck(kube, namespace, "b", "real-node-1")
+    before = ask(kubectl, namespace, "a", b["status"]["podIP"], "before")
+    assert before.stdout.strip() == "b before", before.stderr
+
+    t0 = time.monotonic()
+    second.power_cut()
+    try:
+        t_cut = time.monotonic() - t0
+        lease_at_cut = kube.get("Lease", "kube-node-lease", "real-node-1")["spec"]["renewTime"]
+        # The pod's process went with the node: nothing answers at its address.
+        gone = ask(kubectl, namespace, "a", b["status"]["podIP"], "during")
+        assert gone.returncode == 1 and "netcheck ask: " in gone.stderr, (gone.stdout, gone.stderr)
+
+        def not_ready():
+            n = kube.get("Node", None, "real-node-1")
+            c = next(c for c in n["status"]["conditions"] if c["type"] == "Ready")
+            return c if c["status"] != "True" else f"Ready {c['status']}"
+        cond = wait_for("real-node-1 to go NotReady", not_ready, 120, interval=1)
+        t_not_ready = time.monotonic() - t0
+        # The controller-manager noticed the silence: no heartbeat came since the cut.
+        assert (cond["status"], cond["reason"]) == ("Unknown", "NodeStatusUnknown")
+        assert kube.get("Lease", "kube-node-lease", "real-node-1")["spec"]["renewTime"] == lease_at_cut
+        assert ready(kube.get("Node", None, "real-node-0"))  # the other node lives on
+    finally:
+        if second.cut():
+            t_on = second.power_on(lambda *a, **kw: kubectl(*a, **kw).stdout)
+    assert ready(kube.get("Node", None, "real-node-1"))
+
+    # Its pod comes back as on a rebooted node (a new sandbox, the container started again).
+    def answers():
+        p = kube.get("Pod", namespace, "b")
+        ip = p.get("status", {}).get("podIP")
+        if not ip:
+            return "no pod address yet"
+        got = ask(kubectl, namespace, "a", ip, "after")
+        return {"answer": got.stdout} if got.returncode == 0 else got.stderr
+    assert wait_for("b to answer again", answers, 120, interval=1)["answer"].strip() == "b after"
+    restarts = kube.get("Pod", namespace, "b")["status"]["containerStatuses"][0]["restartCount"]
+    assert restarts >= 1
+    print(f"\npower cut in {t_cut:.1f}s; NotReady {t_not_ready:.1f}s after the cut; "
+          f"Ready again {t_on:.1f}s after power on")

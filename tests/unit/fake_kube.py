@@ -1,4 +1,4 @@
-"""An in-memory stand-in for `peon.kube.Kube`, for driving reconcilers in unit tests (as
+"""An in-memory stand-in for `peon.shared.kube.Kube`, for driving reconcilers in unit tests (as
 Agones' tests drive its controller through a fake). It keeps objects by (kind, namespace, name),
 records every call, and refuses what a test tells it to, with the API server's shape of error."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from peon.kube import ExecResult
+from peon.shared.kube import ExecResult
 
 
 def api_error(status: int, message: str) -> ApiException:

@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from peon.model import parse_game
+from peon.shared.model import parse_game
 from fixtures import ROOT
 
 GAMES = sorted((ROOT / "examples" / "games").glob("*.yaml"))

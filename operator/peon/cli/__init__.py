@@ -1,0 +1,1 @@
+"""The user's commands: `peon` and `kubectl peon`."""

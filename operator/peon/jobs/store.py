@@ -1,0 +1,332 @@
+"""Off-site backups: the tool that store Jobs run, `peon store backup|restore|forget`.
+
+The engine is restic (docs/design.md says why): each GameServer has one repository in the
+store, `s3:<endpoint>/<bucket>/<prefix>`, encrypted with the password from the store's Secret;
+a backup is a snapshot, deduplicated against the server's earlier ones, so an unchanged world
+adds almost nothing. restic writes a snapshot only when every byte of it is stored, so a run
+cut off half-way leaves no snapshot that could pass for good.
+
+Credentials come from the environment (the Job's envFrom the store's Secret): AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, RESTIC_PASSWORD, and RESTIC_REPOSITORY, which the operator sets. Nothing
+here prints them; restic's own messages are passed on, trimmed to what says what went wrong.
+
+Restore is the local restore's three steps: the snapshot is restored with `--verify` into a
+staging folder inside the target (restic checks every blob it reads), the target's space is
+checked before, and the old world is swapped out and deleted only once the new one is whole
+(archive.swap_in). A corrupted object, a wrong password or an unreachable store fails the
+restore before the swap: the world stays as it was.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import archive
+from peon.shared import clock
+
+TAG_BACKUP = "peon.dev/backup"
+# Exit codes restic documents (doc/075_scripting.rst): 3 = some source files could not be read,
+# 10 = no repository at that location (0.17+), 12 = wrong password (0.17.1+).
+EXIT_INCOMPLETE, EXIT_NO_REPOSITORY, EXIT_WRONG_PASSWORD = 3, 10, 12
+
+
+class StoreError(Exception):
+    """A store operation that failed, with a message for the backup's status."""
+
+
+@dataclass
+class Result:
+    snapshot: str
+    files: int = 0
+    size: int = 0      # bytes the world holds
+    added: int = 0     # bytes this backup added to the store (after dedup, before compression)
+    warnings: list[str] = field(default_factory=list)
+
+    def json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v or k == "snapshot"})
+
+
+def repository(endpoint: str, bucket: str, prefix: str) -> str:
+    """restic's name for a repository in an S3 bucket (path-style for any endpoint)."""
+    return f"s3:{endpoint.rstrip('/')}/{bucket}" + (f"/{prefix.strip('/')}" if prefix.strip("/") else "")
+
+
+# What restic says on stderr while it retries (it retries a missing bucket, refused
+# credentials and an unanswering store for minutes): each decides the probe at once.
+_MISSING = ("bucket does not exist", "repository does not exist", "key does not exist",
+            "unable to open config file")
+_UNREACHABLE = ("connection refused", "no such host", "network is unreachable", "i/o timeout")
+_REFUSED = ("access denied", "accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch",
+            "signature we calculated does not match", "access key id you provided does not exist")
+
+
+def explain(returncode: int, stderr: str, what: str) -> str:
+    """restic's failure as a sentence a user can act on; the last lines of its own message
+    follow (they name no secret: restic never prints the password or the keys)."""
+    text = stderr.strip()
+    low = text.lower()
+    tail = " ".join(text.splitlines()[-3:])[-400:]
+    if returncode == EXIT_WRONG_PASSWORD or "wrong password" in low:
+        why = "the encryption password (RESTIC_PASSWORD in the store's Secret) does not open the repository"
+    elif any(s in low for s in _REFUSED + ("403 forbidden", "status code 403")):
+        why = "the store refused the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the store's Secret)"
+    elif any(s in low for s in ("ciphertext verification failed", "hash mismatch",
+                                "invalid data returned", "checksum")):
+        why = "an object in the store is damaged (it does not decrypt or match its hash)"
+    elif "nosuchbucket" in low or "bucket does not exist" in low or "the specified bucket does not exist" in low:
+        why = "the bucket does not exist, and these credentials may not create it"
+    elif any(s in low for s in ("connection refused", "no such host", "i/o timeout", "timeout",
+                                "network is unreachable", "connection reset", "eof")):
+        why = "the store cannot be reached"
+    elif returncode == EXIT_NO_REPOSITORY or "repository does not exist" in low:
+        why = "there is no repository at that location"
+    else:
+        why = f"restic exited with {returncode}"
+    return f"{what}: {why} ({tail})" if tail else f"{what}: {why}"
+
+
+def _restic(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["restic", "--no-cache", *args], capture_output=True, text=True,
+                              timeout=timeout)
+    except FileNotFoundError as e:
+        raise StoreError("restic is not installed in this image") from e
+    except subprocess.TimeoutExpired as e:
+        raise StoreError(f"restic {args[0]} did not finish within {timeout:.0f} s "
+                         "(the store may be unreachable)") from e
+
+
+def probe_seconds() -> float:
+    """How long the first call may take before the store counts as unreachable: restic itself
+    retries a store that does not answer for many minutes."""
+    return float(os.environ.get("PEON_STORE_PROBE_SECONDS") or 120)
+
+
+def _probe() -> str:
+    """Is the repository there? "ok", or "missing" (restic creates it), deciding from restic's
+    first words rather than waiting out its retries; raises StoreError for anything else."""
+    import threading
+    try:
+        proc = subprocess.Popen(["restic", "--no-cache", "cat", "config"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError as e:
+        raise StoreError("restic is not installed in this image") from e
+    timer = threading.Timer(probe_seconds(), proc.kill)
+    timer.start()
+    seen: list[str] = []
+    verdict = None
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            low = line.lower()
+            if any(s in low for s in _UNREACHABLE):
+                verdict = "unreachable"
+            elif any(s in low for s in _REFUSED):
+                verdict = "refused"
+            elif "wrong password" in low:
+                verdict = "password"
+            elif any(s in low for s in _MISSING):
+                verdict = "missing"
+            if verdict:
+                proc.kill()
+                break
+        code = proc.wait()
+    finally:
+        timer.cancel()
+    text = "".join(seen)
+    if verdict is None and code == 0:
+        return "ok"
+    if verdict == "missing" or (verdict is None and code == EXIT_NO_REPOSITORY):
+        return "missing"
+    if verdict is None and code < 0:  # killed by the timer
+        raise StoreError(f"the store cannot be reached: no answer within {probe_seconds():.0f} s")
+    raise StoreError(explain(code if verdict is None else 1, text, "cannot open the repository"))
+
+
+def ensure_repository() -> None:
+    """The server's repository, created at its first backup (restic creates the bucket too
+    when the credentials may)."""
+    if _probe() == "ok":
+        return
+    made = _restic("init", "--quiet", timeout=probe_seconds())
+    if made.returncode != 0:
+        raise StoreError(explain(made.returncode, made.stderr, "cannot create the repository"))
+
+
+def backup(source: str, host: str, name: str) -> Result:
+    """Snapshot SOURCE (the world) into the repository, tagged with the backup's name."""
+    ensure_repository()
+    run = _restic("backup", source, "--json", "--host", host, "--tag", f"{TAG_BACKUP}={name}",
+                  # Peon's own folders at the top of a world (a restore's staging) are not the world.
+                  "--exclude", os.path.join(source, archive.RESERVED + "*"))
+    summary = _summary(run.stdout)
+    if run.returncode == EXIT_INCOMPLETE and summary.get("snapshot_id"):
+        # Some files could not be read: a snapshot that silently misses a file is worse than
+        # none, so it is removed and the run fails (as the local archive does).
+        _restic("forget", summary["snapshot_id"])
+        errors = [m for m in _messages(run.stdout) if m.get("message_type") == "error"]
+        first = errors[0].get("item") if errors else "some files"
+        raise StoreError(f"cannot read {first} (and {max(0, len(errors) - 1)} more): "
+                         "the snapshot was removed")
+    if run.returncode != 0 or not summary.get("snapshot_id"):
+        raise StoreError(explain(run.returncode, run.stderr, "the backup failed"))
+    return Result(snapshot=summary["snapshot_id"], files=int(summary.get("total_files_processed", 0)),
+                  size=int(summary.get("total_bytes_processed", 0)),
+                  # What the store grew by: compressed and encrypted (restic 0.17 and later
+                  # report it apart from the new data's own size).
+                  added=int(summary.get("data_added_packed", summary.get("data_added", 0))))
+
+
+def restore(snapshot: str, source: str, target: str) -> Result:
+    """Replace TARGET's contents with SOURCE as the snapshot holds it: verify, stage, swap."""
+    if _probe() != "ok":
+        raise StoreError(f"there is no repository at {os.environ.get('RESTIC_REPOSITORY', '?')}; "
+                         "the world is as it was")
+    target = os.path.abspath(target)
+    os.makedirs(target, exist_ok=True)
+    warnings = archive.clear_leftovers(target)
+    need = _restore_size(snapshot)
+    archive.check_space_for(target, need)
+    staging = tempfile.mkdtemp(prefix=archive.STAGING_PREFIX, dir=target)
+    try:
+        run = _restic("restore", f"{snapshot}:{source}", "--target", staging, "--verify")
+        if run.returncode != 0:
+            raise StoreError(explain(run.returncode, run.stderr,
+                                     f"restoring snapshot {snapshot} failed; the world is as it was"))
+        archive.sync_volume(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
+        warnings += archive.swap_in(target, staging)
+    except archive.ArchiveError as e:
+        raise StoreError(str(e)) from e
+    return Result(snapshot=snapshot, size=need, warnings=warnings)
+
+
+# What a fresh volume may hold that is not a world: the file system's own folder, and Peon's
+# leftovers of a restore cut off half-way (restore clears them).
+NOT_THE_WORLD = ("lost+found",)
+SNAPSHOT_ID = re.compile(r"[0-9a-f]{8,64}")
+
+
+def world_is_empty(target: str) -> bool:
+    """Does TARGET hold no world (a new, empty volume)? Decided before the store is asked."""
+    try:
+        names = os.listdir(target)
+    except FileNotFoundError:
+        return True
+    return not [n for n in names if n not in NOT_THE_WORLD and not n.startswith(archive.RESERVED)]
+
+
+def seed(ref: str, target: str, host: str) -> dict[str, Any]:
+    """A new world from the store: REF ("latest" of HOST's snapshots, or a snapshot id) restored
+    into TARGET when it holds nothing; a world that holds data is never touched."""
+    if not world_is_empty(target):
+        return {"kept": "the world holds data"}
+    if ref != "latest" and not SNAPSHOT_ID.fullmatch(ref):
+        raise StoreError(f"{ref!r} is neither \"latest\" nor a snapshot id")
+    if _probe() != "ok":
+        raise StoreError(f"there is no repository at {os.environ.get('RESTIC_REPOSITORY', '?')}, "
+                         "so no snapshot to seed the world from")
+    snap = pick_snapshot(_snapshots(host), ref, host)
+    paths = snap.get("paths") or []
+    source = paths[0] if len(paths) == 1 else "/data"
+    restore(snap["id"], source, target)
+    return {"seeded": snap["id"], "time": snapshot_time(snap.get("time", ""))}
+
+
+def _snapshots(host: str) -> list[dict[str, Any]]:
+    listed = _restic("snapshots", "--json", "--quiet", "--host", host, timeout=probe_seconds())
+    if listed.returncode != 0:
+        raise StoreError(explain(listed.returncode, listed.stderr, "cannot list the snapshots"))
+    try:
+        return [s for s in json.loads(listed.stdout or "[]") or [] if isinstance(s, dict)]
+    except ValueError as e:
+        raise StoreError("restic listed the snapshots in a form Peon does not read") from e
+
+
+def pick_snapshot(snapshots: list[dict[str, Any]], ref: str, host: str) -> dict[str, Any]:
+    """The newest of SNAPSHOTS for "latest", else the one whose id starts with REF."""
+    if ref == "latest":
+        if not snapshots:
+            raise StoreError(f"the repository holds no snapshot of {host} to seed the world from")
+        # restic writes each snapshot's time in its host's zone: compare them as instants.
+        return max(snapshots, key=lambda s: snapshot_time(s.get("time", "")))
+    found = [s for s in snapshots if str(s.get("id", "")).startswith(ref)]
+    if len(found) != 1:
+        raise StoreError(f"snapshot {ref} of {host} is not in the repository" if not found else
+                         f"snapshot id {ref} is ambiguous: give more of it")
+    return found[0]
+
+
+def snapshot_time(text: str) -> str:
+    """restic's time (nanoseconds, any offset) as RFC 3339 in UTC to the second."""
+    return clock.iso(clock.parse(text)) or text
+
+
+def export(snapshot: str, source: str, archive_path: str) -> archive.Result:
+    """The snapshot's world as a Peon archive (what a local backup makes, with its checksum
+    file), for a download: it restores anywhere with `peon archive restore`."""
+    if _probe() != "ok":
+        raise StoreError(f"there is no repository at {os.environ.get('RESTIC_REPOSITORY', '?')}")
+    folder = os.path.dirname(os.path.abspath(archive_path)) or "."
+    archive.check_space_for(folder, 2 * _restore_size(snapshot))  # the world, then its archive
+    staging = tempfile.mkdtemp(prefix="export-", dir=folder)
+    try:
+        run = _restic("restore", f"{snapshot}:{source}", "--target", staging, "--verify")
+        if run.returncode != 0:
+            raise StoreError(explain(run.returncode, run.stderr, f"reading snapshot {snapshot} failed"))
+        return archive.create(staging, archive_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def forget(snapshot: str) -> dict[str, Any]:
+    """Remove the snapshot and the data only it used. A snapshot already gone is fine."""
+    if _probe() != "ok":
+        return {"snapshot": snapshot, "deleted": False}  # no repository, so no snapshot
+    listed = _restic("snapshots", "--json", "--quiet")
+    if listed.returncode != 0:
+        raise StoreError(explain(listed.returncode, listed.stderr, "cannot list the snapshots"))
+    ids = {s.get("id") for s in json.loads(listed.stdout or "[]") or []}
+    if snapshot not in ids:
+        return {"snapshot": snapshot, "deleted": False}
+    run = _restic("forget", snapshot, "--prune", "--quiet")
+    if run.returncode != 0:
+        raise StoreError(explain(run.returncode, run.stderr, f"cannot delete snapshot {snapshot}"))
+    return {"snapshot": snapshot, "deleted": True}
+
+
+def _restore_size(snapshot: str) -> int:
+    """The snapshot's restored size (it holds the one world: `stats` takes no subfolder)."""
+    run = _restic("stats", snapshot, "--mode", "restore-size", "--json", "--quiet")
+    if run.returncode != 0:
+        raise StoreError(explain(run.returncode, run.stderr,
+                                 f"cannot read snapshot {snapshot}; the world is as it was"))
+    try:
+        return int(json.loads(run.stdout.strip().splitlines()[-1])["total_size"])
+    except (ValueError, KeyError, IndexError) as e:
+        raise StoreError(f"restic stats gave no size for snapshot {snapshot}") from e
+
+
+def _messages(stdout: str) -> list[dict[str, Any]]:
+    out = []
+    for line in stdout.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            out.append(doc)
+    return out
+
+
+def _summary(stdout: str) -> dict[str, Any]:
+    return next((m for m in reversed(_messages(stdout)) if m.get("message_type") == "summary"), {})

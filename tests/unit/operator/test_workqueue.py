@@ -1,0 +1,48 @@
+"""The work queue: one run per key at a time, adds coalesced."""
+import asyncio
+
+from peon.operator.workqueue import WorkQueue
+
+
+def test_work_queue_never_runs_a_key_twice_at_once_and_coalesces():
+    async def scenario():
+        q = WorkQueue()
+        q.add(("ns", "a"))
+        q.add(("ns", "a"))  # coalesced while pending
+        key = await q.get()
+        q.add(("ns", "a"))  # while active: remembered, not queued twice
+        q.add(("ns", "a"))
+        assert q._queue.qsize() == 0
+        q.done(key)
+        assert q._queue.qsize() == 1
+        await q.get()
+        q.done(key)
+        assert q.idle()
+    asyncio.run(scenario())
+
+
+def test_an_add_from_a_reconcile_thread_wakes_a_waiting_worker():
+    """With no timer pending, an event loop sleeps until something wakes it: an add made
+    straight from another thread left the worker asleep (the key sat in the queue)."""
+    import threading
+    got, ready = [], threading.Event()
+    loop = asyncio.new_event_loop()
+    q = WorkQueue()
+
+    async def worker():
+        task = asyncio.ensure_future(q.get())
+        await asyncio.sleep(0)  # the worker is waiting on the loop
+        ready.set()
+        got.append(await task)
+
+    runner = threading.Thread(target=loop.run_until_complete, args=(worker(),), daemon=True)
+    runner.start()
+    assert ready.wait(10)
+    q.add(("GameServer", "ns", "a"))  # from this thread, as a reconcile thread does
+    runner.join(10)
+    woken = not runner.is_alive()
+    if not woken:
+        for task in asyncio.all_tasks(loop):
+            loop.call_soon_threadsafe(task.cancel)
+        runner.join(10)
+    assert woken and got == [("GameServer", "ns", "a")], "the waiting worker was never woken"
