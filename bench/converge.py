@@ -42,9 +42,9 @@ sys.path.insert(0, str(ROOT / "operator"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from kube_helpers import K, client_for  # noqa: E402
-from peon.kube import path  # noqa: E402
-from peon.model import parse_game, parse_gameserver  # noqa: E402
-from peon.render import render  # noqa: E402
+from peon.shared.kube import path  # noqa: E402
+from peon.shared.model import parse_game, parse_gameserver  # noqa: E402
+from peon.shared.render import render  # noqa: E402
 
 GAME = {"apiVersion": "peon.dev/v1alpha1", "kind": "Game", "metadata": {"name": "bench"},
         "spec": {"title": "Benchmark game", "source": "https://peon.invalid/bench",

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from kube_helpers import K, client_for  # noqa: E402
 from peon import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY  # noqa: E402
-from peon.kube import Kube  # noqa: E402
+from peon.shared.kube import Kube  # noqa: E402
 
 from converge import _free_port, _up, cpu_seconds, kubeconfig, wait  # noqa: E402
 

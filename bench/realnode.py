@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from kube_helpers import K, client_for  # noqa: E402
-from peon.model import parse_game, parse_gameserver  # noqa: E402
-from peon.render import render  # noqa: E402
+from peon.shared.model import parse_game, parse_gameserver  # noqa: E402
+from peon.shared.render import render  # noqa: E402
 from realnode_helpers import GAME_FILE, OPERATOR_IMAGE, tg_server  # noqa: E402
 
 

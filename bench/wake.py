@@ -59,14 +59,14 @@ def rss() -> int:
 
 
 def views(n: int):
-    from peon.gate_view import SleepingServer
+    from peon.gate.view import SleepingServer
     return [SleepingServer(name=f"Sleeping server {i}", map="Meadows", folder="valheim",
                            game="Valheim", app_id=892970, version="0.218.21", max_players=10,
                            port=2456 + i) for i in range(n)]
 
 
 async def gate_with(n: int, limits):
-    from peon.gate_server import Binding, Gate
+    from peon.gate.server import Binding, Gate
     gate = Gate(lambda *_: None, limits)
     query = Binding(LOCAL, 0, "udp", "query", "a2s")
     for i, view in enumerate(views(n)):
@@ -101,7 +101,7 @@ async def ask_each_once(ports: list[int]) -> int:
 # --- children (each its own process, so the figures are the gate's own) ----------------------
 
 async def child_memory(n: int) -> None:
-    from peon.gate_server import Gate, Limits
+    from peon.gate.server import Gate, Limits
     empty = Gate(lambda *_: None, Limits())
     await asyncio.sleep(0.1)
     base = rss()
@@ -114,7 +114,7 @@ async def child_memory(n: int) -> None:
 
 
 async def child_serve(n: int, global_rate: float) -> None:
-    from peon.gate_server import Limits
+    from peon.gate.server import Limits
     gate, ports = await gate_with(n, Limits(source_rate=1e6, source_burst=1e6,
                                             global_rate=global_rate,
                                             global_burst=max(1.0, global_rate / 10)))
