@@ -49,6 +49,7 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
     "CustomResourceDefinition": ("/apis/apiextensions.k8s.io/v1", "customresourcedefinitions", False),
     "Deployment": ("/apis/apps/v1", "deployments", True),
+    "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices", True),
     "Job": ("/apis/batch/v1", "jobs", True),
     "GameServer": (f"/apis/{API_VERSION}", "gameservers", True),
     "Game": (f"/apis/{API_VERSION}", "games", False),
