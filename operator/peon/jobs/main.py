@@ -1,6 +1,6 @@
 """The tools Peon's Jobs and init steps run in pods, from the operator's image: `peon archive
 create|restore|delete` (a world into a local archive and back) and `peon store
-backup|restore|export|seed|forget` (off-site, through restic). Each prints one JSON line and
+backup|restore|export|seed|forget|list` (off-site, through restic). Each prints one JSON line and
 writes it to the container's termination message, where the operator reads what it needs.
 
 The same `peon` command a user types (peon/commands.py routes the first word here), so a
@@ -41,8 +41,11 @@ def cmd_store(args) -> int:
     """Run by store Jobs (off-site backups through restic). One JSON line out, as archive."""
     from peon.jobs import archive, store
     try:
+        if args.action == "list":
+            return _list(store.list_snapshots(args.host))
         if args.action == "backup":
-            line = store.backup(args.source, args.host, args.name).json()
+            line = store.backup(args.source, args.host, args.name, args.reason, args.game,
+                                args.image).json()
         elif args.action == "restore":
             line = store.restore(args.snapshot, args.path, args.target).json()
         elif args.action == "export":
@@ -57,6 +60,19 @@ def cmd_store(args) -> int:
         return 1
     print(line)
     _termination_message(line)
+    return 0
+
+
+def _list(listing: dict) -> int:
+    """A listing can be far longer than a termination message (4096 bytes): it goes to stdout
+    as one line, which the operator reads from the pod's log, and the termination message says
+    how long that line is and its SHA-256, so a log cut short or mixed is never taken for it."""
+    import hashlib
+    line = json.dumps(listing, separators=(",", ":"))
+    print(line, flush=True)
+    _termination_message(json.dumps({
+        "count": len(listing["snapshots"]), "bytes": len(line.encode()),
+        "sha256": hashlib.sha256(line.encode()).hexdigest()}))
     return 0
 
 
@@ -91,6 +107,12 @@ def build_parser(prog: str = "peon") -> argparse.ArgumentParser:
     sb.add_argument("source")
     sb.add_argument("--host", required=True, help="the server, as namespace/name")
     sb.add_argument("--name", required=True, help="the GameServerBackup's name (a tag)")
+    sb.add_argument("--reason", help="why the backup was taken (a tag a listing reads back)")
+    sb.add_argument("--game", help="the server's Game (a tag a listing reads back)")
+    sb.add_argument("--image", help="the image that wrote the world (a tag a listing reads back)")
+    sl = ssub.add_parser("list", help="the server's snapshots, newest first, as one JSON line "
+                         "(the termination message holds its length and SHA-256)")
+    sl.add_argument("--host", required=True, help="the server, as namespace/name")
     sr = ssub.add_parser("restore", help="verify, then replace TARGET_DIR's contents with PATH "
                          "as the snapshot holds it")
     sr.add_argument("snapshot")

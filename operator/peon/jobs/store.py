@@ -1,4 +1,4 @@
-"""Off-site backups: the tool that store Jobs run, `peon store backup|restore|forget`.
+"""Off-site backups: the tool that store Jobs run, `peon store backup|restore|forget|list`.
 
 The engine is restic (docs/design.md says why): each GameServer has one repository in the
 store, `s3:<endpoint>/<bucket>/<prefix>`, encrypted with the password from the store's Secret;
@@ -31,6 +31,10 @@ from . import archive
 from peon.shared import clock
 
 TAG_BACKUP = "peon.dev/backup"
+# What a snapshot says of itself, for a cluster that has no object for it (listed back): why it
+# was taken, the server's Game and the image that wrote the world.
+TAG_REASON, TAG_GAME, TAG_IMAGE = "peon.dev/reason", "peon.dev/game", "peon.dev/image"
+TAG_LIMIT = 512  # a tag's value, as written and as read back (the store is not trusted)
 # Exit codes restic documents (doc/075_scripting.rst): 3 = some source files could not be read,
 # 10 = no repository at that location (0.17+), 12 = wrong password (0.17.1+).
 EXIT_INCOMPLETE, EXIT_NO_REPOSITORY, EXIT_WRONG_PASSWORD = 3, 10, 12
@@ -159,10 +163,25 @@ def ensure_repository() -> None:
         raise StoreError(explain(made.returncode, made.stderr, "cannot create the repository"))
 
 
-def backup(source: str, host: str, name: str) -> Result:
-    """Snapshot SOURCE (the world) into the repository, tagged with the backup's name."""
+def tags(name: str, reason: str | None = None, game: str | None = None,
+         image: str | None = None) -> list[str]:
+    """The snapshot's tags: the backup's name, and what a listing reads back. restic splits
+    a --tag on commas, so none is kept."""
+    out = []
+    for key, value in ((TAG_BACKUP, name), (TAG_REASON, reason), (TAG_GAME, game),
+                       (TAG_IMAGE, image)):
+        value = (value or "").replace(",", "")[:TAG_LIMIT]
+        if value:
+            out += ["--tag", f"{key}={value}"]
+    return out
+
+
+def backup(source: str, host: str, name: str, reason: str | None = None,
+           game: str | None = None, image: str | None = None) -> Result:
+    """Snapshot SOURCE (the world) into the repository, tagged with the backup's name (and its
+    reason, Game and image, when given)."""
     ensure_repository()
-    run = _restic("backup", source, "--json", "--host", host, "--tag", f"{TAG_BACKUP}={name}",
+    run = _restic("backup", source, "--json", "--host", host, *tags(name, reason, game, image),
                   # Peon's own folders at the top of a world (a restore's staging) are not the world.
                   "--exclude", os.path.join(source, archive.RESERVED + "*"))
     summary = _summary(run.stdout)
@@ -240,6 +259,55 @@ def seed(ref: str, target: str, host: str) -> dict[str, Any]:
     source = paths[0] if len(paths) == 1 else "/data"
     restore(snap["id"], source, target)
     return {"seeded": snap["id"], "time": snapshot_time(snap.get("time", ""))}
+
+
+LIST_LIMIT = 5000  # the newest snapshots one listing gives (about 2 MB of JSON at most)
+
+
+def list_snapshots(host: str, limit: int = LIST_LIMIT) -> dict[str, Any]:
+    """HOST's snapshots that Peon made (tagged with a backup's name), newest first, as the
+    operator lists them back: id, time, the backup's name, reason, Game and image from the
+    tags, the world's size and files, the folder backed up. At most LIMIT ("complete": false
+    when there were more). A repository that is not there holds none ("missing": true), and
+    the operator takes that for no word at all: it removes nothing on it."""
+    if _probe() != "ok":
+        return {"host": host, "snapshots": [], "complete": False, "missing": True}
+    entries = []
+    for snap in _snapshots(host):
+        entry = listed(snap)
+        if entry is not None:
+            entries.append(entry)
+    entries.sort(key=lambda e: (e["time"], e["id"]), reverse=True)
+    return {"host": host, "snapshots": entries[:limit], "complete": len(entries) <= limit}
+
+
+def listed(snap: dict[str, Any]) -> dict[str, Any] | None:
+    """One snapshot as a listing gives it, or None when it is not one of Peon's backups. Every
+    value is bounded: the store's contents are not trusted."""
+    sid = str(snap.get("id") or "")
+    if not re.fullmatch(r"[0-9a-f]{64}", sid):
+        return None
+    values: dict[str, str] = {}
+    for tag in snap.get("tags") or []:
+        if isinstance(tag, str):
+            key, _, value = tag.partition("=")
+            values.setdefault(key, value[:TAG_LIMIT])
+    if not values.get(TAG_BACKUP):
+        return None  # made by hand or by another tool: not a backup Peon can name
+    when = clock.parse(str(snap.get("time") or ""))
+    if when is None:
+        return None
+    paths = [p for p in snap.get("paths") or [] if isinstance(p, str)]
+    summary = snap.get("summary") if isinstance(snap.get("summary"), dict) else {}
+    entry: dict[str, Any] = {"id": sid, "time": clock.iso(when), "name": values[TAG_BACKUP],
+                             "path": paths[0][:TAG_LIMIT] if len(paths) == 1 else ""}
+    for field_, tag in (("reason", TAG_REASON), ("game", TAG_GAME), ("image", TAG_IMAGE)):
+        if values.get(tag):
+            entry[field_] = values[tag]
+    for field_, key in (("size", "total_bytes_processed"), ("files", "total_files_processed")):
+        if isinstance(summary.get(key), int) and summary[key] >= 0:
+            entry[field_] = summary[key]
+    return entry
 
 
 def _snapshots(host: str) -> list[dict[str, Any]]:

@@ -29,6 +29,8 @@ class BackupReconciler(RunBase):
         status = run.get("status") or {}
         if status.get("phase") in bk.FINISHED:
             return
+        if (run["metadata"].get("labels") or {}).get(bk.LABEL_FOUND_IN_STORE):
+            return  # a snapshot listed back from the store: its status is written with it
         gs_name = run["spec"]["gameServer"]
         job_name = bk.fit(f"{name}-backup")
         job = self.cache.jobs.get((ns, job_name))
@@ -84,9 +86,17 @@ class BackupReconciler(RunBase):
         ns, name, gs_name = meta["namespace"], meta["name"], gs["metadata"]["name"]
         target = bk.StoreTarget(store.repository(ns, gs_name), store.secret, store.region)
         node = self._server_node(ns, gs_name)
+        # The snapshot says what a cluster that has no object for it lists back (store_listing.py).
+        spec = gs.get("spec") or {}
+        dep = self.cache.children.get(("Deployment", ns, gs_name)) or {}
+        image = ((((dep.get("spec") or {}).get("template") or {}).get("spec") or {})
+                 .get("containers") or [{}])[0].get("image") or spec.get("image")
+        about = ["--reason", run["spec"].get("reason") or bk.MANUAL]
+        about += ["--game", spec["gameUid"]] if spec.get("gameUid") else []
+        about += ["--image", image] if image else []
         job = self.kube.create(bk.run_job(
             run, "GameServerBackup", ["backup", bk.DATA_MOUNT, "--host", f"{ns}/{gs_name}",
-                                      "--name", name],
+                                      "--name", name, *about],
             _data_claim(gs), None, self.job_image, node, True, "backup", self._scheduling(gs),
             store=target))
         self.cache.put(self.cache.jobs, (ns, job_name), job, False)

@@ -29,6 +29,9 @@ FINALIZER_ARCHIVE = "peon.dev/archive"          # on a backup: its archive is de
 FINALIZER_FINAL_BACKUP = "peon.dev/final-backup"  # on a GameServer: eradicate after a backup
 LABEL_BACKUP = "peon.dev/backup"
 LABEL_RESTORE = "peon.dev/restore"
+# On a GameServerBackup the operator made for a snapshot it found in the store and had no
+# object for (operator/store_listing.py): no Job ever runs for it.
+LABEL_FOUND_IN_STORE = "peon.dev/found-in-store"
 DATA_MOUNT, BACKUP_MOUNT = "/data", "/backups"
 
 
@@ -261,6 +264,7 @@ STEP_CAPABILITIES: dict[tuple[str, str], tuple[str, ...]] = {
     ("store", "backup"): READ_WORLD,
     ("store", "restore"): WRITE_WORLD,
     ("store", "forget"): (),          # the network and /tmp only
+    ("store", "list"): (),            # the network only: the snapshots, for the operator
     ("store", "export"): WRITE_WORLD,  # a download: the snapshot restored, then archived
     ("store", "seed"): WRITE_WORLD,    # a game pod's init step: a restore into an empty world
     ("download", "archive"): (),      # a download: `cat` of an archive root wrote
