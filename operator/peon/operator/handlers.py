@@ -111,7 +111,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     served = Scope(config.namespaces)
     # The streams' first lists fill the cache with the children and pods; then kopf's kinds
     # are listed and everything is queued once. Each kind is listed once at a start.
-    memo.watches = watches.start(kube, watches.streams_for(served),
+    streams = watches.streams_for(served)
+    memo.watches = watches.start(kube.apart(len(streams)), streams,
                                  lambda kind: on_event(controller, kind),
                                  lambda kind: lambda: cached(controller, kind))
     await loop.run_in_executor(None, watches.wait_synced, memo.watches)
