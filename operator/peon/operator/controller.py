@@ -38,7 +38,7 @@ from peon.shared.render import ReferencedSecrets, child_names, first_build_order
 from .prober import Prober
 from .backup_reconciler import BackupReconciler
 from .restore_reconciler import RestoreReconciler
-from .runs import Runs, claim_refusal
+from .runs import ServerRuns, claim_refusal
 from .secret_refs import SecretRefresher
 from .sessions import Sessions, transition_event
 from .workqueue import WorkQueue
@@ -93,7 +93,7 @@ class Controller:
         metrics.count_servers(self.phases)
         metrics.OFFSITE_AGES.watch(self.cache.gameservers, clock.now)
         self._transitional: dict[Key, float] = {}  # since when a server's phase is on its way
-        self.runs = Runs(kube, self.cache, self.queue, job_image)  # the GameServer's side
+        self.runs = ServerRuns(kube, self.cache, self.queue, job_image)  # the GameServer's side
         self.backups = BackupReconciler(kube, self.cache, self.queue, job_image)
         self.restores = RestoreReconciler(kube, self.cache, self.queue, job_image)
         self.prober = Prober(lambda key: self.queue.add(("GameServer", *key)))
