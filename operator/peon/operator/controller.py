@@ -24,11 +24,10 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 
-from peon import ANNOTATION_APPLIED, __version__
+from peon import ANNOTATION_APPLIED, LABEL_MANAGED_BY, MANAGED_BY, __version__
 from peon.shared import clock, metrics, notify as nt, status as st
 from peon.shared.backup import STORE_SECRET_KEYS, Store
 from .cache import Cache, Key, SecretView, digest
-from . import kinds
 from .games import GameReconciler
 from .health import Progress
 from peon.shared.kube import Kube, refusal, with_kind
@@ -38,9 +37,10 @@ from peon.shared.render import ReferencedSecrets, child_names, first_build_order
 from .prober import Prober
 from .backup_reconciler import BackupReconciler
 from .restore_reconciler import RestoreReconciler
-from .runs import ServerRuns, claim_refusal
+from .runs import Runs, claim_refusal
 from .secret_refs import SecretRefresher
 from .sessions import Sessions, transition_event
+from .store_listing import KIND as STORE_LISTING, StoreListing
 from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ def refuse_token_secret(view: SecretView, what: str) -> None:
 
 class Controller:
     def __init__(self, kube: Kube, workers: int = 8, job_image: str = DEFAULT_JOB_IMAGE,
-                 whole_cluster: bool = True, notify_allowed: tuple = ()):
+                 whole_cluster: bool = True, notify_allowed: tuple = (),
+                 store_list_interval: float = 3600.0):
         self.kube = kube
         self.cache = Cache()
         self.queue = WorkQueue()
@@ -93,9 +94,11 @@ class Controller:
         metrics.count_servers(self.phases)
         metrics.OFFSITE_AGES.watch(self.cache.gameservers, clock.now)
         self._transitional: dict[Key, float] = {}  # since when a server's phase is on its way
-        self.runs = ServerRuns(kube, self.cache, self.queue, job_image)  # the GameServer's side
+        self.runs = Runs(kube, self.cache, self.queue, job_image)  # the GameServer's side
         self.backups = BackupReconciler(kube, self.cache, self.queue, job_image)
         self.restores = RestoreReconciler(kube, self.cache, self.queue, job_image)
+        # snapshots in a server's store with no backup object (a former cluster's)
+        self.listing = StoreListing(kube, self.cache, self.queue, job_image, store_list_interval)
         self.prober = Prober(lambda key: self.queue.add(("GameServer", *key)))
         self.sessions = Sessions(self.cache, self.prober)
         self.games = GameReconciler(kube, self.cache, whole_cluster)
@@ -107,29 +110,37 @@ class Controller:
     # --- the loop --------------------------------------------------------------------------------
 
     def prime(self, served: Scope) -> None:
-        """List kopf's kinds (kinds.py) before any reconcile runs: a GameServer must never be
-        judged before its Game is known (a false UnknownGame). The streams' kinds are not listed
-        here: their streams' first lists fill the cache, and the start waits for them
-        (watches.wait_synced) before this, so a child is never re-applied because its event had
-        not arrived yet, and each kind is listed once. A pattern (`t-*`, `!t-skip`) lists
+        """List kopf's kinds before any reconcile runs: a GameServer must never be judged before
+        its Game is known (a false UnknownGame). The streams' kinds (children, pods: watches.WATCHED)
+        are not listed here: their streams' first lists fill the cache, and the start waits for
+        them (watches.wait_synced) before this, so a child is never re-applied because its event
+        had not arrived yet, and each kind is listed once. A pattern (`t-*`, `!t-skip`) lists
         cluster-wide and keeps what it serves."""
-        for w in kinds.watched_by(kinds.KOPF):
-            store = getattr(self.cache, w.store)
-            for scope in ([None] if w.cluster_scoped else served.list_scopes()):
-                for obj in self.kube.list(w.kind, scope, w.selector):
-                    m = obj["metadata"]
-                    if w.cluster_scoped:
-                        self.cache.put(store, m["name"], with_kind(obj, w.kind), False)
-                    elif served.wants(m.get("namespace")):
-                        self.cache.put(store, (m["namespace"], m["name"]), with_kind(obj, w.kind), False)
+        for g in self.kube.list("Game"):
+            self.cache.put(self.cache.games, g["metadata"]["name"], g, False)
+        managed = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+        for scope in served.list_scopes():
+            for kind, store, selector in (
+                    ("GameServer", self.cache.gameservers, None),
+                    ("GameServerBackup", self.cache.backups, None),
+                    ("GameServerRestore", self.cache.restores, None),
+                    ("Job", self.cache.jobs, managed)):
+                for obj in self.kube.list(kind, scope, selector):
+                    if served.wants(obj["metadata"].get("namespace")):
+                        m = obj["metadata"]
+                        self.cache.put(store, (m["namespace"], m["name"]), with_kind(obj, kind), False)
         # Every object is looked at once after a start: kopf's first events repeat what was
         # just listed, and only news queues a reconcile.
         self.queue_everything()
 
     def queue_everything(self) -> None:
-        for w in kinds.reconciled():
-            for key in list(getattr(self.cache, w.store)):
-                self.queue.add((w.kind, "", key) if w.cluster_scoped else (w.kind, *key))
+        for name in list(self.cache.games):
+            self.queue.add(("Game", "", name))
+        for kind, store in (("GameServer", self.cache.gameservers),
+                            ("GameServerBackup", self.cache.backups),
+                            ("GameServerRestore", self.cache.restores)):
+            for ns, name in list(store):
+                self.queue.add((kind, ns, name))
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
@@ -185,8 +196,8 @@ class Controller:
     def forget(self, key: Key) -> None:
         """Drop an object whose namespace is gone from the cache: nothing will reconcile it."""
         kind, ns, name = key
-        watched = kinds.BY_KIND.get(kind)
-        store = getattr(self.cache, watched.store) if watched and not watched.cluster_scoped else None
+        store = {"GameServer": self.cache.gameservers, "GameServerBackup": self.cache.backups,
+                 "GameServerRestore": self.cache.restores}.get(kind)
         obj = store.get((ns, name)) if store is not None else None
         if obj is not None:
             self.cache.put(store, (ns, name), obj, True)
@@ -209,6 +220,8 @@ class Controller:
             return self.backups.reconcile(ns, name)
         if kind == "GameServerRestore":
             return self.restores.reconcile(ns, name)
+        if kind == STORE_LISTING:
+            return self.listing.reconcile(ns, name)
         if kind == "Game":
             return self.games.reconcile(name)
         return self.reconcile_gameserver(ns, name)
@@ -235,6 +248,7 @@ class Controller:
                 raise InvalidSpec("ClaimNotAllowed", refused_claim)
             if gs.backup.store is not None:
                 self.check_store_secret(ns, gs.backup.store)
+                self.listing.note(ns, name)
             self.runs.ensure_finalizer(body, gs)
             image, updated = self.runs.backup_before_update(body, gs, gs.image or game.image)
             restore = self.runs.restoring(ns, name)

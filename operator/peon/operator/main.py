@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--notify-allow-cidr", action="append", default=[], metavar="CIDR",
                     help="let webhooks reach this network (repeatable), though it is loopback, "
                          "link-local, private or otherwise refused by default")
+    ap.add_argument("--store-list-interval", type=float, default=3600.0, metavar="SECONDS",
+                    help="list each server's off-site store this often (and once at start) for "
+                         "snapshots with no GameServerBackup, such as a former cluster's")
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = ap.parse_args(argv)
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers, job_image=args.job_image, namespaces=tuple(args.namespace),
         scan_cluster=Scope(tuple(args.namespace)).patterned,
         leader_election=leader_election, secret_refresh=args.secret_refresh,
+        store_list_interval=args.store_list_interval,
         notify_allowed=notify_allowed))
     if args.metrics_port:
         metrics.serve(args.metrics_port)
