@@ -10,7 +10,7 @@ from kubernetes.client.rest import ApiException
 from peon.shared import backup as bk
 from peon.shared.kube import refusal
 from peon.shared.model import BackupHooks, InvalidSpec, parse_backup_policy, parse_game
-from .runs import RunBase, _api_reason, _data_claim, _store_target, claim_refusal
+from .runs import RunBase, api_reason, claim_refusal, data_claim, store_target
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class BackupReconciler(RunBase):
             node = self._server_node(ns, gs_name)
             archive = bk.archive_path(name)
             job = self.kube.create(bk.run_job(
-                run, "GameServerBackup", ["create", bk.DATA_MOUNT, archive], _data_claim(gs),
+                run, "GameServerBackup", ["create", bk.DATA_MOUNT, archive], data_claim(gs),
                 bk.backup_volume(gs_name), self.job_image, node, True, "backup",
                 self._scheduling(gs)))
             self.cache.put(self.cache.jobs, (ns, job_name), job, False)
@@ -97,7 +97,7 @@ class BackupReconciler(RunBase):
         job = self.kube.create(bk.run_job(
             run, "GameServerBackup", ["backup", bk.DATA_MOUNT, "--host", f"{ns}/{gs_name}",
                                       "--name", name, *about],
-            _data_claim(gs), None, self.job_image, node, True, "backup", self._scheduling(gs),
+            data_claim(gs), None, self.job_image, node, True, "backup", self._scheduling(gs),
             store=target))
         self.cache.put(self.cache.jobs, (ns, job_name), job, False)
         self._write(run, {"phase": bk.PENDING, "job": job_name, "image": self.job_image,
@@ -157,7 +157,7 @@ class BackupReconciler(RunBase):
         try:
             result = self.kube.exec(ns, pod, bk.SERVER_CONTAINER, list(command), timeout)
         except ApiException as e:
-            return bk.hook_failure(stage, command, None, _api_reason(e), "")
+            return bk.hook_failure(stage, command, None, api_reason(e), "")
         if result.ok:
             log.info("backup hook %s %s in %s/%s: ok", stage, command, ns, pod)
             return None
@@ -175,7 +175,7 @@ class BackupReconciler(RunBase):
         status = run.get("status") or {}
         store, volume = None, None
         if status.get("snapshot") and status.get("store"):
-            action, store, what = ["forget", status["snapshot"]], _store_target(status), \
+            action, store, what = ["forget", status["snapshot"]], store_target(status), \
                 f"snapshot {status['snapshot']}"
         else:
             volume = status.get("volume")

@@ -200,36 +200,49 @@ def _slim_job(job: dict) -> dict:
 SLIM_CHILDREN = {"Deployment": _slim_deployment, "PersistentVolumeClaim": _slim_claim}
 
 
+class ObjectStore(dict):
+    """One kind's objects as the cache keeps them (the children's store: several kinds, keyed
+    (kind, ns, name)): `keep` slims what a watch sent to what the reconcile reads, and its
+    indexes move with every put."""
+
+    def __init__(self, keep: Callable[[Any, dict], dict], *indexes: Index):
+        super().__init__()
+        self.keep, self.indexes = keep, indexes
+
+
+def _kept(key, obj: dict) -> dict:
+    return _slim(obj)
+
+
+def _kept_child(key, obj: dict) -> dict:
+    obj = _slim(obj)
+    return SLIM_CHILDREN[key[0]](obj) if key[0] in SLIM_CHILDREN else obj
+
+
 class Cache:
     def __init__(self) -> None:
-        self.gameservers: dict[tuple[str, str], dict] = {}  # (ns, name)
-        self.games: dict[str, dict] = {}
-        self.children: dict[tuple[str, str, str], dict] = {}  # (kind, ns, name)
-        self.pods: dict[tuple[str, str], dict] = {}
-        self.backups: dict[tuple[str, str], dict] = {}
-        self.restores: dict[tuple[str, str], dict] = {}
-        self.jobs: dict[tuple[str, str], dict] = {}
+        # the questions a reconcile asks, each an index of one store
+        self.pods_by_server = Index(_server_pod)
+        self.backups_by_server = Index(_run_server)
+        self.restores_by_server = Index(_run_server)
+        self.servers_by_game = Index(_game_uid)
+        self.servers_by_secret = Index(_secret_refs)
+        self.games_by_alias = Index(_aliases)
+        self.gameservers = ObjectStore(_kept, self.servers_by_game, self.servers_by_secret)  # (ns, name)
+        self.games = ObjectStore(_kept, self.games_by_alias)  # name
+        self.children = ObjectStore(_kept_child)  # (kind, ns, name)
+        self.pods = ObjectStore(lambda key, pod: _slim_pod(_slim(pod)), self.pods_by_server)
+        self.backups = ObjectStore(_kept, self.backups_by_server)
+        self.restores = ObjectStore(_kept, self.restores_by_server)
+        self.jobs = ObjectStore(lambda key, job: _slim_job(_slim(job)))
         self.secrets: dict[tuple[str, str], SecretView] = {}  # users' Secrets, as views
         self._lock = threading.Lock()
-        self._indexes: dict[int, list[Index]] = {
-            id(self.pods): [Index(_server_pod)],
-            id(self.backups): [Index(_run_server)],
-            id(self.restores): [Index(_run_server)],
-            id(self.gameservers): [Index(_game_uid), Index(_secret_refs)],
-            id(self.games): [Index(_aliases)],
-        }
 
-    def put(self, store: dict, key, obj: dict, deleted: bool) -> bool:
+    def put(self, store: ObjectStore, key, obj: dict, deleted: bool) -> bool:
         """Keep `obj` unless the store holds a newer version. True when this is news: the
         object is new, newer or gone. The watch event of the operator's own write is not (the
         write's result was put first), and queues no reconcile: that reconcile already ran."""
-        obj = _slim(obj)
-        if store is self.pods:
-            obj = _slim_pod(obj)
-        elif store is self.jobs:
-            obj = _slim_job(obj)
-        elif store is self.children and key[0] in SLIM_CHILDREN:
-            obj = SLIM_CHILDREN[key[0]](obj)
+        obj = store.keep(key, obj)
         with self._lock:
             old = store.get(key)
             if deleted:
@@ -244,7 +257,7 @@ class Cache:
                     return False
             else:
                 return False
-            for index in self._indexes.get(id(store), ()):
+            for index in store.indexes:
                 index.move(key, old, new)
             return True
 
@@ -266,29 +279,30 @@ class Cache:
         """The Game named `uid`, or the one that lists it among its aliases."""
         if uid in self.games:
             return self.games[uid]
-        names = self._indexes[id(self.games)][0].get(uid)
+        names = self.games_by_alias.get(uid)
         return self.games.get(names[0]) if names else None
 
     def pods_of(self, ns: str, gs_name: str) -> list[dict]:
         """The server's own pods (not its backup or restore Jobs' pods)."""
-        return [p for k in self._indexes[id(self.pods)][0].get((ns, gs_name))
+        return [p for k in self.pods_by_server.get((ns, gs_name))
                 if (p := self.pods.get(k)) is not None]
 
-    def runs_of(self, store: dict, ns: str, gs_name: str) -> list[dict]:
+    def runs_of(self, store: ObjectStore, ns: str, gs_name: str) -> list[dict]:
         """The server's GameServerBackups or GameServerRestores (`store` says which)."""
-        return [r for k in self._indexes[id(store)][0].get((ns, gs_name))
+        index = self.backups_by_server if store is self.backups else self.restores_by_server
+        return [r for k in index.get((ns, gs_name))
                 if (r := store.get(k)) is not None]
 
     def gameservers_of_game(self, game: dict) -> list[Key]:
         out: list[Key] = []
         aliases = (game.get("spec") or {}).get("aliases") or []
         for uid in (game["metadata"]["name"], *aliases):
-            out += [("GameServer", *k) for k in self._indexes[id(self.gameservers)][0].get(uid)]
+            out += [("GameServer", *k) for k in self.servers_by_game.get(uid)]
         return out
 
     def named_secrets(self) -> list[tuple[str, str]]:
         """Every (namespace, name) of a user's Secret that some server names."""
-        return list(self._indexes[id(self.gameservers)][1].entries)
+        return list(self.servers_by_secret.entries)
 
     def forget_secrets(self, named: set[tuple[str, str]]) -> None:
         """Drops the views of Secrets no server names any more."""
@@ -297,4 +311,4 @@ class Cache:
                 del self.secrets[key]
 
     def gameservers_referencing_secret(self, ns: str, name: str) -> list[Key]:
-        return [("GameServer", *k) for k in self._indexes[id(self.gameservers)][1].get((ns, name))]
+        return [("GameServer", *k) for k in self.servers_by_secret.get((ns, name))]

@@ -24,10 +24,11 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 
-from peon import ANNOTATION_APPLIED, LABEL_MANAGED_BY, MANAGED_BY, __version__
+from peon import ANNOTATION_APPLIED, __version__
 from peon.shared import clock, metrics, notify as nt, status as st
 from peon.shared.backup import STORE_SECRET_KEYS, Store
 from .cache import Cache, Key, SecretView, digest
+from . import kinds
 from .games import GameReconciler
 from .health import Progress
 from peon.shared.kube import Kube, refusal, with_kind
@@ -37,7 +38,7 @@ from peon.shared.render import ReferencedSecrets, child_names, first_build_order
 from .prober import Prober
 from .backup_reconciler import BackupReconciler
 from .restore_reconciler import RestoreReconciler
-from .runs import Runs, claim_refusal
+from .runs import ServerRuns, claim_refusal
 from .secret_refs import SecretRefresher
 from .sessions import Sessions, transition_event
 from .store_listing import KIND as STORE_LISTING, StoreListing
@@ -94,7 +95,7 @@ class Controller:
         metrics.count_servers(self.phases)
         metrics.OFFSITE_AGES.watch(self.cache.gameservers, clock.now)
         self._transitional: dict[Key, float] = {}  # since when a server's phase is on its way
-        self.runs = Runs(kube, self.cache, self.queue, job_image)  # the GameServer's side
+        self.runs = ServerRuns(kube, self.cache, self.queue, job_image)  # the GameServer's side
         self.backups = BackupReconciler(kube, self.cache, self.queue, job_image)
         self.restores = RestoreReconciler(kube, self.cache, self.queue, job_image)
         # snapshots in a server's store with no backup object (a former cluster's)
@@ -110,37 +111,29 @@ class Controller:
     # --- the loop --------------------------------------------------------------------------------
 
     def prime(self, served: Scope) -> None:
-        """List kopf's kinds before any reconcile runs: a GameServer must never be judged before
-        its Game is known (a false UnknownGame). The streams' kinds (children, pods: watches.WATCHED)
-        are not listed here: their streams' first lists fill the cache, and the start waits for
-        them (watches.wait_synced) before this, so a child is never re-applied because its event
-        had not arrived yet, and each kind is listed once. A pattern (`t-*`, `!t-skip`) lists
+        """List kopf's kinds (kinds.py) before any reconcile runs: a GameServer must never be
+        judged before its Game is known (a false UnknownGame). The streams' kinds are not listed
+        here: their streams' first lists fill the cache, and the start waits for them
+        (watches.wait_synced) before this, so a child is never re-applied because its event had
+        not arrived yet, and each kind is listed once. A pattern (`t-*`, `!t-skip`) lists
         cluster-wide and keeps what it serves."""
-        for g in self.kube.list("Game"):
-            self.cache.put(self.cache.games, g["metadata"]["name"], g, False)
-        managed = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-        for scope in served.list_scopes():
-            for kind, store, selector in (
-                    ("GameServer", self.cache.gameservers, None),
-                    ("GameServerBackup", self.cache.backups, None),
-                    ("GameServerRestore", self.cache.restores, None),
-                    ("Job", self.cache.jobs, managed)):
-                for obj in self.kube.list(kind, scope, selector):
-                    if served.wants(obj["metadata"].get("namespace")):
-                        m = obj["metadata"]
-                        self.cache.put(store, (m["namespace"], m["name"]), with_kind(obj, kind), False)
+        for w in kinds.watched_by(kinds.KOPF):
+            store = getattr(self.cache, w.store)
+            for scope in ([None] if w.cluster_scoped else served.list_scopes()):
+                for obj in self.kube.list(w.kind, scope, w.selector):
+                    m = obj["metadata"]
+                    if w.cluster_scoped:
+                        self.cache.put(store, m["name"], with_kind(obj, w.kind), False)
+                    elif served.wants(m.get("namespace")):
+                        self.cache.put(store, (m["namespace"], m["name"]), with_kind(obj, w.kind), False)
         # Every object is looked at once after a start: kopf's first events repeat what was
         # just listed, and only news queues a reconcile.
         self.queue_everything()
 
     def queue_everything(self) -> None:
-        for name in list(self.cache.games):
-            self.queue.add(("Game", "", name))
-        for kind, store in (("GameServer", self.cache.gameservers),
-                            ("GameServerBackup", self.cache.backups),
-                            ("GameServerRestore", self.cache.restores)):
-            for ns, name in list(store):
-                self.queue.add((kind, ns, name))
+        for w in kinds.reconciled():
+            for key in list(getattr(self.cache, w.store)):
+                self.queue.add((w.kind, "", key) if w.cluster_scoped else (w.kind, *key))
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
@@ -196,8 +189,8 @@ class Controller:
     def forget(self, key: Key) -> None:
         """Drop an object whose namespace is gone from the cache: nothing will reconcile it."""
         kind, ns, name = key
-        store = {"GameServer": self.cache.gameservers, "GameServerBackup": self.cache.backups,
-                 "GameServerRestore": self.cache.restores}.get(kind)
+        watched = kinds.BY_KIND.get(kind)
+        store = getattr(self.cache, watched.store) if watched and not watched.cluster_scoped else None
         obj = store.get((ns, name)) if store is not None else None
         if obj is not None:
             self.cache.put(store, (ns, name), obj, True)

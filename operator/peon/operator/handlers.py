@@ -1,7 +1,7 @@
-"""kopf handlers: thin. They feed the watch streams into the controller's cache and queue;
-the work is in controller.py. kopf watches the operator's own kinds and Jobs; the servers'
-children, pods and Secrets come through streams of the operator's own (watches.py), whose
-events go through `on_event` here."""
+"""kopf handlers: thin. The start (the streams, their first lists, the prime, the workers), the
+liveness probe, the stop; and kopf's event handlers, one per kind that kopf watches in the table
+of watched kinds (kinds.py), each calling the kind's event function (events.py) as the
+operator's own streams (watches.py) do. The work is in controller.py."""
 from __future__ import annotations
 
 import asyncio
@@ -12,14 +12,11 @@ from dataclasses import dataclass
 
 import kopf
 
-from peon import GROUP, LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY, VERSION
-from peon.shared.backup import FINISHED, LABEL_BACKUP, LABEL_RESTORE
 from .controller import Controller
-from .games import is_judged
 from peon.shared.kube import Kube, load_config
 from .leader import Election
 from .namespaces import Scope
-from . import health, watches
+from . import health, kinds, watches
 from peon.shared import metrics
 
 log = logging.getLogger(__name__)
@@ -116,7 +113,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     served = Scope(config.namespaces)
     # The streams' first lists fill the cache with the children and pods; then kopf's kinds
     # are listed and everything is queued once. Each kind is listed once at a start.
-    memo.watches = watches.start(kube, watches.streams_for(served),
+    streams = watches.streams_for(served)
+    memo.watches = watches.start(kube.apart(len(streams)), streams,
                                  lambda kind: on_event(controller, kind),
                                  lambda kind: lambda: cached(controller, kind))
     await loop.run_in_executor(None, watches.wait_synced, memo.watches)
@@ -161,107 +159,35 @@ async def stop(memo: kopf.Memo, **_):
         await asyncio.get_running_loop().run_in_executor(None, memo.election.release)
 
 
-def _deleted(event) -> bool:
-    return event.get("type") == "DELETED"
-
-
-@kopf.on.event(GROUP, VERSION, "gameservers")
-async def gameserver_event(event, body, namespace, name, memo, **_):
-    controller: Controller = memo.controller
-    if not controller.cache.put(controller.cache.gameservers, (namespace, name), dict(body),
-                                _deleted(event)):
-        return  # the echo of the operator's own write (its status), or nothing newer
-    controller.queue.add(("GameServer", namespace, name))
-    game = controller.cache.game((body.get("spec") or {}).get("gameUid", ""))
-    if game is not None and not is_judged(game):  # a namespaced operator judges the Games it uses
-        controller.queue.add(("Game", "", game["metadata"]["name"]))
-
-
-@kopf.on.event(GROUP, VERSION, "games")
-async def game_event(event, body, name, memo, **_):
-    controller: Controller = memo.controller
-    if not controller.cache.put(controller.cache.games, name, dict(body), _deleted(event)):
-        return
-    if not _deleted(event):
-        controller.queue.add(("Game", "", name))
-    for key in controller.cache.gameservers_of_game(body):
-        controller.queue.add(key)
-
-
-def on_event(controller: Controller, kind: str) -> watches.OnEvent:
-    """What an event of a watched kind (watches.WATCHED) does: it goes into the cache, and
-    news wakes the server it concerns. Called on the kind's stream thread."""
-    if kind == "Pod":
-        return lambda type_, obj: pod_event(controller, type_, obj)
-    return lambda type_, obj: child_event(controller, kind, type_, obj)
-
-
-def cached(controller: Controller, kind: str) -> dict[tuple[str, str], dict]:
-    """What the cache holds of a watched kind, by (namespace, name): a new list reports
-    deleted what it lacks."""
-    if kind == "Pod":
-        return dict(list(controller.cache.pods.items()))
-    return {(ns, name): obj for (k, ns, name), obj in list(controller.cache.children.items())
-            if k == kind}
-
-
-def child_event(controller: Controller, kind: str, type_: str, obj: dict) -> None:
-    meta = obj["metadata"]
-    owner = (meta.get("labels") or {}).get(LABEL_GAMESERVER)
-    news = controller.cache.put(controller.cache.children, (kind, meta["namespace"], meta["name"]),
-                                obj, type_ == "DELETED")
-    if owner and news:
-        controller.queue.add(("GameServer", meta["namespace"], owner))
-
-
-def pod_event(controller: Controller, type_: str, obj: dict) -> None:
-    meta = obj["metadata"]
-    namespace, labels = meta["namespace"], meta.get("labels") or {}
-    if LABEL_GAMESERVER not in labels or not controller.cache.put(
-            controller.cache.pods, (namespace, meta["name"]), obj, type_ == "DELETED"):
-        return
-    controller.queue.add(("GameServer", namespace, labels[LABEL_GAMESERVER]))
-    for label, kind in ((LABEL_RESTORE, "GameServerRestore"), (LABEL_BACKUP, "GameServerBackup")):
-        if label in labels:  # a run waits for the server's pods to go
-            controller.queue.add((kind, namespace, labels[label]))
-    for key in _restores_waiting_for(controller, namespace, labels[LABEL_GAMESERVER]):
-        controller.queue.add(key)
-
-
-def _restores_waiting_for(controller: Controller, ns: str, gs: str):
-    return [("GameServerRestore", ns, r["metadata"]["name"])
-            for r in controller.cache.runs_of(controller.cache.restores, ns, gs)
-            if (r.get("status") or {}).get("phase") not in FINISHED]
-
-
-def _run_event(store_name: str, kind: str):
-    async def handler(event, body, namespace, name, memo, **_):
-        controller: Controller = memo.controller
-        # Every event, the echoes of the operator's own writes too: a run's status written by
-        # its reconciler is what wakes its server (update and restore holds).
-        controller.cache.put(getattr(controller.cache, store_name), (namespace, name), dict(body),
-                             _deleted(event))
-        controller.queue.add((kind, namespace, name))
-        gs = (body.get("spec") or {}).get("gameServer")
-        if gs:  # the server's status, update hold and restore hold follow its runs
-            controller.queue.add(("GameServer", namespace, gs))
-            if kind == "GameServerBackup":  # a restore may wait for this backup to finish
-                for key in _restores_waiting_for(controller, namespace, gs):
-                    controller.queue.add(key)
+def _kopf_handler(watched: kinds.Watched):
+    """kopf's event handler for a kind of the table: its event function, as a stream calls it."""
+    async def handler(event, body, memo, **_):
+        watched.on_event(memo.controller, watched.kind, event.get("type"), dict(body))
+    handler.__name__ = handler.__qualname__ = f"{watched.kind.lower()}_event"
     return handler
 
 
-kopf.on.event(GROUP, VERSION, "gameserverbackups", id="backup")(
-    _run_event("backups", "GameServerBackup"))
-kopf.on.event(GROUP, VERSION, "gameserverrestores", id="restore")(
-    _run_event("restores", "GameServerRestore"))
+def _kopf_labels(selector: str | None) -> dict | None:
+    """A label selector as kopf's filter: `k=v`, or `k` (present)."""
+    if not selector:
+        return None
+    key, _, value = selector.partition("=")
+    return {key: value if value else kopf.PRESENT}
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY}, id="job")
-async def job_event(event, body, namespace, name, memo, **_):
-    controller: Controller = memo.controller
-    controller.cache.put(controller.cache.jobs, (namespace, name), dict(body), _deleted(event))
-    labels = body["metadata"].get("labels") or {}
-    for label, kind in ((LABEL_BACKUP, "GameServerBackup"), (LABEL_RESTORE, "GameServerRestore")):
-        if label in labels:
-            controller.queue.add((kind, namespace, labels[label]))
+KOPF_HANDLERS = {}
+for _watched in kinds.watched_by(kinds.KOPF):
+    KOPF_HANDLERS[_watched.kind] = kopf.on.event(
+        *_watched.group_version, _watched.plural, id=_watched.kind.lower(),
+        labels=_kopf_labels(_watched.selector))(_kopf_handler(_watched))
+
+
+def on_event(controller: Controller, kind: str) -> watches.OnEvent:
+    """A stream's event function for `kind` (kinds.WATCHED's): called on the kind's stream
+    thread with (type_, obj)."""
+    fn = kinds.BY_KIND[kind].on_event
+    return lambda type_, obj: fn(controller, kind, type_, obj)
+
+
+def cached(controller: Controller, kind: str) -> dict[tuple[str, str], dict]:
+    return kinds.cached_of(controller.cache, kind)

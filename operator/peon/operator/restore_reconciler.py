@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from peon.shared import backup as bk, clock, status as st
-from .runs import RunBase, _data_claim, _store_target, claim_refusal
+from .runs import RunBase, claim_refusal, data_claim, store_target
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,14 @@ class RestoreReconciler(RunBase):
             if src.get("snapshot") and src.get("store"):  # from the off-site store
                 job = self.kube.create(bk.run_job(
                     run, "GameServerRestore",
-                    ["restore", src["snapshot"], bk.DATA_MOUNT, bk.DATA_MOUNT], _data_claim(gs),
+                    ["restore", src["snapshot"], bk.DATA_MOUNT, bk.DATA_MOUNT], data_claim(gs),
                     None, self.job_image, None, False, "restore", self._scheduling(gs),
-                    store=_store_target(src)))
+                    store=store_target(src)))
             else:
                 action = ["restore", src["archive"], bk.DATA_MOUNT]
                 if src.get("sha256"):
                     action += ["--sha256", src["sha256"]]
-                job = self.kube.create(bk.run_job(run, "GameServerRestore", action, _data_claim(gs),
+                job = self.kube.create(bk.run_job(run, "GameServerRestore", action, data_claim(gs),
                                                   src.get("volume") or bk.backup_volume(gs_name),
                                                   self.job_image, None, False, "restore",
                                                   self._scheduling(gs)))

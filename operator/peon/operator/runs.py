@@ -1,7 +1,7 @@
 """Backup and restore runs, the GameServer's side, and what the run reconcilers share.
 
 `RunBase` holds what every run reconciler needs (writing a run's status, its Events and
-finalizers, finishing a run, where its Job goes); `Runs` is the GameServer reconcile's side of
+finalizers, finishing a run, where its Job goes); `ServerRuns` is the GameServer reconcile's side of
 runs: it holds an image update until a backup succeeded, stops the server while a restore runs,
 makes scheduled backups, applies retention, and takes the final backup before eradication. The
 GameServerBackup and GameServerRestore reconcilers are backup_reconciler.py and
@@ -159,7 +159,7 @@ class RunBase:
                 raise
 
 
-class Runs(RunBase):
+class ServerRuns(RunBase):
     # --- GameServer side -------------------------------------------------------------------------
 
     def restoring(self, ns: str, gs: str) -> dict | None:
@@ -330,7 +330,7 @@ class Runs(RunBase):
                 self.kube.event(body, "Warning", "FinalBackupFailed", msg)
 
 
-def _api_reason(e: ApiException) -> str:
+def api_reason(e: ApiException) -> str:
     """What the API server (or the kubelet behind it) said when it refused an exec session."""
     try:
         return json.loads(e.body or "{}").get("message") or e.reason or str(e.status)
@@ -356,11 +356,11 @@ def claim_refusal(cache: Cache, gs: dict) -> str | None:
     return None
 
 
-def _data_claim(gs: dict) -> str:
+def data_claim(gs: dict) -> str:
     st_ = (gs.get("spec") or {}).get("storage") or {}
     return st_.get("existingClaim") or f"{gs['metadata']['name']}-data"
 
 
-def _store_target(status: dict) -> bk.StoreTarget:
+def store_target(status: dict) -> bk.StoreTarget:
     """The repository a backup's snapshot is in, as its status recorded it."""
     return bk.StoreTarget(status["store"], status["storeSecret"], status.get("storeRegion"))

@@ -1,7 +1,7 @@
 """List-and-watch streams straight into the cache, for the kinds that make most of the
-operator's events: the servers' children (Deployments, Services, ConfigMaps, claims), their pods
-and Secrets. kopf keeps the operator's own kinds (GameServers, Games, runs) and Jobs, whose
-events are few.
+operator's events (kinds.py's STREAM rows): the servers' children (Deployments, Services,
+ConfigMaps, claims), their pods and Secrets. kopf keeps the operator's own kinds (GameServers,
+Games, runs) and Jobs, whose events are few.
 
 Why not kopf's streams for these: while 1,000 servers come up the operator receives about 16
 watch events per server, most of them from these kinds, and the operator's CPU per event
@@ -27,7 +27,7 @@ from typing import Callable
 
 from kubernetes.client.rest import ApiException
 
-from peon import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY
+from . import kinds
 from .health import Progress
 from .namespaces import Scope
 
@@ -43,18 +43,6 @@ SHORT_WATCH = 1.0  # a watch that ends sooner with no event is an error (a proxy
 OnEvent = Callable[[str, dict], None]
 # What the cache holds of a kind: (namespace, name) -> the object, or a stub of its metadata
 Cached = Callable[[], dict[tuple[str, str], dict]]
-
-MANAGED = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-# kind -> the label selector its stream asks for
-WATCHED: dict[str, str | None] = {
-    "Deployment": MANAGED, "Service": MANAGED, "ConfigMap": MANAGED,
-    "PersistentVolumeClaim": MANAGED,
-    # Only the operator's own: the users' Secrets that servers name are read by name
-    # (secret_refs.py), so no other Secret (a service account's token) ever reaches it.
-    "Secret": MANAGED,
-    "Pod": LABEL_GAMESERVER,
-}
-
 
 @dataclass(frozen=True)
 class Stream:
@@ -73,9 +61,9 @@ class Stream:
 
 
 def streams_for(scope: Scope) -> list[Stream]:
-    """One stream per kind and namespace for exact namespaces; one per kind over the whole
-    cluster when none is given, or when a pattern (`games-*`) is among them."""
-    return [Stream(kind, ns, selector, scope) for kind, selector in WATCHED.items()
+    """One stream per streamed kind (kinds.py) and namespace for exact namespaces; one per kind
+    over the whole cluster when none is given, or when a pattern (`games-*`) is among them."""
+    return [Stream(w.kind, ns, w.selector, scope) for w in kinds.watched_by(kinds.STREAM)
             for ns in scope.list_scopes()]
 
 

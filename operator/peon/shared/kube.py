@@ -7,6 +7,7 @@ the spec of the servers it created, through this same client.
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import logging
@@ -139,6 +140,19 @@ class Kube:
         # No discovery: every path is built here (path()), so the discovery cache (and its
         # file in /tmp) would only cost requests at start.
         self.dynamic = DynamicClient(api_client, discoverer=lambda client, cache_file: None)
+
+    def apart(self, connections: int) -> "Kube":
+        """The same API, user and manager through a connection pool of its own, `connections`
+        large: the watch streams each hold a connection for minutes, and in the workers' pool
+        they would crowd out the reconciles' (urllib3 opens more past its size, then drops them
+        when they come back, so each reconcile past it paid a new TLS handshake)."""
+        cfg = copy.copy(self.api.configuration)
+        cfg.connection_pool_maxsize = max(1, connections)
+        client = ApiClient(cfg)
+        client.user_agent = self.api.user_agent
+        other = Kube(client)
+        other.field_manager = self.field_manager
+        return other
 
     def _call(self, method: str, url: str, body: Any = None, query: list | None = None,
               content_type: str = "application/json") -> Any:

@@ -10,7 +10,7 @@ import pytest
 from fake_kube import FakeKube
 from fixtures import gameserver, queued
 
-from peon.operator import handlers, watches
+from peon.operator import handlers, kinds
 from peon.operator.controller import Controller
 
 
@@ -60,13 +60,13 @@ def test_a_pod_event_is_cached_slim_and_wakes_its_server_once(controller):
 def test_the_echo_of_the_operators_own_status_write_queues_nothing(controller):
     gs = gameserver()
     gs["metadata"]["resourceVersion"] = "5"
-    call(handlers.gameserver_event, controller, "ADDED", gs)
+    call(handlers.KOPF_HANDLERS["GameServer"], controller, "ADDED", gs)
     assert queued(controller) == [("GameServer", "games", "odin")]
     written = copy.deepcopy(gs)
     written["metadata"]["resourceVersion"] = "6"
     written["status"] = {"phase": "Pending"}
     controller.cache.put(controller.cache.gameservers, ("games", "odin"), written, False)
-    call(handlers.gameserver_event, controller, "MODIFIED", copy.deepcopy(written))
+    call(handlers.KOPF_HANDLERS["GameServer"], controller, "MODIFIED", copy.deepcopy(written))
     assert queued(controller) == []
 
 
@@ -84,7 +84,7 @@ def test_a_child_event_wakes_the_server_its_label_names(controller):
 def test_a_users_secret_never_comes_through_the_streams(controller):
     """The Secrets' stream asks the API server for the operator's own only; the users'
     Secrets are read by name (secret_refs), never kept from a stream."""
-    assert watches.WATCHED["Secret"] == watches.MANAGED
+    assert kinds.BY_KIND["Secret"].selector == kinds.MANAGED == "app.kubernetes.io/managed-by=peon-operator"
     gs = gameserver(settings=[{"type": "env", "name": "env", "secretRef": {"name": "creds"}}])
     controller.cache.put(controller.cache.gameservers, ("games", "odin"), gs, False)
     secret = {"apiVersion": "v1", "kind": "Secret",
@@ -96,3 +96,24 @@ def test_a_users_secret_never_comes_through_the_streams(controller):
     assert ("Secret", "games", "odin-env") in controller.cache.children
     assert controller.cache.secrets == {}
     assert queued(controller) == [("GameServer", "games", "odin")]
+
+
+def test_each_kind_is_watched_once_by_kopf_or_a_stream_and_each_kopf_kind_is_registered():
+    """The table is the one list: every kind in it has one watcher, kopf has a handler for each
+    of its rows (and no other), and the streams take the rest."""
+    from peon.operator import watches
+    from peon.operator.namespaces import Scope
+    assert len({w.kind for w in kinds.WATCHED}) == len(kinds.WATCHED)
+    assert set(handlers.KOPF_HANDLERS) == {w.kind for w in kinds.watched_by(kinds.KOPF)}
+    streamed = {s.kind for s in watches.streams_for(Scope())}
+    assert streamed == {w.kind for w in kinds.watched_by(kinds.STREAM)}
+    assert not streamed & set(handlers.KOPF_HANDLERS)
+
+
+def test_a_kopf_kinds_listed_object_goes_through_its_event_function(controller):
+    """kopf's event for an object it listed (type None) caches it and queues it."""
+    game = {"apiVersion": "peon.dev/v1alpha1", "kind": "Game",
+            "metadata": {"name": "valheim", "resourceVersion": "3"}, "spec": {}}
+    call(handlers.KOPF_HANDLERS["Game"], controller, None, game)
+    assert "valheim" in controller.cache.games
+    assert queued(controller) == [("Game", "", "valheim")]

@@ -1,5 +1,5 @@
 """The loss window in status.backup: the newest off-site snapshot, and a Warning once when it
-is older than the schedule promised (runs.Runs.schedule_and_retain through the in-memory API)."""
+is older than the schedule promised (runs.ServerRuns.schedule_and_retain through the in-memory API)."""
 import datetime as dt
 
 from fake_kube import FakeKube
@@ -8,7 +8,7 @@ from fixtures import gameserver
 from peon.shared import backup as bk, clock
 from peon.operator.cache import Cache
 from peon.shared.model import parse_backup_policy
-from peon.operator.runs import Runs
+from peon.operator.runs import ServerRuns
 from peon.operator.workqueue import WorkQueue
 
 STORE = {"s3": {"endpoint": "https://s3.example", "bucket": "worlds"}, "secretRef": {"name": "keys"}}
@@ -24,7 +24,7 @@ def snapshot(name, finished):
 
 def test_the_loss_window_is_in_status_and_an_overdue_snapshot_is_warned_once(monkeypatch):
     kube, cache = FakeKube(), Cache()
-    runs = Runs(kube, cache, WorkQueue(), "peon.invalid/job:1")
+    runs = ServerRuns(kube, cache, WorkQueue(), "peon.invalid/job:1")
     gs = gameserver(backup={"schedule": "0 4 * * *", "store": STORE})
     gs["metadata"]["creationTimestamp"] = "2026-11-01T00:00:00Z"
     policy = parse_backup_policy(gs["spec"]["backup"])

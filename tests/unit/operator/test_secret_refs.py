@@ -81,10 +81,10 @@ def test_a_failed_read_is_logged_and_the_round_goes_on(caplog):
 def test_the_prime_lists_no_secret_and_no_kind_the_streams_list():
     """The streams' first lists bring the operator's own Secrets (and the other children and
     pods); the prime lists kopf's kinds only, and never a user's Secret."""
-    from peon.operator import watches
+    from peon.operator import kinds
     kube, controller, _ = setup()
     controller.prime(Scope())
     assert {kind for kind, _, _ in kube.lists} == {"Game", "GameServer", "GameServerBackup",
                                                   "GameServerRestore", "Job"}
-    assert not {kind for kind, _, _ in kube.lists} & set(watches.WATCHED)
+    assert not {kind for kind, _, _ in kube.lists} & {w.kind for w in kinds.watched_by(kinds.STREAM)}
     assert controller.cache.secrets == {}  # not even a view of `token`
