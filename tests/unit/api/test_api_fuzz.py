@@ -69,10 +69,14 @@ V1_BODIES = {
     "save": dict,
     "destroy": lambda: {"eradicate": False},
     "eradicate": lambda: {"eradicate": True},
-    "get": dict, "stats": dict,
+    "get": dict, "stats": dict, "logs": dict,
 }
 V1_METHODS = {"create": "PUT", "get": "GET", "stats": "GET", "destroy": "DELETE",
-              "eradicate": "DELETE"}
+              "eradicate": "DELETE", "logs": "GET"}
+# The web page's routes (api/page/ calls them) and PEON's web UI's create.
+PAGE_BODIES = {"start": lambda: {"hours": 2}, "extend": lambda: {"hours": 0.5}, "stop": dict,
+               "backup": dict, "restore": lambda: {"backup": "odin-b1"}}
+LINES = ["5", "0", "-1", "2001", "1e3", "x", "", "9" * 30, "%00", "１２"]
 
 
 def payload_1_0() -> dict:
@@ -114,7 +118,7 @@ def put(body, where, value):
 def requests(draw):
     """(method, path, body bytes): a route, its body with wrong values put at some places."""
     route = draw(st.sampled_from(["v1", "v1", "v1", "1.0 create", "1.0 action", "1.0 get", "plan",
-                                  "lists", "raw"]))
+                                  "lists", "raw", "page", "page", "page get", "v1 post create"]))
     if route == "raw":
         return (draw(st.sampled_from(["GET", "PUT", "POST", "DELETE", "PATCH"])),
                 draw(st.sampled_from(["/api/v1/server/create/valheim.fuzz", "/api/1.0/servers",
@@ -137,6 +141,21 @@ def requests(draw):
         if action == "create":
             for k in draw(st.lists(st.sampled_from(VARIABLES), max_size=2)):
                 body[k] = "v"
+    elif route == "page":
+        action = draw(st.sampled_from(sorted(PAGE_BODIES)))
+        method = "POST" if draw(st.integers(0, 9)) else draw(st.sampled_from(["GET", "PUT", "DELETE"]))
+        path, body = f"/page/{action}/{draw(uid)}", PAGE_BODIES[action]()
+    elif route == "page get":
+        method = "GET"
+        path = draw(st.sampled_from(["/page/servers", f"/page/backups/{draw(uid)}",
+                                     f"/page/logs/{draw(uid)}?lines={draw(st.sampled_from(LINES))}",
+                                     f"/api/v1/server/logs/{draw(uid)}?lines={draw(st.sampled_from(LINES))}",
+                                     f"/page/download/{draw(uid)}/{draw(uid)}", "/", "/page/app.js"]))
+        body = {}
+    elif route == "v1 post create":
+        method, path = "POST", "/api/v1/server/create"
+        body = {"game_uid": "valheim", "servername": "fuzz", "PASSWORD": "hunter22",
+                "description": "d", "interval": "5h"}
     elif route == "1.0 create":
         method, path, body = "POST", "/api/1.0/servers", payload_1_0()
     elif route == "1.0 action":
@@ -169,10 +188,16 @@ def fuzz_settings(f):
 def test_no_request_makes_a_5xx(capsys):
     loop = asyncio.new_event_loop()
     kube = cluster()
+    # A backup to restore and a pod to read a log from (never a download: no uid drawn names
+    # the backup, and a fake pod never runs).
+    from test_api_page import server_pod, succeeded_backup
+    succeeded_backup(kube, "odin-b1")
+    server_pod(kube)
     fresh = dict(kube.objects)
 
     async def start():
-        c = TestClient(TestServer(Api(kube, "games", KEY).app()))
+        c = TestClient(TestServer(Api(kube, "games", KEY,
+                                      read_log=lambda ns, pod, lines: "a log\n").app()))
         await c.start_server()
         return c
     client = loop.run_until_complete(start())
