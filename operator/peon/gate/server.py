@@ -39,8 +39,8 @@ Never a crash on bad input: every handler's exception is caught, counted as ("er
 and logged with its type only (never a payload).
 
 Counts: `Gate.stats()`; `Collector(gate)` exposes them to prometheus_client as peon_gate_*_total.
-`peon-gate servers.json [--metrics-port N]` (main) serves the servers a JSON file names and
-logs the knocks: for trying the gate by hand until the operator drives it.
+`peon-gate` (main.py): `--cluster` serves what the operator puts at the gate (cluster.py);
+with a servers file, the servers it names (`serve`), logging the knocks, by hand.
 """
 from __future__ import annotations
 
@@ -451,19 +451,3 @@ async def serve(path: str, metrics_port: int = 0) -> None:
         await asyncio.Event().wait()
     finally:
         await gate.close()
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-    ap = argparse.ArgumentParser(prog="peon-gate", description="Answer for sleeping game servers "
-                                 "and log who knocks (issue 25; the operator's wake comes later).")
-    ap.add_argument("servers", help="a JSON file: key -> {view, bindings} (see parse_servers)")
-    ap.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        asyncio.run(serve(args.servers, args.metrics_port))
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"peon-gate: {e}") from None
-    except KeyboardInterrupt:
-        pass

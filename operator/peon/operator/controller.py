@@ -43,6 +43,7 @@ from .secret_refs import SecretRefresher
 from .sessions import Sessions, transition_event
 from .store_listing import KIND as STORE_LISTING, StoreListing
 from .workqueue import WorkQueue
+from .wake import Wake
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class Controller:
             self.webhook_url, lambda obj, msg: self.kube.event(obj, "Warning", "NotifyFailed", msg),
             allowed=notify_allowed)
         self.backups.notify = self.notify
+        self.wake = Wake(kube, self.cache, lambda keys: [self.queue.add(k) for k in keys])
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -139,6 +141,7 @@ class Controller:
         self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
         self.prober.start()
         self.notifier.start()
+        self.wake.start()
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -146,6 +149,7 @@ class Controller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.prober.stop()
         await self.notifier.stop()
+        self.wake.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _worker(self, worker: int = 0) -> None:
@@ -203,6 +207,7 @@ class Controller:
         self._transitional.pop(key, None)
         self._refused.pop(key, None)
         self.sessions.forget(key[1], key[2])
+        self.wake.forget(key[1:])
 
     # --- one reconcile ---------------------------------------------------------------------------
 
@@ -245,12 +250,15 @@ class Controller:
             self.runs.ensure_finalizer(body, gs)
             image, updated = self.runs.backup_before_update(body, gs, gs.image or game.image)
             restore = self.runs.restoring(ns, name)
+            body, knock = self.wake.knocked(body, gs, bool(((body.get("status") or {}).get(
+                "uptime") or {}).get("running")))  # the gate's knock: a start, as the API's
             decision, uptime_status, players_status, uptime_requeue = self.sessions.decide(
                 body, gs, game)
             holding = self.runs.backup_before_stop(body, gs, decision.run, decision.reason)
             running = (decision.run or holding is not None) and restore is None
             desired = render(replace(gs, image=image), game, secrets, running=running,
                              helper_image=self.runs.job_image)
+            desired, gate = self.wake.stand_in(body, gs, game, desired, running)
         except InvalidSpec as e:
             self.stop_when_asked(body)
             self.write_status(body, invalid=e)
@@ -268,6 +276,7 @@ class Controller:
             self.write_status(body, invalid=InvalidSpec("Rejected", refused))
             return None
         changed += [f"-{k}" for k in self.remove_unwanted(ns, name, {d["kind"] for d in desired})]
+        self.wake.point(body, gs, gate)  # the slice to the gate, after its Service
         if changed and not first_build:  # a new server's children are its status' to tell
             self.kube.event(body, "Normal", "Applied", f"applied {', '.join(changed)}")
         requeue, backup_status = self.runs.schedule_and_retain(body, gs.backup)
@@ -285,7 +294,8 @@ class Controller:
             ports=[{"name": p.name, "containerPort": p.container_port, "protocol": p.protocol}
                    for p in game.ports],
             extra=(updated,), backup=backup_status, why_stopped=why_stopped,
-            more={"uptime": uptime_status, "players": players_status}))
+            more={"uptime": uptime_status, "players": players_status, "gate": gate,
+                  "lastKnock": knock}))
         # Said once, with the status that records it: while a transitional phase is held back
         # every look would otherwise post the same start or stop again.
         written = (self.cache.gameservers.get((gs.namespace, gs.name)) or {}).get("status") or {}

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--store-list-interval", type=float, default=3600.0, metavar="SECONDS",
                     help="list each server's off-site store this often (and once at start) for "
                          "snapshots with no GameServerBackup, such as a former cluster's")
+    from . import wake
+    wake.main_args(ap)
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = ap.parse_args(argv)
@@ -46,6 +48,10 @@ def main(argv: list[str] | None = None) -> None:
         notify_allowed = notify.allowed_networks(args.notify_allow_cidr)
     except ValueError as e:
         ap.error(f"--notify-allow-cidr: {e}")
+    try:
+        wake.configure(wake.config_from(args))
+    except ValueError as e:
+        ap.error(str(e))
 
     if args.log_format == "json":
         kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)

@@ -509,7 +509,7 @@ def test_peon_gate_serves_the_file_and_logs_a_knock_without_its_payload(tmp_path
     servers.write_text(json.dumps({"ns/rust": {"view": {"name": "Rusty"}, "bindings": [
         {"address": LOCAL, "port": free, "transport": "udp", "role": "game",
          "protocol": "generic-udp"}]}}))
-    gate = subprocess.Popen([sys.executable, "-c", "from peon.gate.server import main; main()",
+    gate = subprocess.Popen([sys.executable, "-c", "from peon.gate.main import main; main()",
                              str(servers)], stderr=subprocess.PIPE, text=True)
     try:
         assert "ns/rust on" in gate.stderr.readline()

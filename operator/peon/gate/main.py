@@ -1,0 +1,42 @@
+"""`peon-gate`: the wake gate's command line (issue 25).
+
+    peon-gate --cluster [-n NS ...] [--metrics-port N]   what the operator puts at the gate
+    peon-gate servers.json [--metrics-port N]            the servers a JSON file names, by hand
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from .cluster import serve_cluster
+from .server import serve
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="peon-gate", description="Answer for sleeping game servers "
+                                 "at their own addresses and hand on who knocks (issue 25).")
+    ap.add_argument("servers", nargs="?", help="a JSON file: key -> {view, bindings} (see "
+                    "server.parse_servers), for trying the gate by hand; without it, --cluster")
+    ap.add_argument("--cluster", action="store_true", help="serve the GameServers the operator "
+                    "puts at the gate (status.gate) and write knocks as status.knock")
+    ap.add_argument("-n", "--namespace", action="append", default=[],
+                    help="with --cluster: only this namespace (repeatable); all when omitted")
+    ap.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here")
+    args = ap.parse_args(argv)
+    if bool(args.servers) == args.cluster:
+        ap.error("give either a servers file or --cluster")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        if args.cluster:
+            asyncio.run(serve_cluster(tuple(args.namespace), args.metrics_port))
+        else:
+            asyncio.run(serve(args.servers, args.metrics_port))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"peon-gate: {e}") from None
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
