@@ -598,13 +598,14 @@ class Api:
                                                      clock.now())})
 
     async def create_1_0(self, request: web.Request) -> web.Response:
-        from peon.shared.convert import PayloadError, convert
+        from peon.shared.convert import PayloadError, check_payload, convert
         payload = await self.body(request)
         try:
-            docs = convert(payload, self.namespace, secret_env=True)
+            check_payload(payload)
+            game = views.find_game(await self.games(), payload["game_uid"])
+            docs = convert(payload, self.namespace, secret_env=True, game=game)
         except PayloadError as e:
             raise BadRequest(str(e)) from e
-        views.find_game(await self.games(), payload["game_uid"])
         gs = next(d for d in docs if d["kind"] == "GameServer")
         self.may_create(gs["metadata"]["name"], f"{payload['game_uid']}.{gs['metadata']['name']}")
         gs["metadata"]["labels"] = {views.CREATED_BY: views.API_NAME}

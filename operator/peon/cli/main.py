@@ -26,6 +26,9 @@ def build_parser(prog: str = "peon") -> argparse.ArgumentParser:
     c.add_argument("-n", "--namespace", help="put the objects in this namespace")
     c.add_argument("--secret-env", action="store_true",
                    help="put env settings in a Secret of their own, named by secretRef")
+    c.add_argument("--game", metavar="FILE",
+                   help="the payload's Game (YAML, as `kubectl get game NAME -o yaml` prints "
+                        "it): a file whose name is not a plain one keeps that name through path")
     c.set_defaults(fn=cmd_convert)
     pl = sub.add_parser("plan", help="PEON's game plans (plan.json)")
     plsub = pl.add_subparsers(dest="action", required=True)

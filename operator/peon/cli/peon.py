@@ -15,10 +15,23 @@ def cmd_convert(args) -> int:
     try:
         with (sys.stdin if args.payload == "-" else open(args.payload)) as f:
             payload = json.load(f)
-        docs = convert(payload, namespace=args.namespace, secret_env=args.secret_env)
-    except (OSError, json.JSONDecodeError, PayloadError) as e:
+        game = None
+        if getattr(args, "game", None):
+            with open(args.game) as f:
+                game = yaml.safe_load(f)
+            if not isinstance(game, dict) or game.get("kind") != "Game":
+                raise PayloadError(f"{args.game}: not a Game (kind: Game)")
+        docs = convert(payload, namespace=args.namespace, secret_env=args.secret_env, game=game)
+    except (OSError, json.JSONDecodeError, yaml.YAMLError, PayloadError) as e:
         print(f"peon convert: {e}", file=sys.stderr)
         return 2
+    given = {str(s.get("name") or "").strip() for s in payload.get("settings") or []
+             if isinstance(s, dict) and s.get("type") in ("json", "txt")}
+    for s in docs[-1]["spec"].get("settings") or []:
+        if s["type"] != "env" and s["name"] not in given and "path" not in s:
+            print(f"peon convert: a file setting is written as {s['name']} (its name in the "
+                  "payload is not a plain file name); give --game GAME.yaml to keep PEON's name "
+                  "through path", file=sys.stderr)
     yaml.safe_dump_all(docs, sys.stdout, sort_keys=False, allow_unicode=True)
     return 0
 

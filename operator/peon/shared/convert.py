@@ -32,6 +32,26 @@ def file_name(text: str) -> str:
     return "file" if name in (".", "..") else name[:253]
 
 
+def kept_path(original: str, plain: str, game: Mapping[str, Any] | None) -> str | None:
+    """Where PEON's file of a name that is not a plain one goes, under the name PEON gave it
+    ("server settings.v2.txt" stays that, not server_settings.v2.txt, so the game reads it):
+    the Game's own path for that file, else its config folder. None when the name is plain,
+    is a path (only its last part is kept: never a path of the payload's), or no Game says
+    where the folder is."""
+    name = original.strip()
+    if name == plain or not name or re.search(r"[\\/\x00-\x1f]", name) or name in (".", ".."):
+        return None
+    spec = (game or {}).get("spec") or {}
+    files = {f.get("name"): f.get("path") for f in spec.get("files") or [] if isinstance(f, Mapping)}
+    if files.get(name):
+        return str(files[name])
+    if files.get(plain):  # the Game places the file under its plain name: the operator does
+        return None
+    folder = str(spec.get("configPath") or spec.get("dataPath") or "").rstrip("/")
+    path = f"{folder}/{name}"
+    return path if folder.startswith("/") and len(path) <= 1024 else None
+
+
 def check_payload(payload: Mapping[str, Any]) -> None:
     """PEON's payload has the shape convert reads, or PayloadError names the field: a wrong
     type anywhere is the sender's mistake, told as such (never an error of ours)."""
@@ -61,9 +81,11 @@ def check_payload(payload: Mapping[str, Any]) -> None:
 
 
 def convert(payload: Mapping[str, Any], namespace: str | None = None,
-            secret_env: bool = False) -> list[dict[str, Any]]:
+            secret_env: bool = False, game: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The GameServer for a PEON payload. With `secret_env`, env settings go into a Secret
-    manifest of their own and the GameServer names it by secretRef (keep that one out of Git)."""
+    manifest of their own and the GameServer names it by secretRef (keep that one out of Git).
+    With the payload's `game` (its Game object), a file whose name is not a plain one keeps
+    that name through `path` (kept_path)."""
     check_payload(payload)
     name = dns_label(payload["servername"])
     meta: dict[str, Any] = {"name": name}
@@ -86,7 +108,12 @@ def convert(payload: Mapping[str, Any], namespace: str | None = None,
             settings.append({"type": "env", "name": sname,
                              "content": {k: str(v) for k, v in (s.get("content") or {}).items()}})
         else:
-            settings.append({"type": kind, "name": file_name(sname), "content": s.get("content")})
+            plain = file_name(sname)
+            entry = {"type": kind, "name": plain, "content": s.get("content")}
+            path = kept_path(sname, plain, game)
+            if path:
+                entry["path"] = path
+            settings.append(entry)
     spec: dict[str, Any] = {"gameUid": str(payload["game_uid"]).lower(),
                             "serverName": payload["servername"]}
     if payload.get("description"):

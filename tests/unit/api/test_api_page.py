@@ -234,3 +234,15 @@ def test_an_edited_keys_file_is_read_again_and_a_broken_one_keeps_the_last(s, ca
     os.utime(s.keys_path, ns=(1, 2 * 10 ** 18))
     s.api.keys.checked = 0
     assert s.one("GET", "/page/servers", key="n" * 20)[0] == 401
+
+
+def test_the_seed_create_keeps_peons_txt_file_name(s):
+    """`server settings.v2.txt` stays the file the game reads: a plain setting name, and PEON's
+    name through path in the Game's config folder."""
+    status, res = s.one("POST", "/api/1.0/servers", body={
+        "game_uid": "valheim", "servername": "named", "settings": [
+            {"type": "txt", "name": "server settings.v2.txt", "content": "a=1"}]})[:2]
+    assert status == 200, res
+    [setting] = s.kube.objects[("GameServer", "games", "named")]["spec"]["settings"]
+    assert setting == {"type": "txt", "name": "server_settings.v2.txt", "content": "a=1",
+                       "path": "/config/peon/server settings.v2.txt"}

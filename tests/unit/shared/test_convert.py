@@ -56,3 +56,43 @@ def test_names_that_kubernetes_would_refuse_become_valid_ones():
     import re
     for s in gs["spec"]["settings"]:
         assert re.fullmatch(r"[A-Za-z0-9._-]+", s["name"])
+
+
+def test_a_txt_setting_keeps_peons_name_through_path():
+    """Issue 27, item 3: `server settings.v2.txt` is the file the game reads; the setting's
+    name must be a plain one (a ConfigMap key), so the name PEON gave goes through `path`."""
+    from peon.shared.convert import convert
+    game = {"kind": "Game", "metadata": {"name": "7dtd"}, "spec": {
+        "dataPath": "/data", "configPath": "/config",
+        "files": [{"name": "admins.xml", "path": "/data/Saves/serveradmin.xml"}]}}
+    payload = {"game_uid": "7dtd", "servername": "crew", "settings": [
+        {"type": "txt", "name": "server settings.v2.txt", "content": "a=1"},
+        {"type": "txt", "name": "plain.txt", "content": "b"},
+        {"type": "json", "name": "../../etc/passwd", "content": {}},
+        {"type": "txt", "name": "admins.xml", "content": "<x/>"}]}
+    settings = convert(payload, game=game)[-1]["spec"]["settings"]
+    assert settings[0] == {"type": "txt", "name": "server_settings.v2.txt", "content": "a=1",
+                           "path": "/config/server settings.v2.txt"}
+    assert "path" not in settings[1] and "path" not in settings[3]  # plain: the Game's place
+    assert settings[2]["name"] == "passwd" and "path" not in settings[2]  # never a payload's path
+    # Without the Game, the plain name only (the command says how to keep PEON's).
+    assert "path" not in convert(payload)[-1]["spec"]["settings"][0]
+    from peon.shared.model import parse_gameserver  # the operator takes it
+    gs = convert(payload, namespace="games", game=game)[-1]
+    gs["metadata"].update(uid="u", generation=1)
+    assert parse_gameserver(gs).settings[0].path == "/config/server settings.v2.txt"
+
+
+def test_peon_convert_with_the_game_keeps_the_name_and_says_so_without(tmp_path):
+    payload = tmp_path / "p.json"
+    payload.write_text(json.dumps({"game_uid": "valheim", "servername": "x", "settings": [
+        {"type": "txt", "name": "server settings.v2.txt", "content": "a"}]}))
+    bare = subprocess.run([sys.executable, "-m", "peon.commands", "convert", str(payload)],
+                          capture_output=True, text=True, check=True)
+    assert "give --game" in bare.stderr
+    game = ROOT / "examples" / "games" / "valheim.yaml"
+    out = subprocess.run([sys.executable, "-m", "peon.commands", "convert", str(payload),
+                          "--game", str(game)], capture_output=True, text=True, check=True)
+    [s] = yaml.safe_load(out.stdout)["spec"]["settings"]
+    assert s["path"].endswith("/server settings.v2.txt") and s["path"].startswith("/")
+    assert out.stderr == ""
