@@ -15,7 +15,7 @@ import secrets
 from typing import Any, Iterable, Mapping
 
 from peon import API_VERSION, LABEL_GAMESERVER
-from peon.shared import actions
+from peon.shared import actions, clock
 from peon.shared.actions import BadRequest
 from peon.shared.convert import dns_label
 from peon.shared.model import is_env_name
@@ -169,6 +169,24 @@ def server_config(gs: Mapping[str, Any]) -> dict[str, Any]:
     why = (status.get("uptime") or {}).get("message")
     if why:
         out["why"] = why
+    out.update(maintenance_config(status.get("maintenance") or {}))
+    return out
+
+
+def maintenance_config(m: Mapping[str, Any]) -> dict[str, Any]:
+    """A change that waits for an empty server (issue 28): what, why, until when (Unix
+    seconds), whether players can be warned, and the next scheduled restart."""
+    out: dict[str, Any] = {}
+    if m.get("pending"):
+        deadline = clock.parse(m.get("deadline"))
+        out["pending_change"] = {"change": m["pending"], "reason": m.get("reason"),
+                                 "message": m.get("message"),
+                                 "until": int(deadline.timestamp()) if deadline else None}
+    if m.get("console"):
+        out["warnings"] = m["console"]
+    nxt = clock.parse(m.get("nextRestart"))
+    if nxt:
+        out["next_restart"] = int(nxt.timestamp())
     return out
 
 

@@ -116,6 +116,23 @@ def event_age(e: Mapping[str, Any], now: dt.datetime) -> str:
     return last
 
 
+def maintenance_fields(m: Mapping[str, Any], now: dt.datetime) -> list[tuple[str, str]]:
+    """What waits for an empty server and until when, whether players can be warned, and the
+    next scheduled restart (status.maintenance, issue 28)."""
+    out = []
+    if m.get("pending"):
+        out.append(("Waiting", one_line(m.get("message") or m["pending"])))
+        deadline = clock.parse(m.get("deadline"))
+        if deadline:
+            out.append(("Applied by", until(deadline, now) + " at the latest"))
+    if m.get("console"):
+        out.append(("Warnings", one_line(m["console"])))
+    nxt = clock.parse(m.get("nextRestart"))
+    if nxt:
+        out.append(("Next restart", until(nxt, now)))
+    return out
+
+
 STATUS_LABEL_WIDTH = 15  # "Next change:" and its value, as describe lines them up
 
 
@@ -145,6 +162,7 @@ def status_text(gs: Mapping[str, Any], events: Iterable[Mapping[str, Any]], now:
     pl = players(st)
     seen = (st.get("players") or {}).get("lastSeen")
     fields.append(("Players", pl + (f" (a player last seen {age(seen, now)} ago)" if seen else "")))
+    fields += maintenance_fields(st.get("maintenance") or {}, now)
     last = st.get("backup") or {}
     if last.get("lastSuccessful"):
         fields.append(("Last backup", f"{last['lastSuccessful']}" + (

@@ -41,6 +41,7 @@ from .restore_reconciler import RestoreReconciler
 from .runs import ServerRuns, claim_refusal
 from .secret_refs import SecretRefresher
 from .sessions import Sessions, transition_event
+from .maintenance import Maintenance
 from .store_listing import KIND as STORE_LISTING, StoreListing
 from .workqueue import WorkQueue
 from .wake import Wake
@@ -103,6 +104,7 @@ class Controller:
         self.listing = StoreListing(kube, self.cache, self.queue, job_image, store_list_interval)
         self.prober = Prober(lambda key: self.queue.add(("GameServer", *key)))
         self.sessions = Sessions(self.cache, self.prober)
+        self.maintenance = Maintenance(kube, self.cache)  # changes that wait for players
         self.games = GameReconciler(kube, self.cache, whole_cluster)
         self.notifier = nt.Notifier(
             self.webhook_url, lambda obj, msg: self.kube.event(obj, "Warning", "NotifyFailed", msg),
@@ -258,6 +260,7 @@ class Controller:
             running = (decision.run or holding is not None) and restore is None
             desired = render(replace(gs, image=image), game, secrets, running=running,
                              helper_image=self.runs.job_image)
+            held = self.maintenance.judge(body, gs, game, desired, self.sessions.players_now(gs))
             desired, gate = self.wake.stand_in(body, gs, game, desired, running)
         except InvalidSpec as e:
             self.stop_when_asked(body)
@@ -275,7 +278,7 @@ class Controller:
             self.stop_when_asked(body)
             self.write_status(body, invalid=InvalidSpec("Rejected", refused))
             return None
-        changed += [f"-{k}" for k in self.remove_unwanted(ns, name, {d["kind"] for d in desired})]
+        changed += [f"-{k}" for k in self.remove_unwanted(ns, name, {d["kind"] for d in desired} | held.kept)]
         self.wake.point(body, gs, gate)  # the slice to the gate, after its Service
         if changed and not first_build:  # a new server's children are its status' to tell
             self.kube.event(body, "Normal", "Applied", f"applied {', '.join(changed)}")
@@ -293,8 +296,8 @@ class Controller:
             game_uid=game.uid, image=image, want_running=running, host_ports=gs.network.host_ports,
             ports=[{"name": p.name, "containerPort": p.container_port, "protocol": p.protocol}
                    for p in game.ports],
-            extra=(updated,), backup=backup_status, why_stopped=why_stopped,
-            more={"uptime": uptime_status, "players": players_status, "gate": gate,
+            extra=(updated, *held.conditions), backup=backup_status, why_stopped=why_stopped,
+            more={"uptime": uptime_status, "players": players_status, "maintenance": held.status, "gate": gate,
                   "lastKnock": knock}))
         # Said once, with the status that records it: while a transitional phase is held back
         # every look would otherwise post the same start or stop again.
@@ -303,7 +306,7 @@ class Controller:
             self.kube.event(body, "Normal", *event)
         if gs.notify:  # most servers tell no one: nothing to compare
             self.notify(body, gs.notify, nt.messages(name, body.get("status"), written))
-        return min(filter(None, [requeue, uptime_requeue, settle]), default=None)
+        return min(filter(None, [requeue, uptime_requeue, settle, held.requeue]), default=None)
 
     def notify(self, body: dict, policy: nt.Policy | None, messages: list[nt.Message]) -> None:
         """Queue the server's messages for its webhook (never waits on it)."""

@@ -33,7 +33,9 @@ class Sessions:
         sleep = clock.parse(annotations.get(ANNOTATION_SLEEP))
         probe, players_status, requeue = None, old.get("players"), None
         idle = (gs.namespace, gs.name)
-        if policy.idle_after and game.query.protocol != "none" and mem.get("running", True):
+        # The count matters to an idle stop, and to changes that wait for an empty server.
+        if (policy.idle_after or gs.maintenance.wants_players) and game.query.protocol != "none" \
+                and mem.get("running", True):
             target = self.target(gs, game)
             if target is not None:
                 self.prober.want(idle, target)  # it queues this server when the answer changes
@@ -63,6 +65,11 @@ class Sessions:
             wait = (d.next_change - now).total_seconds()
             requeue = min(filter(None, [requeue, max(0.5, min(clock.requeue_cap(), wait))]))
         return d, status, players_status, requeue
+
+    def players_now(self, gs: GameServer) -> int | None:
+        """The players on now, as the server last answered; None while not known."""
+        probe = self.prober.latest((gs.namespace, gs.name))
+        return probe.online if probe is not None else None
 
     def target(self, gs: GameServer, game: Game) -> Target | None:
         """Where to ask: the override address, else the Service's cluster IP on the Game's

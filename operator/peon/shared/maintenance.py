@@ -208,9 +208,11 @@ def decide(policy: Policy, o: Observed) -> Plan:
                              f"({who})")
         else:
             reason = PLAYERS_ONLINE if o.players is not None else PLAYERS_UNKNOWN
-            wait = "until they leave" if o.players is not None else "until the server is seen empty"
-            held_plan = Plan(False, reason, f"{o.pending} waits: {who}; applied {wait}, or at "
-                             f"the latest at the deadline", pending_since=since, deadline=deadline)
+            wait = ("applied when they leave, or at the latest at the deadline"
+                    if o.players is not None else
+                    "applied at the deadline, or when the server is seen empty before")
+            held_plan = Plan(False, reason, f"{o.pending} waits: {who}; {wait}",
+                             pending_since=since, deadline=deadline)
     if slot is not None:
         # The scheduled restart now; it takes a held change with it.
         what = "scheduled restart" + (f" with {o.pending}" if o.pending else "")
@@ -225,8 +227,9 @@ def decide(policy: Policy, o: Observed) -> Plan:
         targets.append((next_restart, "scheduled restart"))
     look = [next_restart] if next_restart else []
     warn = None
-    warned_for, warned_down_to = o.warned_for, o.warned_down_to
+    warned_for = warned_down_to = None  # nothing to count down to: forgotten
     if targets and o.players != 0 and o.running:
+        warned_for, warned_down_to = o.warned_for, o.warned_down_to
         target, what = min(targets, key=lambda t: t[0])
         if warned_for != target:
             warned_for, warned_down_to = target, None

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from kubernetes.utils import parse_quantity
 
-from . import backup as bk, clock, notify as nt, uptime as up
+from . import backup as bk, clock, maintenance as mt, notify as nt, uptime as up
 
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
@@ -142,6 +142,7 @@ class Game:
     scheduling: Scheduling = Scheduling()
     termination_grace_seconds: int = DEFAULT_GRACE_SECONDS
     backup_hooks: BackupHooks = BackupHooks()
+    console: mt.Console | None = None  # how to say something in the game (issue 28)
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ class GameServer:
     backup: bk.Policy = bk.Policy()
     uptime: up.Policy = up.Policy()
     notify: nt.Policy | None = None
+    maintenance: mt.Policy = mt.Policy()
 
     @property
     def env_settings(self) -> tuple[Setting, ...]:
@@ -225,6 +227,10 @@ def check_game(uid: str, spec: Mapping[str, Any]) -> None:
         if str(f.get("path", "")).rstrip("/") == data:
             raise InvalidSpec("InvalidGame", f"{where}.files: {f.get('name')!r} is mounted at the "
                               "data path itself, which would hide the world")
+    wrong = mt.check_console(mt.parse_console(spec.get("console")),
+                             {p.get("name"): p.get("protocol", "UDP") for p in spec.get("ports") or []})
+    if wrong:
+        raise InvalidSpec("InvalidGame", f"{where}.{wrong}")
 
 
 def parse_game(obj: Mapping[str, Any]) -> Game:
@@ -255,6 +261,7 @@ def parse_game(obj: Mapping[str, Any]) -> Game:
         termination_grace_seconds=int(spec.get("terminationGracePeriodSeconds",
                                                DEFAULT_GRACE_SECONDS)),
         backup_hooks=parse_backup_hooks(spec.get("backupHooks")),
+        console=mt.parse_console(spec.get("console")),
     )
 
 
@@ -266,6 +273,13 @@ def parse_backup_policy(spec: Mapping[str, Any] | None) -> bk.Policy:
     except (ValueError, KeyError, LookupError) as e:  # bad cron, zone or duration
         raise InvalidSpec("InvalidBackupPolicy", f"spec.backup: {e}") from e
     return policy
+
+
+def parse_maintenance_policy(spec: Mapping[str, Any] | None) -> mt.Policy:
+    try:
+        return mt.parse_policy(spec, clock.now())
+    except (ValueError, KeyError, LookupError) as e:  # bad cron, zone or duration
+        raise InvalidSpec("InvalidMaintenance", f"spec.maintenance: {e}") from e
 
 
 def parse_uptime_policy(spec: Mapping[str, Any] | None) -> up.Policy:
@@ -302,6 +316,7 @@ def parse_gameserver(obj: Mapping[str, Any]) -> GameServer:
         backup=parse_backup_policy(spec.get("backup")),
         uptime=parse_uptime_policy(spec.get("uptime")),
         notify=nt.parse_policy(spec.get("notify")),
+        maintenance=parse_maintenance_policy(spec.get("maintenance")),
     )
 
 

@@ -1,0 +1,257 @@
+"""Maintenance, the I/O half (issue 28): holds a change that would restart a running server
+while players are on, warns them through the Game's console, and makes scheduled restarts.
+
+The operator never writes spec, so a hold is a matter of what it applies: while a change is
+held, the Deployment keeps the pod template it runs (copied from the cluster, so nothing
+rolls) and the settings' Secret and ConfigMap are left as they are (a container restarted
+meanwhile reads the settings it was started with). The Deployment carries the digest of the
+template last rendered for it (`peon.dev/template-hash`): a new rendering with another digest
+is a change that would roll the pod. A scheduled restart is a template annotation
+(`peon.dev/scheduled-restart`, the slot), carried over from the running template until the
+next slot. What waits, why and until when goes to status.maintenance, the ChangePending
+condition (with spec.maintenance) and Events. The decisions are shared/maintenance.py's.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from peon import ANNOTATION_RESTARTED_AT, ANNOTATION_SETTINGS_HASH
+from peon.shared import clock, maintenance as mt, status as st
+from peon.shared.kube import Kube
+from peon.shared.model import Game, GameServer
+from peon.shared.rcon import Rcon, RconError
+from peon.shared.render import CONTAINER, child_names
+from .cache import Cache, digest
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_TEMPLATE_HASH = "peon.dev/template-hash"  # on the Deployment: its template's digest
+ANNOTATION_SCHEDULED_RESTART = "peon.dev/scheduled-restart"  # on the pod template: the slot
+CONSOLE_TIMEOUT = 5.0  # seconds one warning may take, connection and answer together
+HELD_KINDS = frozenset({"Secret", "ConfigMap"})
+
+
+@dataclass
+class Outcome:
+    """What the reconcile does with the judgement: the children are changed in place."""
+    status: dict[str, Any] | None = None  # status.maintenance (None values remove fields)
+    conditions: tuple[dict, ...] = ()
+    kept: frozenset[str] = frozenset()  # kinds not to delete while held
+    requeue: float | None = None
+    held: bool = False
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def template_annotations(tpl: dict | None) -> dict:
+    return ((tpl or {}).get("metadata") or {}).get("annotations") or {}
+
+
+def describe_change(old_tpl: dict, new_tpl: dict) -> str:
+    """A rolling change in words, as players and owners care for it."""
+    what = []
+    old_c = ((old_tpl.get("spec") or {}).get("containers") or [{}])[0]
+    new_c = ((new_tpl.get("spec") or {}).get("containers") or [{}])[0]
+    if old_c.get("image") != new_c.get("image"):
+        what.append(f"the update to {new_c.get('image')}")
+    old_a, new_a = template_annotations(old_tpl), template_annotations(new_tpl)
+    if old_a.get(ANNOTATION_SETTINGS_HASH) != new_a.get(ANNOTATION_SETTINGS_HASH):
+        what.append("new settings")
+    if old_a.get(ANNOTATION_RESTARTED_AT) != new_a.get(ANNOTATION_RESTARTED_AT):
+        what.append("a restart asked for")
+    return " and ".join(what) or "a change of the server's spec or its Game"
+
+
+def is_running(desired_dep: dict, actual: dict | None) -> bool:
+    """A ready pod players could be on, which the rendered spec keeps running."""
+    if actual is None or not (desired_dep.get("spec") or {}).get("replicas"):
+        return False
+    return bool((actual.get("spec") or {}).get("replicas")) and \
+        (actual.get("status") or {}).get("readyReplicas", 0) >= 1
+
+
+class Maintenance:
+    def __init__(self, kube: Kube, cache: Cache):
+        self.kube, self.cache = kube, cache
+
+    def judge(self, body: dict, gs: GameServer, game: Game, desired: list[dict],
+              players: int | None) -> Outcome:
+        ns, name = gs.namespace, gs.name
+        policy = gs.maintenance
+        mem = (body.get("status") or {}).get("maintenance") or {}
+        configured = (body.get("spec") or {}).get("maintenance") is not None
+        dep = next((d for d in desired if d["kind"] == "Deployment"), None)
+        if dep is None:
+            return Outcome()
+        actual = self.cache.children.get(("Deployment", ns, name))
+        actual_tpl = (actual or {}).get("spec", {}).get("template") or {}
+        tpl = dep["spec"]["template"]
+        annotations = tpl["metadata"].setdefault("annotations", {})
+        carried = template_annotations(actual_tpl).get(ANNOTATION_SCHEDULED_RESTART)
+        if carried:
+            annotations[ANNOTATION_SCHEDULED_RESTART] = carried
+        old_hash = ((actual or {}).get("metadata", {}).get("annotations") or {}).get(
+            ANNOTATION_TEMPLATE_HASH)
+        new_hash = digest(tpl)
+        # A Deployment made before this digest was kept rolls as before, once.
+        pending = (describe_change(actual_tpl, tpl)
+                   if actual is not None and old_hash and old_hash != new_hash else None)
+        now = clock.now()
+        restarts_since = clock.parse(mem.get("restartsSince"))
+        if policy.restart_schedule and restarts_since is None:
+            restarts_since = now
+        done = [t for t in (clock.parse(carried), clock.parse(mem.get("lastRestart")),
+                            restarts_since) if t is not None] if policy.restart_schedule else []
+        running = is_running(dep, actual)
+        plan = mt.decide(policy, mt.Observed(
+            now=now, pending=pending, running=running, players=players,
+            pending_since=clock.parse(mem.get("pendingSince")) if mem.get("pending") else None,
+            restart_done=max(done) if done else None,
+            warned_for=clock.parse(mem.get("warnedFor")),
+            warned_down_to=(dt.timedelta(seconds=mem["warnedDownTo"])
+                            if mem.get("warnedDownTo") is not None else None)))
+        out = Outcome(held=plan.held)
+        restarted = [t for t in (clock.parse(carried), clock.parse(mem.get("lastRestart"))) if t]
+        last_restart = clock.iso(max(restarted)) if restarted else None
+        if plan.restart_slot is not None:
+            last_restart = clock.iso(plan.restart_slot)
+            annotations[ANNOTATION_SCHEDULED_RESTART] = last_restart
+            new_hash = digest(tpl)
+            out.events.append(("Normal", "ScheduledRestart", plan.message))
+        meta = dep["metadata"]
+        if plan.held:
+            dep["spec"]["template"] = copy.deepcopy(actual_tpl)
+            meta["annotations"] = {**(meta.get("annotations") or {}),
+                                   ANNOTATION_TEMPLATE_HASH: old_hash}
+            desired[:] = [d for d in desired if d["kind"] not in HELD_KINDS]
+            out.kept = HELD_KINDS
+            if not mem.get("pending"):
+                out.events.append(("Normal", "ChangeHeld",
+                                   f"{plan.message} ({clock.iso(plan.deadline)})"))
+        else:
+            meta["annotations"] = {**(meta.get("annotations") or {}),
+                                   ANNOTATION_TEMPLATE_HASH: new_hash}
+            if mem.get("pending") and pending and plan.restart_slot is None:
+                out.events.append(("Normal", "ChangeApplied", plan.message))
+        console = None
+        if plan.warn:
+            error = self.say(gs, game, plan.warn)
+            if error:
+                console = f"players cannot be warned: {error}"
+                out.events.append(("Warning", "ConsoleFailed", console))
+            else:
+                out.events.append(("Normal", "PlayersWarned", f"said in the game: {plan.warn}"))
+        elif (plan.held or plan.warned_for) and game.console is None:
+            console = "players cannot be warned: the Game declares no console"
+        elif plan.held or plan.warned_for:
+            console = mem.get("console")  # a failure stays said until the next warning
+        if configured or mem:
+            out.status = {
+                "pending": pending if plan.held else None,
+                "reason": plan.reason if plan.held else None,
+                "message": plan.message if plan.held else None,
+                "pendingSince": clock.iso(plan.pending_since) if plan.held else None,
+                "deadline": clock.iso(plan.deadline) if plan.held else None,
+                "warnedFor": clock.iso(plan.warned_for) if plan.warned_for else None,
+                "warnedDownTo": (int(plan.warned_down_to.total_seconds())
+                                 if plan.warned_down_to is not None and plan.warned_for else None),
+                "console": console,
+                "restartsSince": clock.iso(restarts_since) if policy.restart_schedule else None,
+                "lastRestart": last_restart if policy.restart_schedule else None,
+                "nextRestart": clock.iso(plan.next_restart) if plan.next_restart else None,
+            }
+        if configured:
+            gen = body["metadata"].get("generation", 0)
+            msg = plan.message + (f"; at the latest {clock.iso(plan.deadline)}"
+                                  if plan.held else "")
+            out.conditions = (st.condition("ChangePending", plan.held, plan.reason, msg, gen),)
+        if plan.look_again is not None:
+            out.requeue = max(0.5, min(clock.requeue_cap(),
+                                       (plan.look_again - now).total_seconds()))
+        for event in out.events:
+            self.kube.event(body, *event)
+        return out
+
+    # --- the console -----------------------------------------------------------------------------
+
+    def say(self, gs: GameServer, game: Game, message: str) -> str | None:
+        """Shows `message` to the players through the Game's console. Returns what went wrong,
+        or None. Bounded in time; the password is never logged."""
+        console = game.console
+        if console is None:
+            return "the Game declares no console"
+        command = console.say_command(message)
+        try:
+            if console.protocol == mt.EXEC:
+                pod = self.server_pod(gs.namespace, gs.name)
+                if pod is None:
+                    return "the server has no running pod"
+                result = self.kube.exec(gs.namespace, pod, CONTAINER,
+                                        [*console.command, command], CONSOLE_TIMEOUT)
+                return None if result.ok else \
+                    f"{' '.join(console.command)} failed: {result.error or result.output[-200:]}"
+            target = self.rcon_address(gs, game)
+            if isinstance(target, str):
+                return target
+            password = self.password(gs, game)
+            if password is None:
+                return f"no setting gives {console.password_key}, the console's password"
+            asyncio.run(rcon_command(*target, password, command))
+            return None
+        except RconError as e:
+            return str(e)
+        except Exception as e:  # an API refusal, a dropped connection: said, never raised
+            log.warning("console of %s/%s: %s", gs.namespace, gs.name, type(e).__name__)
+            return f"the console could not be reached ({type(e).__name__})"
+
+    def server_pod(self, ns: str, name: str) -> str | None:
+        for p in self.cache.pods_of(ns, name):
+            if not p["metadata"].get("deletionTimestamp") and \
+                    (p.get("status") or {}).get("phase") == "Running" and \
+                    "job-name" not in (p["metadata"].get("labels") or {}):
+                return p["metadata"]["name"]
+        return None
+
+    def rcon_address(self, gs: GameServer, game: Game) -> tuple[str, int] | str:
+        """The Service's cluster IP and the console's port (as the prober asks), or why not."""
+        port = next((p for p in game.ports if p.name == game.console.port), None)
+        svc = self.cache.children.get(("Service", gs.namespace, gs.name))
+        ip = ((svc or {}).get("spec") or {}).get("clusterIP")
+        if port is None:
+            return f"the Game has no port {game.console.port!r}"
+        if not ip or ip == "None":
+            return "the server's Service has no address yet"
+        return ip, port.container_port
+
+    def password(self, gs: GameServer, game: Game) -> str | None:
+        """The console's password as the running pod reads it: its settings Secret as it is
+        (held with the pod), the Secrets named by secretRef, else the Game's default."""
+        return console_password(self.kube, gs, game)
+
+
+def console_password(kube: Kube, gs: GameServer, game: Game) -> str | None:
+    key = game.console.password_key if game.console else None
+    if not key:
+        return None
+    entry = next((e for e in game.env if e.name == key), None)
+    names = (key, *(entry.aliases if entry else ()))
+    value = None
+    for secret in (child_names(gs.name)["Secret"], *gs.secret_refs):
+        data = ((kube.get("Secret", gs.namespace, secret) or {}).get("data")) or {}
+        for n in names:
+            if n in data:
+                value = base64.b64decode(data[n]).decode("utf-8", errors="replace")
+                break
+    if value is None and entry is not None and entry.default and "$(" not in entry.default:
+        value = entry.default
+    return value
+
+
+async def rcon_command(host: str, port: int, password: str, command: str) -> str:
+    async with Rcon(host, port, password, timeout=CONSOLE_TIMEOUT) as console:
+        return await console.command(command)
