@@ -508,7 +508,7 @@ class Controller:
             now = time.monotonic()
             since = self._transitional.setdefault(key, now) \
                 if new["phase"] in st.TRANSITIONAL else self._transitional.pop(key, None)
-            wait = st.settle_wait(new["phase"], since, now)
+            wait = st.settle_wait(new["phase"], since, now, len(self._transitional))
             if wait is not None:
                 return wait
         self._transitional.pop(key, None)
