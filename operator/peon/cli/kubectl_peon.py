@@ -300,6 +300,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", choices=("json", "yaml"), help="the GameServer itself")
     p.set_defaults(fn=entry(cmd_status))
 
+    from . import console  # rcon, console (issue 28)
+    console.add_commands(sub, entry, _ns_flags)
+
 
 def add_backup_create(bsub: argparse._SubParsersAction) -> None:
     """`backup create NAME` beside `backup download NAME` (`backup NAME` is short for it)."""

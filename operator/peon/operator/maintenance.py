@@ -14,7 +14,6 @@ condition (with spec.maintenance) and Events. The decisions are shared/maintenan
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 import datetime as dt
 import logging
@@ -235,21 +234,9 @@ class Maintenance:
 
 
 def console_password(kube: Kube, gs: GameServer, game: Game) -> str | None:
-    key = game.console.password_key if game.console else None
-    if not key:
-        return None
-    entry = next((e for e in game.env if e.name == key), None)
-    names = (key, *(entry.aliases if entry else ()))
-    value = None
-    for secret in (child_names(gs.name)["Secret"], *gs.secret_refs):
-        data = ((kube.get("Secret", gs.namespace, secret) or {}).get("data")) or {}
-        for n in names:
-            if n in data:
-                value = base64.b64decode(data[n]).decode("utf-8", errors="replace")
-                break
-    if value is None and entry is not None and entry.default and "$(" not in entry.default:
-        value = entry.default
-    return value
+    secrets = [kube.get("Secret", gs.namespace, n)
+               for n in (child_names(gs.name)["Secret"], *gs.secret_refs)]
+    return mt.console_password(game.console, game.env, secrets)
 
 
 async def rcon_command(host: str, port: int, password: str, command: str) -> str:

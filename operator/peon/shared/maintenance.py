@@ -11,10 +11,11 @@ No I/O here: operator/maintenance.py reads the cluster and says things.
 """
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -116,6 +117,28 @@ def check_console(console: Console | None, ports: Mapping[str, str]) -> str | No
     if "{message}" not in console.say:
         return "console.say must contain {message}"
     return None
+
+
+def console_password(console: Console | None, env: Sequence[Any],
+                     secrets: Sequence[Mapping[str, Any] | None]) -> str | None:
+    """The console's password as the server's pod reads it: the env setting `passwordKey` (or
+    one of its aliases, `env` being the Game's GameEnv entries) from the server's Secrets in the
+    order its pod reads them (its settings Secret, then those named by secretRef; a later one
+    wins), else the Game's plain default. None when nothing gives it."""
+    key = console.password_key if console else None
+    if not key:
+        return None
+    entry = next((e for e in env if e.name == key), None)
+    names = (key, *(entry.aliases if entry else ()))
+    value = None
+    for secret in secrets:
+        data = (secret or {}).get("data") or {}
+        found = next((n for n in names if n in data), None)
+        if found:
+            value = base64.b64decode(data[found]).decode("utf-8", errors="replace")
+    if value is None and entry is not None and entry.default and "$(" not in entry.default:
+        value = entry.default
+    return value
 
 
 def one_line(text: str) -> str:

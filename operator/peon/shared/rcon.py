@@ -70,8 +70,10 @@ class Rcon:
     """
 
     def __init__(self, host: str, port: int, password: str, timeout: float = 10.0,
-                 max_answer: int = MAX_ANSWER):
-        self.host, self.port, self._password = host, port, password
+                 max_answer: int = MAX_ANSWER, sock=None):
+        # `sock`: a connected socket to speak over instead (a port-forward's end); host and
+        # port then only name the console in messages.
+        self.host, self.port, self._password, self._sock = host, port, password, sock
         self.timeout, self.max_answer = timeout, max_answer
         self._ids = itertools.count(1)
         self._reader: asyncio.StreamReader | None = None
@@ -83,7 +85,10 @@ class Rcon:
     async def __aenter__(self) -> "Rcon":
         try:
             async with asyncio.timeout(self.timeout):
-                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+                if self._sock is not None:
+                    self._reader, self._writer = await asyncio.open_connection(sock=self._sock)
+                else:
+                    self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
                 await self._login()
         except TimeoutError:
             await self.close()
