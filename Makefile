@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration venv testbed cluster-up cluster-down bench clean manifests docker-deps image images
+.PHONY: run test unit integration venv testbed cluster-up cluster-down bench clean manifests docker-deps browser-deps image images
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,7 +35,7 @@ unit: venv
 integration: venv testbed
 	$(BIN)/pytest tests/integration -q
 
-test: venv testbed docker-deps
+test: venv testbed docker-deps browser-deps
 	$(BIN)/pytest tests -q
 
 run: venv cluster-up
@@ -59,6 +59,14 @@ docker-deps:
 	  && test -x /usr/lib/cni/bridge || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(NODE_PKGS) >/dev/null; } || \
 	  echo "docker-deps: could not install $(NODE_PKGS); image and real-node tests will be skipped"
+
+# Debian's chromium for the web page's browser tests (Playwright, from the test extras, drives
+# it; Playwright's own browser download is not used). Best effort, as docker-deps: where it
+# cannot be installed, those tests report skipped with the reason.
+browser-deps:
+	@command -v chromium >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "browser-deps: could not install chromium; the page's browser tests will be skipped"
 
 image: venv
 	tools/image

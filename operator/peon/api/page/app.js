@@ -138,6 +138,7 @@
     c.s = s;
     const q = c.q, name = s.title || s.name;
     q(".title").textContent = name;
+    q(".uid").textContent = s.title && s.title !== s.name ? s.uid : "";
     q(".desc").textContent = s.description || "";
     q(".desc").hidden = !s.description;
     q(".game").textContent = s.game;
