@@ -207,3 +207,26 @@ def test_a_pods_seed_step_and_how_it_ended_are_kept_and_other_init_steps_are_not
             "exitCode": 1, "message": '{"error": "x"}', "finishedAt": "2026-12-06T12:00:00Z"}}}]
     del pod["status"]["initContainerStatuses"]
     assert "initContainerStatuses" not in _slim_pod(pod)["status"]
+
+
+def test_cached_objects_share_their_keys_and_short_strings():
+    """Two Deployments decoded apart hold one copy of each key and short value once cached."""
+    import json
+    from peon.operator.cache import Cache
+    text = json.dumps({"apiVersion": "apps/v1", "kind": "Deployment",
+                       "metadata": {"name": "NAME", "namespace": "games", "resourceVersion": "1"},
+                       "spec": {"template": {"spec": {"containers": [
+                           {"name": "game", "terminationMessagePath": "/dev/termination-log",
+                            "args": ["x" * 100]}]}}}})
+    cache = Cache()
+    for name in ("odin", "thor"):
+        cache.put(cache.children, ("Deployment", "games", name),
+                  json.loads(text.replace("NAME", name)), False)
+    a, b = (cache.children[("Deployment", "games", n)] for n in ("odin", "thor"))
+    ca, cb = (d["spec"]["template"]["spec"]["containers"][0] for d in (a, b))
+    key_a = next(k for k in ca if k == "terminationMessagePath")
+    key_b = next(k for k in cb if k == "terminationMessagePath")
+    assert key_a is key_b
+    assert ca["terminationMessagePath"] is cb["terminationMessagePath"]
+    assert a["metadata"]["name"] == "odin" and b["metadata"]["name"] == "thor"
+    assert ca["args"] == cb["args"] == ["x" * 100]  # long strings are kept as they came
