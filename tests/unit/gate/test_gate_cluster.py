@@ -84,3 +84,55 @@ def test_the_follower_serves_what_status_says_and_writes_only_the_knock():
     (kind, ns, name, status), = patches
     assert (kind, ns, name) == ("GameServer", "games", "odin") and list(status) == ["knock"]
     assert status["knock"]["address"] == "192.0.2.7" and status["knock"]["player"] == "Steve"
+
+
+def test_the_follower_lists_then_follows_the_watch():
+    """A list, then a watch: a server put at the gate is served on its gate port, one taken
+    away (woken) is closed; a status it cannot read is skipped."""
+    import socket
+    import threading
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # a free port for the gate
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    at_gate = status_gate()
+    at_gate["ports"] = [{**at_gate["ports"][1], "gatePort": free}]
+    body = {"metadata": {"namespace": "games", "name": "odin", "resourceVersion": "1"},
+            "status": {"gate": at_gate}}
+    woken = {"metadata": {"namespace": "games", "name": "odin", "resourceVersion": "2"},
+             "status": {"gate": {"serving": False}}}
+    bad = {"metadata": {"namespace": "games", "name": "bad", "resourceVersion": "3"},
+           "status": {"gate": {**at_gate, "ports": [{"gatePort": 1, "speaks": "nonsense"}]}}}
+    go_on = threading.Event()
+
+    class FakeKube:
+        def list_page(self, kind, ns):
+            return [body], "1"
+
+        def watch(self, kind, ns, selector, version, seconds):
+            go_on.wait(10)
+            yield {"type": "MODIFIED", "object": bad}
+            yield {"type": "MODIFIED", "object": woken}
+            threading.Event().wait(10)
+
+    async def run():
+        gate = Gate()
+        follower = cluster.Follower(FakeKube(), gate)
+        follower.start(asyncio.get_running_loop())
+        for _ in range(100):
+            if gate.bound("games/odin"):
+                break
+            await asyncio.sleep(0.05)
+        served = dict(gate.bound("games/odin"))
+        go_on.set()
+        for _ in range(100):
+            if not gate.bound("games/odin"):
+                break
+            await asyncio.sleep(0.05)
+        left = dict(gate.bound("games/odin"))
+        follower.stop()
+        await gate.close()
+        return served, left, follower.skipped
+    served, left, skipped = asyncio.run(run())
+    assert [port for _, port in served.values()] == [free]
+    assert left == {} and skipped == 1
