@@ -106,6 +106,7 @@ def send(address, payload: bytes) -> None:
 def test_asleep_the_address_answers_from_the_gate_and_a_join_wakes_the_game_there(
         kube, kubectl, rns, testgame, gate, wake_operator):  # noqa: F811
     ns, name = rns, "sleeper"
+    t_apply = time.monotonic()
     kubectl("apply", "--server-side", "-f", "-", input=__import__("json").dumps(
         tg_server(name, ns, uptime={"session": {"maxDuration": "2h"}})))
     server_pod(kube, ns, name)
@@ -114,6 +115,7 @@ def test_asleep_the_address_answers_from_the_gate_and_a_join_wakes_the_game_ther
     game = service_address(kube, ns, name, "game")
     awake = wait_for("the game's own A2S answer", lambda: info(query), 60, interval=0.5)
     assert "join to wake" not in awake.map_name
+    print(f"\nstate Running, apply to the game answering: {time.monotonic() - t_apply:.1f}s")
 
     # The API's stop: the sleep annotation, no spec write.
     kube.merge_patch("GameServer", ns, name, {"metadata": {"annotations": {
@@ -134,7 +136,7 @@ def test_asleep_the_address_answers_from_the_gate_and_a_join_wakes_the_game_ther
     asleep = wait_for("the gate's A2S answer at the same address",
                       lambda: (i := info(query)) and "join to wake" in i.map_name and i, 60,
                       interval=0.5)
-    print(f"\nat the gate {time.monotonic() - t0:.1f}s after the stop")
+    print(f"at the gate {time.monotonic() - t0:.1f}s after the stop")
     assert asleep.server_name == name and asleep.player_count == 0
     assert a2s.players(query, timeout=2) == []
     assert isinstance(a2s.rules(query, timeout=2), dict)
