@@ -28,6 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable
 
+import urllib3
 from aiohttp import web
 from kubernetes.client.rest import ApiException
 
@@ -39,6 +40,12 @@ from .views import Conflict, NotFound
 from peon.shared.kube import Kube
 
 log = logging.getLogger("peon.api")
+LOG_SECONDS = 5  # a log tail's wait for the kubelet (PEON's bot and UI give up after 10 s)
+
+
+class Upstream(Exception):
+    """The cluster did not give what it was asked for in time (a pod's log): a 502."""
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CORS_HEADERS = {"Access-Control-Allow-Origin": "*",
                 "Access-Control-Allow-Headers": "Content-Type, api_key, Authorization, X-Api-Key",
@@ -225,6 +232,8 @@ class Api:
             return error(409, str(e))
         except download.DownloadError as e:
             return error(409, str(e))
+        except Upstream as e:
+            return error(502, str(e))
         except ApiException as e:
             return self._cluster_error(e)
         except Exception:  # a bug of ours: logged whole, answered without details
@@ -395,13 +404,19 @@ class Api:
         if pod is None:
             raise Conflict(f"server [{views.uid_of(gs)}] has no pod to read a log from (phase: "
                            f"{(gs.get('status') or {}).get('phase') or 'unknown'})")
-        return await self.call(self.read_log, self.namespace, pod["metadata"]["name"], lines)
+        try:
+            return await self.call(self.read_log, self.namespace, pod["metadata"]["name"], lines)
+        except (ApiException, web.HTTPException):
+            raise
+        except (OSError, urllib3.exceptions.HTTPError) as e:  # the kubelet slow or gone
+            raise Upstream(f"the log of pod {pod['metadata']['name']} did not come within "
+                           f"{LOG_SECONDS} s ({type(e).__name__})") from None
 
     def _read_log(self, namespace: str, pod: str, lines: int) -> str:
         from kubernetes.client import CoreV1Api
         text = CoreV1Api(self.kube.api).read_namespaced_pod_log(
             pod, namespace, container=bk.SERVER_CONTAINER, tail_lines=lines,
-            limit_bytes=cards.MAX_LOG_BYTES, _request_timeout=10)
+            limit_bytes=cards.MAX_LOG_BYTES, _request_timeout=LOG_SECONDS)
         return text if isinstance(text, str) else str(text)
 
     async def patch(self, gs: dict, patch: dict) -> dict:

@@ -246,3 +246,16 @@ def test_the_seed_create_keeps_peons_txt_file_name(s):
     [setting] = s.kube.objects[("GameServer", "games", "named")]["spec"]["settings"]
     assert setting == {"type": "txt", "name": "server_settings.v2.txt", "content": "a=1",
                        "path": "/config/peon/server settings.v2.txt"}
+
+
+def test_a_log_the_kubelet_does_not_give_in_time_is_a_502(tmp_path):
+    import urllib3
+    kube = cluster()
+    server_pod(kube)
+    s = Session(kube, tmp_path)
+
+    def slow(namespace, pod, lines):
+        raise urllib3.exceptions.ReadTimeoutError(None, "/log", "read timed out")
+    s.api.read_log = slow
+    status, body, _ = s.one("GET", "/api/v1/server/logs/valheim.odin?lines=5")
+    assert status == 502 and "did not come within 5 s" in body["info"], body
