@@ -79,17 +79,31 @@ def switch_of(spec: Mapping[str, Any]) -> Switch:
 
 
 def port_plan(game: Game) -> list[dict[str, Any]]:
-    """Each of the Game's ports: its role at the gate and the protocol spoken there."""
+    """Each of the Game's ports the gate serves: its role there and the protocol spoken.
+
+    The query port (A2S) is answered and never wakes. With the Game's `connect` (its join port
+    and protocol), only that port takes a join: an admin port (RCON) is not served, so it wakes
+    nothing. Without it, the generic rule: every other port takes a join (Minecraft's TCP ports
+    speak Minecraft when the Game's query is the Minecraft ping)."""
     out = []
+    c = game.connect
     for p in game.ports:
         transport = p.protocol.lower()
         if transport not in ("udp", "tcp"):
             continue  # SCTP: the gate does not listen
-        if game.query.protocol == "minecraft" and transport == "tcp":
+        if game.query.protocol == "a2s" and transport == "udp" and p.name == game.query.port \
+                and p.name != c.port:
+            role, speaks = "query", "a2s"
+        elif c.port is not None:
+            if p.name != c.port:
+                continue
+            role = "game"
+            speaks = c.protocol if c.protocol in ("minecraft", "quake3", "a2s") \
+                else f"generic-{transport}"
+        elif game.query.protocol == "minecraft" and transport == "tcp":
             role, speaks = "game", "minecraft"
         elif game.query.protocol == "a2s" and transport == "udp":
-            role = "query" if p.name == game.query.port else "game"
-            speaks = "a2s"
+            role, speaks = "game", "a2s"
         else:
             role, speaks = "game", f"generic-{transport}"
         out.append({"name": p.name, "port": p.container_port, "protocol": p.protocol,

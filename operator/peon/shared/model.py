@@ -64,6 +64,17 @@ class Query:
     port: str | None = None  # name of the port to ask
 
 
+CONNECT_PROTOCOLS = {"minecraft": "TCP", "quake3": "UDP", "a2s": "UDP", "generic": None}
+
+
+@dataclass(frozen=True)
+class Connect:
+    """How players' clients join (the wake gate's rule, issue 25): on which port, speaking what.
+    None: the generic rule (every port but the query port takes a join)."""
+    port: str | None = None
+    protocol: str = "generic"  # minecraft | quake3 | a2s (a Steam game) | generic
+
+
 @dataclass(frozen=True)
 class Scheduling:
     """Where a server's pod may run. None means "not given", so a GameServer's field replaces
@@ -136,6 +147,7 @@ class Game:
     security_context: Mapping[str, Any] = field(default_factory=dict)
     readiness_probe: Mapping[str, Any] | None = None
     query: Query = Query()
+    connect: Connect = Connect()
     aliases: tuple[str, ...] = ()
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
@@ -231,6 +243,16 @@ def check_game(uid: str, spec: Mapping[str, Any]) -> None:
                              {p.get("name"): p.get("protocol", "UDP") for p in spec.get("ports") or []})
     if wrong:
         raise InvalidSpec("InvalidGame", f"{where}.{wrong}")
+    c = spec.get("connect") or {}
+    if c:
+        ports = {p.get("name"): p.get("protocol", "UDP") for p in spec.get("ports") or []}
+        proto = c.get("protocol", "generic")
+        if c.get("port") not in ports or proto not in CONNECT_PROTOCOLS:
+            raise InvalidSpec("InvalidGame", f"{where}.connect: port {c.get('port')!r} is not one "
+                              f"of the Game's ports, or protocol {proto!r} is unknown")
+        if CONNECT_PROTOCOLS[proto] not in (None, ports[c["port"]]):
+            raise InvalidSpec("InvalidGame", f"{where}.connect: {proto} is spoken over "
+                              f"{CONNECT_PROTOCOLS[proto]}, port {c['port']!r} is {ports[c['port']]}")
 
 
 def parse_game(obj: Mapping[str, Any]) -> Game:
@@ -254,6 +276,8 @@ def parse_game(obj: Mapping[str, Any]) -> Game:
         security_context=spec.get("securityContext") or {},
         readiness_probe=spec.get("readinessProbe"),
         query=Query(q.get("protocol", "none"), q.get("port")),
+        connect=Connect((spec.get("connect") or {}).get("port"),
+                        (spec.get("connect") or {}).get("protocol", "generic")),
         aliases=tuple(spec.get("aliases", [])),
         command=tuple(spec.get("command", [])),
         args=tuple(spec.get("args", [])),

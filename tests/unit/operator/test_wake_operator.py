@@ -56,7 +56,7 @@ def test_a_sleeping_server_is_at_the_gate_with_its_address_kept(world):
     by_name = {p["name"]: p for p in gate["ports"]}
     assert {p["name"]: p["port"] for p in eps["ports"]} == \
         {n: p["gatePort"] for n, p in by_name.items()}
-    assert len({p["gatePort"] for p in gate["ports"]}) == 3
+    assert len({p["gatePort"] for p in gate["ports"]}) == 2  # game and query; crossplay not served
     assert by_name[game()["spec"]["query"]["port"]]["role"] == "query"
     assert gate["view"]["name"] == "Friends of Odin"
     assert gate["view"]["wake_on_connect"] is False  # spec.state Stopped: answered, never woken
@@ -206,3 +206,31 @@ def test_back_at_the_game_the_selector_returns_and_the_slice_goes(world, monkeyp
     refresh(kube, c)
     c.reconcile(KEY)
     assert kube.objects[KEY]["status"]["gate"] == {"serving": False}
+
+
+def plan(name):
+    return {p["name"]: (p["role"], p["speaks"]) for p in wake.port_plan(parse_game(game(name)))}
+
+
+def test_the_catalogue_says_how_clients_connect():
+    # Minecraft: the login on the game port; RCON is not served, so it wakes nothing.
+    assert plan("minecraft") == {"game": ("game", "minecraft")}
+    # Quake 3: queries and joins on one UDP port.
+    assert plan("quake3") == {"game": ("game", "quake3")}
+    # Valheim: A2S on the query port, joins on the game port, crossplay not served.
+    assert plan("valheim") == {"query": ("query", "a2s"), "game": ("game", "a2s")}
+    # A Game without it: the generic rule, every port but the query port.
+    g = game("terraria")
+    g["spec"].pop("connect", None)
+    assert {p["speaks"] for p in wake.port_plan(parse_game(g))} == {"generic-tcp"}
+
+
+def test_a_connect_that_names_no_port_or_the_wrong_transport_is_refused():
+    from peon.shared.model import InvalidSpec
+    g = game("minecraft")
+    g["spec"]["connect"] = {"port": "nope", "protocol": "minecraft"}
+    with pytest.raises(InvalidSpec, match="connect"):
+        parse_game(g)
+    g["spec"]["connect"] = {"port": "game", "protocol": "quake3"}  # quake3 over TCP
+    with pytest.raises(InvalidSpec, match="spoken over UDP"):
+        parse_game(g)
