@@ -47,6 +47,30 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...]]] = [
      {"type": "object", "properties": {"eradicate": {"type": "boolean"}}}, STATUS, (404, 409)),
     ("delete", "/api/v1/server/eradicate/{uid}", "Remove the server and, after a final backup, its world",
      None, STATUS, (404, 409)),
+    ("get", "/api/v1/server/logs/{uid}", "The tail of the server's log (?lines=N, 1-2000; "
+     "an admin's key)", None, {"type": "object", "properties": {
+         "status": {"type": "string"}, "info": {"type": "string"}, "lines": {"type": "integer"},
+         "logs": {"type": "string"}}}, (400, 403, 404, 409, 502)),
+    ("post", "/api/v1/server/create", "Create a server (PEON's web UI: game_uid and servername "
+     "in the body)", {"type": "object", "required": ["game_uid"], "properties": {
+         "game_uid": {"type": "string"}, "servername": {"type": "string"},
+         "description": {"type": "string"}}, "additionalProperties": {"type": "string"}},
+     SERVER, (400, 403, 404, 409)),
+    ("get", "/page/servers", "The web page's board: who the key is, every server's card "
+     "(ETag; 304 when unchanged)", None, {"type": "object"}, ()),
+    ("get", "/page/backups/{uid}", "A server's backups, newest first (an admin's key)", None,
+     {"type": "object"}, (403, 404)),
+    ("post", "/page/start/{uid}", "Start for {hours} (a player's key)",
+     {"type": "object", "properties": {"hours": {"type": "number"}}}, {"type": "object"}, (400, 403, 404)),
+    ("post", "/page/extend/{uid}", "Extend the session by {hours} (a player's key)",
+     {"type": "object", "properties": {"hours": {"type": "number"}}}, {"type": "object"}, (400, 403, 404, 409)),
+    ("post", "/page/stop/{uid}", "Stop now (a player's key)", None, {"type": "object"}, (403, 404)),
+    ("post", "/page/backup/{uid}", "Back up now (an admin's key)", None, {"type": "object"}, (403, 404)),
+    ("post", "/page/restore/{uid}", "Restore {backup} (an admin's key)",
+     {"type": "object", "required": ["backup"], "properties": {"backup": {"type": "string"}}},
+     {"type": "object"}, (400, 403, 404)),
+    ("get", "/page/logs/{uid}", "The tail of the server's log (?lines=N; an admin's key)", None,
+     {"type": "object"}, (400, 403, 404, 409, 502)),
     ("get", "/api/v1/plans", "The games that can be created", None,
      {"type": "array", "items": {"type": "object", "properties": {
          "title": {"type": "string"}, "game_uid": {"type": "string"}, "plan_url": {"type": "string"}}}}, ()),
@@ -62,10 +86,13 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...]]] = [
     ("get", "/api/1.0/plans", "The games (seed API)", None, {"type": "object"}, ()),
 ]
 ERRORS = {400: "Bad input; the message says which field", 401: "No or a wrong X-Api-Key",
+          403: "The key's role may not do this (the message names the role needed), or it "
+               "reaches only other servers",
           404: "Unknown server, plan or action",
           409: "The name exists (a server, or a Secret the API did not make for it), or the "
                "server's spec lives elsewhere",
-          429: "As many downloads as the API serves at once are running; see Retry-After",
+          429: "As many downloads as the API serves at once are running, or too many wrong "
+               "keys came from this address; see Retry-After",
           502: "The cluster refused or failed"}
 
 
@@ -74,7 +101,7 @@ def document(version: str) -> dict[str, Any]:
     for method, path, summary, body, result, codes in ROUTES:
         op: dict[str, Any] = {"summary": summary, "security": [{"apiKey": []}], "responses": {
             "200": {"description": "OK", "content": {"application/json": {"schema": result}}},
-            **{str(c): {"description": ERRORS[c]} for c in (*codes, 401)}}}
+            **{str(c): {"description": ERRORS[c]} for c in (*codes, 401, 429)}}}
         params = [p for p in ({**UID, "name": n} for n in ("uid", "game_uid")) if "{" + p["name"] + "}" in path]
         if params:
             op["parameters"] = params
