@@ -135,6 +135,9 @@ class Config:
         # Source RCON on TCP, as many game images offer it (0: off; on only with a password).
         self.rcon_port = env_number("RCON_PORT", 0, 0, 65535)
         self.rcon_password = env.get("RCON_PASSWORD") or ""
+        # The Minecraft Java protocol on TCP (0: off): the server-list ping and a login, as a
+        # Minecraft server answers them, for the wake gate's tests.
+        self.minecraft_port = env_number("MINECRAFT_PORT", 0, 0, 65535)
         self.state = state_path()
 
 
@@ -347,6 +350,8 @@ class Server:
         self.console_sock = self._bind_console()
         self.rcon = Rcon(self, cfg.bind, cfg.rcon_port, cfg.rcon_password) \
             if cfg.rcon_port and cfg.rcon_password else None
+        self.minecraft = Minecraft(self, cfg.bind, cfg.minecraft_port) \
+            if cfg.minecraft_port else None
         try:
             os.makedirs(os.path.dirname(cfg.state) or ".", exist_ok=True)
             self.write_report("running", strict=True)
@@ -556,6 +561,8 @@ class Server:
         sel.register(wake_r, selectors.EVENT_READ, "wake")
         if self.rcon:
             self.rcon.attach(sel)
+        if self.minecraft:
+            self.minecraft.attach(sel)
         next_tick = time.monotonic() + self.cfg.tick
         while self.stop_signal is None:
             timeout = max(0.0, next_tick - time.monotonic())
@@ -707,6 +714,137 @@ class Rcon:
             return b"".join(self.packet(packet_id, 0, out[i:i + 4096])
                             for i in range(0, max(len(out), 1), 4096))
         return self.packet(packet_id, 0, b"")  # RESPONSE_VALUE: mirrored
+
+
+class Minecraft:
+    """The Minecraft Java server-list ping (handshake, status request, ping) and login (Login
+    Start -> Login Success with the player's name, who is then on), bounded: packets of at most
+    MAX_PACKET bytes, 16 connections, 2 s to send each packet."""
+
+    MAX_CONNECTIONS = 16
+    MAX_PACKET = 2048
+    PROTOCOL = 767  # 1.21
+
+    def __init__(self, server: "Server", bind: str, port: int):
+        self.server = server
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.listener.bind((bind, port))
+        except OSError as e:
+            self.listener.close()
+            raise Fatal(f"cannot bind the Minecraft port tcp {port}: {e.strerror or e}")
+        self.listener.listen(8)
+        self.listener.setblocking(False)
+        self.sel: selectors.BaseSelector | None = None
+        self.conns: dict[socket.socket, dict] = {}
+        log(f"minecraft on tcp {port}")
+
+    def attach(self, sel: selectors.BaseSelector) -> None:
+        self.sel = sel
+        sel.register(self.listener, selectors.EVENT_READ, self.accept)
+
+    def accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        if len(self.conns) >= self.MAX_CONNECTIONS:
+            conn.close()
+            return
+        conn.settimeout(2.0)
+        self.conns[conn] = {"buf": b"", "state": 0}
+        self.sel.register(conn, selectors.EVENT_READ, lambda: self.read(conn))
+
+    def drop(self, conn: socket.socket) -> None:
+        self.sel.unregister(conn)
+        self.conns.pop(conn, None)
+        conn.close()
+
+    @staticmethod
+    def varint(n: int) -> bytes:
+        n &= 0xFFFFFFFF
+        out = b""
+        while True:
+            b, n = n & 0x7F, n >> 7
+            out += bytes([b | (0x80 if n else 0)])
+            if not n:
+                return out
+
+    @staticmethod
+    def read_varint(data: bytes, at: int):
+        n = 0
+        for i in range(5):
+            if at + i >= len(data):
+                return None
+            b = data[at + i]
+            n |= (b & 0x7F) << (7 * i)
+            if not b & 0x80:
+                return n, at + i + 1
+        raise ValueError("varint")
+
+    def packet(self, packet_id: int, body: bytes) -> bytes:
+        data = self.varint(packet_id) + body
+        return self.varint(len(data)) + data
+
+    def string(self, text: str) -> bytes:
+        raw = text.encode()
+        return self.varint(len(raw)) + raw
+
+    def read(self, conn: socket.socket) -> None:
+        state = self.conns[conn]
+        try:
+            data = conn.recv(4096)
+        except OSError:
+            data = b""
+        if not data:
+            return self.drop(conn)
+        state["buf"] += data
+        try:
+            while True:
+                head = self.read_varint(state["buf"], 0)
+                if head is None:
+                    return
+                length, at = head
+                if not 1 <= length <= self.MAX_PACKET:
+                    return self.drop(conn)
+                if len(state["buf"]) < at + length:
+                    return
+                body, state["buf"] = state["buf"][at:at + length], state["buf"][at + length:]
+                reply, close = self.answer(state, body)
+                if reply:
+                    conn.sendall(reply)
+                if close:
+                    return self.drop(conn)
+        except (OSError, ValueError, UnicodeDecodeError, IndexError):
+            self.drop(conn)
+
+    def answer(self, state: dict, body: bytes) -> tuple[bytes, bool]:
+        packet_id, at = self.read_varint(body, 0)
+        cfg = self.server.cfg
+        if state["state"] == 0 and packet_id == 0:  # handshake: protocol, address, port, next
+            _, at = self.read_varint(body, at)
+            size, at = self.read_varint(body, at)
+            at += size + 2
+            state["state"], _ = self.read_varint(body, at)
+            return b"", state["state"] not in (1, 2)
+        if state["state"] == 1 and packet_id == 0:
+            status = {"version": {"name": f"testgame {cfg.version}", "protocol": self.PROTOCOL},
+                      "players": {"max": cfg.max_players, "online": len(self.server.players)},
+                      "description": {"text": cfg.server_name}}
+            return self.packet(0, self.string(json.dumps(status))), False
+        if state["state"] == 1 and packet_id == 1:
+            return self.packet(1, body[at:at + 8]), True
+        if state["state"] == 2 and packet_id == 0:  # Login Start: the name (then a UUID)
+            size, at = self.read_varint(body, at)
+            name = body[at:at + size].decode("utf-8")
+            if not NAME_RE.fullmatch(name):
+                return b"", True
+            self.server.players.setdefault(name, time.monotonic())
+            log(f"player {name} logged in over minecraft ({len(self.server.players)} online)")
+            player_id = uuid.uuid3(uuid.NAMESPACE_OID, f"OfflinePlayer:{name}").bytes
+            return self.packet(2, player_id + self.string(name) + self.varint(0)), True
+        return b"", True
 
 
 def serve() -> int:
