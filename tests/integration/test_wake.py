@@ -5,6 +5,7 @@ endpoints are real pods on this machine (the game's, or the gate's): never to a 
 from __future__ import annotations
 
 import socket
+import struct
 import time
 
 import a2s
@@ -104,7 +105,7 @@ def send(address, payload: bytes) -> None:
 
 
 def test_asleep_the_address_answers_from_the_gate_and_a_join_wakes_the_game_there(
-        kube, kubectl, rns, testgame, gate, wake_operator):  # noqa: F811
+        kube, kubectl, rns, testgame, gate, wake_operator, rn_clock):  # noqa: F811
     ns, name = rns, "sleeper"
     t_apply = time.monotonic()
     kubectl("apply", "--server-side", "-f", "-", input=__import__("json").dumps(
@@ -117,9 +118,10 @@ def test_asleep_the_address_answers_from_the_gate_and_a_join_wakes_the_game_ther
     assert "join to wake" not in awake.map_name
     print(f"\nstate Running, apply to the game answering: {time.monotonic() - t_apply:.1f}s")
 
-    # The API's stop: the sleep annotation, no spec write.
+    # The API's stop: the sleep annotation at the operator's now, no spec write.
+    rn_clock.reset()
     kube.merge_patch("GameServer", ns, name, {"metadata": {"annotations": {
-        "peon.dev/sleep": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}})
+        "peon.dev/sleep": rn_clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")}}})
     t0 = time.monotonic()
     wait_for("the server at the gate", lambda: ((kube.status_of("GameServer", ns, name)
                                                   .get("gate") or {}).get("serving")), 120)
@@ -154,6 +156,7 @@ def test_asleep_the_address_answers_from_the_gate_and_a_join_wakes_the_game_ther
                                    .get("annotations") or {})
 
     # A player's join on the game port wakes it; the game then answers at the same address.
+    rn_clock.reset()  # the operator's clock moves on to the real time: the knock is later
     t_knock = time.monotonic()
     send(game, b"JOIN alice hunter22")
     woke = wait_for("the wake annotation", lambda: (kube.get("GameServer", ns, name)["metadata"]
@@ -179,3 +182,126 @@ def test_asleep_the_address_answers_from_the_gate_and_a_join_wakes_the_game_ther
         if s["metadata"]["labels"].get("endpointslice.kubernetes.io/managed-by")
         == "peon.dev/operator"], 30)
     assert kube.get("GameServer", ns, name)["spec"].get("state", "Running") == "Running"
+
+
+def test_outside_its_window_the_gate_says_when_it_opens_and_a_join_wakes_nothing(
+        kube, kubectl, rns, testgame, gate, wake_operator, rn_clock):  # noqa: F811
+    import datetime as dt
+    import json
+    ns, name = rns, "nightowl"
+    rn_clock.reset()
+    opens = rn_clock.now() + dt.timedelta(hours=3)
+    closes = opens + dt.timedelta(hours=1)
+    kubectl("apply", "--server-side", "-f", "-", input=json.dumps(tg_server(
+        name, ns, uptime={"windows": [{"start": f"{opens:%H:%M}", "end": f"{closes:%H:%M}"}]})))
+    wait_for("the server at the gate", lambda: ((kube.status_of("GameServer", ns, name)
+                                                  .get("gate") or {}).get("serving")), 120)
+    query = service_address(kube, ns, name, "query")
+    game = service_address(kube, ns, name, "game")
+    answer = wait_for("the gate's answer", lambda: info(query), 60, interval=0.5)
+    assert f"wakes at {opens:%H:%M}" in answer.map_name, answer.map_name
+    send(game, b"JOIN alice hunter22")
+    told = wait_for("the knock told", lambda: kube.status_of("GameServer", ns, name)
+                    .get("lastKnock"), 30, interval=0.5)
+    assert told["outcome"].startswith("outside its hours")
+    assert "peon.dev/wake" not in (kube.get("GameServer", ns, name)["metadata"]
+                                   .get("annotations") or {})
+    time.sleep(3)
+    assert game_pods(kube, ns, name) == []
+    assert any(e["reason"] == "KnockIgnored" for e in events_for(kube, ns, name))
+
+
+# --- Minecraft: the test game's Minecraft mode ---------------------------------------------------
+
+MC_GAME_FILE = __import__("pathlib").Path(__file__).resolve().parents[1] / "realnode" / \
+    "testgame" / "game-minecraft.yaml"
+
+
+def mc_packet(pid: int, body: bytes) -> bytes:
+    from peon.shared.players import varint
+    data = varint(pid) + body
+    return varint(len(data)) + data
+
+
+def mc_first_packet(address, payload: bytes) -> tuple[int, bytes] | None:
+    """Send, read what comes back (at most 64 KiB, 3 s), return the first packet (id, body)."""
+    from peon.shared import players
+    try:
+        with socket.create_connection(address, timeout=3) as s:
+            s.sendall(payload)
+            data = b""
+            while len(data) < 65536:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+                try:
+                    length, at = players.parse_varint(data, 0)
+                except players.Garbled:
+                    continue
+                if len(data) >= at + length:
+                    break
+    except OSError:
+        return None
+    try:
+        length, at = players.parse_varint(data, 0)
+        pid, at2 = players.parse_varint(data, at)
+    except Exception:
+        return None
+    return pid, data[at2:at + length]
+
+
+def mc_status(address) -> dict | None:
+    """The server-list ping's status JSON."""
+    import json
+    from peon.shared import players
+    got = mc_first_packet(address, players.minecraft_request(address[0], address[1]))
+    if not got or got[0] != 0:
+        return None
+    length, at = players.parse_varint(got[1], 0)
+    return json.loads(got[1][at:at + length].decode())
+
+
+def mc_login(address, name: str) -> tuple[int, bytes] | None:
+    from peon.shared.players import varint
+    host = address[0].encode()
+    hs = varint(767) + varint(len(host)) + host + struct.pack(">H", address[1]) + varint(2)
+    return mc_first_packet(address, mc_packet(0, hs) + mc_packet(0, varint(len(name)) +
+                                                                 name.encode() + bytes(16)))
+
+
+def test_minecraft_a_status_ping_wakes_nothing_and_a_login_does(
+        kube, kubectl, rns, testgame, gate, wake_operator, rn_clock):  # noqa: F811
+    import json
+    kubectl("apply", "--server-side", "-f", str(MC_GAME_FILE))
+    ns, name = rns, "blocky"
+    rn_clock.reset()
+    server = tg_server(name, ns, gameUid="peon-testgame-mc")
+    server["metadata"]["annotations"] = {
+        "peon.dev/sleep": rn_clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")}  # asleep from the start
+    kubectl("apply", "--server-side", "-f", "-", input=json.dumps(server))
+    wait_for("the server at the gate", lambda: ((kube.status_of("GameServer", ns, name)
+                                                  .get("gate") or {}).get("serving")), 120)
+    address = service_address(kube, ns, name, "game")
+    status = wait_for("the gate's status answer", lambda: mc_status(address), 60, interval=0.5)
+    assert "join to wake" in json.dumps(status) and status["players"]["online"] == 0
+    for _ in range(5):
+        assert mc_status(address) is not None
+    time.sleep(3)
+    assert "knock" not in kube.status_of("GameServer", ns, name)
+    assert game_pods(kube, ns, name) == []
+
+    rn_clock.reset()
+    pid, body = mc_login(address, "alice")
+    assert pid == 0 and b"join again" in body   # Login Disconnect: starting, join again in N s
+    told = wait_for("the knock told", lambda: kube.status_of("GameServer", ns, name)
+                    .get("lastKnock"), 30, interval=0.5)
+    assert told["outcome"] == "woke" and told["player"] == "alice"
+    assert any(e["reason"] == "WokenByKnock" and "alice" in e["message"]
+               for e in events_for(kube, ns, name))
+    up = wait_for("the game's own status at the same address",
+                  lambda: (s := mc_status(address)) and "join to wake" not in json.dumps(s) and s,
+                  180, interval=0.5)
+    assert up["description"]["text"] == name
+    pid, body = mc_login(address, "alice")
+    assert pid == 2 and b"alice" in body        # the game's Login Success: the player is in
