@@ -31,6 +31,8 @@ import aiohttp
 import aiohttp.abc
 from yarl import URL
 
+from . import clock
+
 log = logging.getLogger(__name__)
 
 UP, STOPPING, BACKUP_FAILED, UPDATE_HELD = "Up", "Stopping", "BackupFailed", "UpdateHeld"
@@ -75,6 +77,9 @@ def messages(server: str, old: Mapping[str, Any] | None, new: Mapping[str, Any])
         players = new.get("players") or {}
         if players.get("max") is not None:
             fields += (("Players", f"{players.get('online', 0)}/{players['max']}"),)
+        knocker = woken_by(new)
+        if knocker:
+            fields += (("Woken by", knocker),)
         out.append(Message(UP, f"{server} is up" + (f" at {address}" if address else ""), fields))
     was, now_ = (old.get("uptime") or {}), (new.get("uptime") or {})
     if was.get("running") is True and now_.get("running") is False:
@@ -85,6 +90,18 @@ def messages(server: str, old: Mapping[str, Any] | None, new: Mapping[str, Any])
     if held.get("reason") == "BackupFailed" and before.get("reason") != "BackupFailed":
         out.append(Message(UPDATE_HELD, f"{server}'s update is held: {held.get('message', '')}"))
     return out
+
+
+def woken_by(status: Mapping[str, Any]) -> str | None:
+    """Who woke the server by connecting (the wake gate's knock that started this session):
+    the player's name (Minecraft) or the address; None when the session began otherwise."""
+    up, knock = status.get("uptime") or {}, status.get("lastKnock") or {}
+    if up.get("reason") != "WokenUp" or knock.get("outcome") != "woke":
+        return None
+    began, at = clock.parse(up.get("sessionStart")), clock.parse(knock.get("at"))
+    if began is None or at is None or abs((began - at).total_seconds()) > 120:
+        return None
+    return str(knock.get("player") or knock.get("address") or "")[:64] or None
 
 
 def backup_failed(server: str, backup: str, why: str) -> Message:

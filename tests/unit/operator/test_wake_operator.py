@@ -234,3 +234,17 @@ def test_a_connect_that_names_no_port_or_the_wrong_transport_is_refused():
     g["spec"]["connect"] = {"port": "game", "protocol": "quake3"}  # quake3 over TCP
     with pytest.raises(InvalidSpec, match="spoken over UDP"):
         parse_game(g)
+
+
+def test_the_up_notification_says_who_woke_it():
+    from peon.shared import notify as nt
+    status = {"phase": "Running", "uptime": {"reason": "WokenUp",
+                                             "sessionStart": "2026-12-07T12:00:03Z"},
+              "lastKnock": {"at": "2026-12-07T12:00:01Z", "outcome": "woke",
+                            "address": "192.0.2.7", "player": "Steve"}}
+    up, = nt.messages("odin", {"phase": "Stopped"}, status)
+    assert ("Woken by", "Steve") in up.fields
+    status["lastKnock"]["player"] = None
+    assert ("Woken by", "192.0.2.7") in nt.messages("odin", {}, status)[0].fields
+    status["uptime"]["reason"] = "InWindow"  # started by its window, not the knock
+    assert all(k != "Woken by" for k, _ in nt.messages("odin", {}, status)[0].fields)
