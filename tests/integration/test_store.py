@@ -286,3 +286,38 @@ def test_seed_fails_with_the_reason_when_the_snapshot_cannot_be_had(repo, tmp_pa
     with pytest.raises(store.StoreError, match="cannot be reached"):
         store.seed("latest", str(fresh), "games/vikings")
     assert os.listdir(fresh) == []  # nothing half-restored
+
+
+# --- backups listed back from the store (`peon store list`, the operator's listing Job) ---------
+
+def test_list_gives_the_servers_snapshots_with_their_tags_newest_first(repo, tmp_path):
+    world = tmp_path / "data"
+    make_world(world, files=5)
+    old = store.backup(str(world), "games/vikings", "vikings-20261201-0300", "Scheduled",
+                       "valheim", "lloesche/valheim-server:v3")
+    (world / "kept.txt").write_text("more")
+    new = store.backup(str(world), "games/vikings", "b2")
+    store.backup(str(world), "games/elsewhere", "b3")  # another server's: not listed
+    subprocess.run(["restic", "--no-cache", "backup", str(world), "--host", "games/vikings",
+                    "--quiet"], check=True)  # one made by hand: no backup name, not listed
+    got = store.list_snapshots("games/vikings")
+    assert got["complete"] is True
+    assert [e["id"] for e in got["snapshots"]] == [new.snapshot, old.snapshot]
+    first = got["snapshots"][1]
+    assert (first["name"], first["reason"], first["game"], first["image"]) == \
+        ("vikings-20261201-0300", "Scheduled", "valheim", "lloesche/valheim-server:v3")
+    assert first["size"] == old.size and first["files"] == old.files
+    assert first["path"] == str(world) and first["time"].endswith("Z")
+    assert "reason" not in got["snapshots"][0]
+    # A forgotten snapshot is no longer listed.
+    store.forget(old.snapshot)
+    assert [e["id"] for e in store.list_snapshots("games/vikings")["snapshots"]] == [new.snapshot]
+
+
+def test_list_of_a_repository_that_is_not_there_is_no_word(repo, monkeypatch):
+    got = store.list_snapshots("games/vikings")  # nothing backed up to this prefix yet
+    assert got["snapshots"] == [] and got["missing"] is True and got["complete"] is False
+    monkeypatch.setenv("RESTIC_REPOSITORY", store.repository("http://127.0.0.1:1", "b", "p"))
+    monkeypatch.setenv("PEON_STORE_PROBE_SECONDS", "5")
+    with pytest.raises(store.StoreError, match="cannot be reached"):
+        store.list_snapshots("games/vikings")

@@ -10,8 +10,8 @@ Credentials come from the environment (the Job's envFrom the store's Secret): AW
 AWS_SECRET_ACCESS_KEY, RESTIC_PASSWORD, and RESTIC_REPOSITORY, which the operator sets. Nothing
 here prints them; restic's own messages are passed on, trimmed to what says what went wrong.
 
-Restore is the local restore's three steps: the snapshot is restored with `--verify` into a
-staging folder inside the target (restic checks every blob it reads), the target's space is
+Restore is the local restore's three steps: the snapshot is restored into a staging folder
+inside the target (restic checks every blob it reads against its MAC and hash), the target's space is
 checked before, and the old world is swapped out and deleted only once the new one is whole
 (archive.swap_in). A corrupted object, a wrong password or an unreachable store fails the
 restore before the swap: the world stays as it was.
@@ -115,14 +115,26 @@ def probe_seconds() -> float:
 def _probe() -> str:
     """Is the repository there? "ok", or "missing" (restic creates it), deciding from restic's
     first words rather than waiting out its retries; raises StoreError for anything else."""
+    return _watched("cat", "config")[0]
+
+
+def _watched(*command: str, what: str = "cannot open the repository") -> tuple[str, str]:
+    """Run restic COMMAND, watching its stderr: an unreachable store, refused keys, a wrong
+    password or a missing repository end it at once (restic would retry for minutes), and no
+    answer within probe_seconds() is unreachable. Returns ("ok", its stdout) or ("missing", "");
+    raises StoreError for anything else. A read that opens the repository anyway (the size of
+    a snapshot) is its own probe: each restic run derives the key again (about 0.7 s)."""
     import threading
     try:
-        proc = subprocess.Popen(["restic", "--no-cache", "cat", "config"], stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(["restic", "--no-cache", *command], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
     except FileNotFoundError as e:
         raise StoreError("restic is not installed in this image") from e
     timer = threading.Timer(probe_seconds(), proc.kill)
     timer.start()
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+    reader.start()
     seen: list[str] = []
     verdict = None
     try:
@@ -141,16 +153,19 @@ def _probe() -> str:
                 proc.kill()
                 break
         code = proc.wait()
+        reader.join(10)
     finally:
         timer.cancel()
     text = "".join(seen)
     if verdict is None and code == 0:
-        return "ok"
+        return "ok", "".join(out)
     if verdict == "missing" or (verdict is None and code == EXIT_NO_REPOSITORY):
-        return "missing"
+        return "missing", ""
     if verdict is None and code < 0:  # killed by the timer
         raise StoreError(f"the store cannot be reached: no answer within {probe_seconds():.0f} s")
-    raise StoreError(explain(code if verdict is None else 1, text, "cannot open the repository"))
+    if verdict is None:
+        raise StoreError(explain(code, text, what))
+    raise StoreError(explain(1, text, "cannot open the repository"))
 
 
 def ensure_repository() -> None:
@@ -204,17 +219,16 @@ def backup(source: str, host: str, name: str, reason: str | None = None,
 
 def restore(snapshot: str, source: str, target: str) -> Result:
     """Replace TARGET's contents with SOURCE as the snapshot holds it: verify, stage, swap."""
-    if _probe() != "ok":
-        raise StoreError(f"there is no repository at {os.environ.get('RESTIC_REPOSITORY', '?')}; "
-                         "the world is as it was")
+    need = _restore_size(snapshot)  # the probe too: the store answers, the snapshot is there
     target = os.path.abspath(target)
     os.makedirs(target, exist_ok=True)
     warnings = archive.clear_leftovers(target)
-    need = _restore_size(snapshot)
     archive.check_space_for(target, need)
     staging = tempfile.mkdtemp(prefix=archive.STAGING_PREFIX, dir=target)
     try:
-        run = _restic("restore", f"{snapshot}:{source}", "--target", staging, "--verify")
+        # restic checks every blob it reads against its MAC and its hash (StreamPack); a
+        # --verify would read the whole world back from the disk again (docs/design.md).
+        run = _restic("restore", f"{snapshot}:{source}", "--target", staging)
         if run.returncode != 0:
             raise StoreError(explain(run.returncode, run.stderr,
                                      f"restoring snapshot {snapshot} failed; the world is as it was"))
@@ -342,13 +356,11 @@ def snapshot_time(text: str) -> str:
 def export(snapshot: str, source: str, archive_path: str) -> archive.Result:
     """The snapshot's world as a Peon archive (what a local backup makes, with its checksum
     file), for a download: it restores anywhere with `peon archive restore`."""
-    if _probe() != "ok":
-        raise StoreError(f"there is no repository at {os.environ.get('RESTIC_REPOSITORY', '?')}")
     folder = os.path.dirname(os.path.abspath(archive_path)) or "."
     archive.check_space_for(folder, 2 * _restore_size(snapshot))  # the world, then its archive
     staging = tempfile.mkdtemp(prefix="export-", dir=folder)
     try:
-        run = _restic("restore", f"{snapshot}:{source}", "--target", staging, "--verify")
+        run = _restic("restore", f"{snapshot}:{source}", "--target", staging)
         if run.returncode != 0:
             raise StoreError(explain(run.returncode, run.stderr, f"reading snapshot {snapshot} failed"))
         return archive.create(staging, archive_path)
@@ -373,13 +385,16 @@ def forget(snapshot: str) -> dict[str, Any]:
 
 
 def _restore_size(snapshot: str) -> int:
-    """The snapshot's restored size (it holds the one world: `stats` takes no subfolder)."""
-    run = _restic("stats", snapshot, "--mode", "restore-size", "--json", "--quiet")
-    if run.returncode != 0:
-        raise StoreError(explain(run.returncode, run.stderr,
-                                 f"cannot read snapshot {snapshot}; the world is as it was"))
+    """The snapshot's restored size (it holds the one world: `stats` takes no subfolder). It
+    is the probe as well: no repository, a wrong password, an unreachable store are said here,
+    in bounded time, before anything is written."""
+    verdict, out = _watched("stats", snapshot, "--mode", "restore-size", "--json", "--quiet",
+                            what=f"cannot read snapshot {snapshot}; the world is as it was")
+    if verdict == "missing":
+        raise StoreError(f"there is no repository at {os.environ.get('RESTIC_REPOSITORY', '?')}; "
+                         "the world is as it was")
     try:
-        return int(json.loads(run.stdout.strip().splitlines()[-1])["total_size"])
+        return int(json.loads(out.strip().splitlines()[-1])["total_size"])
     except (ValueError, KeyError, IndexError) as e:
         raise StoreError(f"restic stats gave no size for snapshot {snapshot}") from e
 
