@@ -285,3 +285,22 @@ def test_a_store_backup_tags_its_snapshot_with_reason_game_and_the_running_image
     assert cmd == ["peon", "store", "backup", "/data", "--host", "games/odin", "--name", "b1",
                    "--reason", "Scheduled", "--game", "valheim",
                    "--image", "lloesche/valheim-server:v3"]
+
+
+def test_the_controller_lists_a_server_with_a_store_once_after_its_start():
+    from fixtures import game, queued
+    from peon.operator.controller import Controller
+    kube = FakeKube()
+    c = Controller(kube, workers=1, job_image="peon.invalid/job:1", store_list_interval=600)
+    c.cache.put(c.cache.games, "valheim", game(), False)
+    gs = gameserver(backup={"store": STORE})
+    kube.objects[("GameServer", "games", "odin")] = gs
+    c.cache.put(c.cache.gameservers, ("games", "odin"), gs, False)
+    kube.objects[("Secret", "games", "store-keys")] = {
+        "metadata": {"name": "store-keys", "namespace": "games", "resourceVersion": "1"},
+        "data": {k: "eA==" for k in bk.STORE_SECRET_KEYS}}
+    c.reconcile(("GameServer", "games", "odin"))
+    assert (sl.KIND, "games", "odin") in queued(c)
+    assert c.reconcile((sl.KIND, "games", "odin")) == sl.POLL
+    assert ("Job", "games", "odin-store-list") in kube.objects
+    assert c.listing.interval == 600
