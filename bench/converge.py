@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from kube_helpers import K, client_for  # noqa: E402
+from kubernetes.utils import parse_quantity  # noqa: E402
 from peon.shared.kube import path  # noqa: E402
 from peon.shared.model import parse_game, parse_gameserver  # noqa: E402
 from peon.shared.render import render  # noqa: E402
@@ -286,7 +287,7 @@ def ensure_kwok_capacity(kube: K, pods: int) -> None:
     has two; N=10,000 servers and the bed's own pods need more."""
     nodes = [nd for nd in kube.raw("GET", "/api/v1/nodes")["items"]
              if (nd["metadata"].get("annotations") or {}).get("kwok.x-k8s.io/node") == "fake"]
-    have = sum(int(nd["status"]["allocatable"]["pods"]) for nd in nodes)
+    have = sum(int(parse_quantity(nd["status"]["allocatable"]["pods"])) for nd in nodes)  # "5k"
     i = 0
     while have < pods + 500:
         name = f"kwok-bench-{i}"
