@@ -390,9 +390,9 @@ def _restore_size(snapshot: str) -> int:
     in bounded time, before anything is written."""
     verdict, out = _watched("stats", snapshot, "--mode", "restore-size", "--json", "--quiet",
                             what=f"cannot read snapshot {snapshot}; the world is as it was")
-    if verdict == "missing":
-        raise StoreError(f"there is no repository at {os.environ.get('RESTIC_REPOSITORY', '?')}; "
-                         "the world is as it was")
+    if verdict == "missing":  # the repository, or an object of it the snapshot needs
+        raise StoreError(f"the repository at {os.environ.get('RESTIC_REPOSITORY', '?')} is not "
+                         f"there, or lacks what snapshot {snapshot} needs; the world is as it was")
     try:
         return int(json.loads(out.strip().splitlines()[-1])["total_size"])
     except (ValueError, KeyError, IndexError) as e:
