@@ -27,7 +27,7 @@ class PeonApi:
     """`peon-api` in a subprocess, and a client that calls it as the Discord bot does."""
 
     def __init__(self, kubeconfig: str, namespace: str, clock_file: pathlib.Path | None,
-                 log: pathlib.Path, key: str | None = None):
+                 log: pathlib.Path, key: str | None = None, args: list[str] = ()):
         self.key = key or secrets.token_urlsafe(24)
         self.port = free_port()
         env = dict(os.environ, KUBECONFIG=kubeconfig, PEON_API_KEY=self.key)
@@ -35,7 +35,7 @@ class PeonApi:
             env["PEON_CLOCK_FILE"] = str(clock_file)
         self.log_path = log
         self.proc = subprocess.Popen([str(BIN / "peon-api"), "--namespace", namespace, "--host",
-                                      "127.0.0.1", "--port", str(self.port)],
+                                      "127.0.0.1", "--port", str(self.port), *args],
                                      stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)
         wait_for("peon-api to answer", lambda: self._up(), 30)
 
