@@ -90,6 +90,32 @@ def test_admission_refuses_bad_specs_with_clear_messages(kube, namespace, crds):
         assert words in message(e), (spec, message(e))
 
 
+def test_admission_refuses_bad_maintenance_and_a_console_port_that_is_not_the_games(
+        kube, namespace, crds):
+    cases = [
+        (dict(maintenance={"maxDelay": "soon"}), "maxDelay"),
+        (dict(maintenance={"maxDelay": ""}), "maxDelay is a duration"),
+        (dict(maintenance={"warnings": ["0m"]}), "a warning is a duration such as 10m"),
+        (dict(maintenance={"policy": "Whenever"}), "Unsupported value"),
+        (dict(maintenance={"restartSchedule": {"cron": "0 4 * *"}}), "cron has five fields"),
+    ]
+    for i, (spec, words) in enumerate(cases):
+        e = api_error(lambda: kube.create(gameserver(f"bad-m{i}", namespace, **spec)))
+        assert e.status == 422 and words in message(e), (spec, message(e))
+    game = {"apiVersion": "peon.dev/v1alpha1", "kind": "Game", "metadata": {"name": "bad-console"},
+            "spec": {"image": "x", "dataPath": "/data", "ports": [
+                {"name": "game", "containerPort": 2456, "protocol": "UDP"}],
+                "console": {"protocol": "rcon", "port": "game", "passwordKey": "RCON_PASSWORD"}}}
+    assert "console.port must name one of the Game's TCP ports" in message(
+        api_error(lambda: kube.create(game)))
+    game["spec"]["console"]["port"] = "rcon"
+    assert "console.port must name one of the Game's TCP ports" in message(
+        api_error(lambda: kube.create(game)))
+    game["spec"]["console"] = {"protocol": "rcon", "say": "say it"}
+    text = message(api_error(lambda: kube.create(game)))
+    assert "names its port and its passwordKey" in text and "say must contain {message}" in text
+
+
 def test_game_port_rules_are_enforced(kube, crds):
     game = {"apiVersion": "peon.dev/v1alpha1", "kind": "Game", "metadata": {"name": "bad-ports"},
             "spec": {"image": "x", "dataPath": "/data", "ports": [
@@ -227,6 +253,8 @@ def test_operator_never_writes_spec_and_adds_nothing_to_metadata(kube, namespace
      "InvalidSetting", "must be a string"),
     (dict(settings=[{"type": "env", "name": "e", "secretRef": {"name": "nope"}}]),
      "SecretNotFound", "'nope'"),
+    (dict(maintenance={"restartSchedule": {"cron": "0 0 31 2 *"}}),  # February 31st
+     "InvalidMaintenance", "never fires"),
 ])
 def test_unbuildable_server_is_a_condition_and_an_event_and_builds_nothing(
         kube, namespace, spec, reason, words):

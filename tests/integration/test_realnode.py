@@ -607,3 +607,113 @@ def test_a_server_applied_again_on_an_empty_volume_is_seeded_from_the_store_bit_
     assert report(kubectl, kube, rns, "reborn")["world"]["id"] == world_id
     root = volume_dir(kube, rns, "reborn-data")
     assert {p: d for p, d in tree_digest(root).items() if p in kept} == kept
+
+
+# --- never drop players (issue 28) ---------------------------------------------------------------
+
+def said_in_game(kubectl, kube, ns, name) -> list[str]:
+    """What the game's console was told to say (the test game's report keeps its commands)."""
+    return [c["command"] for c in report(kubectl, kube, ns, name)["console"]
+            if c["command"].startswith("say ")]
+
+
+def maintenance_of(kube, ns, name) -> dict:
+    return (kube.status_of("GameServer", ns, name) or {}).get("maintenance") or {}
+
+
+def test_a_settings_change_waits_for_the_players_and_they_are_warned_before_the_deadline(
+        kube, kubectl, kubeconfig, rns, testgame, rn_operator, rn_clock):
+    rn_clock.reset()
+    env = {"SERVER_PASS": "hunter22", "RCON_PASSWORD": "rcon-pass-1", "MOTD": "one"}
+
+    def spec(**more):
+        return tg_server("keep", rns, maintenance={"maxDelay": "1h"}, settings=[
+            {"type": "env", "name": "env", "content": {**env, **more}}])
+    apply_as_user(kube, spec())
+    wait_phase(kube, rns, "keep", "Running", timeout=180)
+    ip, port = service_address(kube, rns, "keep")
+    for who in ("alice", "bob"):
+        assert udp(ip, port, f"JOIN {who} hunter22") == f"WELCOME {who}"
+    wait_for("2 players in status", lambda: players_online(kube, rns, "keep") == 2, 60)
+    pod = server_pod(kube, rns, "keep")
+
+    # A settings change with 2 players on: held, no new pod, and status says so.
+    apply_as_user(kube, spec(MOTD="two"))
+    m = wait_for("the change held", lambda: (lambda m: m if m.get("pending") else None)(
+        maintenance_of(kube, rns, "keep")), 60)
+    assert m["pending"] == "new settings" and m["reason"] == "PlayersOnline"
+    assert "2 players on" in m["message"]
+    cond = next(c for c in kube.status_of("GameServer", rns, "keep")["conditions"]
+                if c["type"] == "ChangePending")
+    assert cond["status"] == "True"
+    assert any(e["reason"] == "ChangeHeld" for e in events_for(kube, rns, "keep"))
+    time.sleep(8)
+    pods = kube.list("Pod", rns, "peon.dev/gameserver=keep")
+    assert [p["metadata"]["uid"] for p in pods] == [pod["metadata"]["uid"]]  # no new pod
+    assert report(kubectl, kube, rns, "keep")["env"]["MOTD"] == "one"
+    out = subprocess.run([str(pathlib.Path(os.sys.executable).parent / "kubectl-peon"), "-n", rns,
+                          "status", "keep"], env={**os.environ, "KUBECONFIG": kubeconfig,
+                                                  "PEON_CLOCK_FILE": str(rn_clock.path)},
+                         capture_output=True, text=True, timeout=60)
+    assert "Waiting:" in out.stdout and "new settings waits: 2 players on" in out.stdout, out
+
+    # The players leave: applied at once.
+    for who in ("alice", "bob"):
+        assert udp(ip, port, f"LEAVE {who}") == f"BYE {who}"
+    rep = wait_for("MOTD two", lambda: (lambda r: r if r["env"].get("MOTD") == "two" else None)(
+        report(kubectl, kube, rns, "keep")), 180)
+    assert rep["pid"] and server_pod(kube, rns, "keep")["metadata"]["uid"] != pod["metadata"]["uid"]
+    assert any(e["reason"] == "ChangeApplied" and "nobody is on" in e["message"]
+               for e in events_for(kube, rns, "keep"))
+    assert said_in_game(kubectl, kube, rns, "keep") == []  # nobody was warned: nobody was on
+
+    # Again with 2 players on; this time they stay: warned at 10, 5 and 1 minutes through the
+    # game's RCON console, then the change is applied at the deadline with them on.
+    wait_phase(kube, rns, "keep", "Running", timeout=180)
+    for who in ("alice", "bob"):
+        assert udp(ip, port, f"JOIN {who} hunter22") == f"WELCOME {who}"
+    wait_for("2 players in status", lambda: players_online(kube, rns, "keep") == 2, 60)
+    pod = server_pod(kube, rns, "keep")
+    apply_as_user(kube, spec(MOTD="three"))
+    m = wait_for("the change held", lambda: (lambda m: m if m.get("pending") else None)(
+        maintenance_of(kube, rns, "keep")), 60)
+    deadline = kube.status_of("GameServer", rns, "keep")["maintenance"]["deadline"]
+    expected = []
+    for minutes_before, words in ((10, "10 minutes"), (5, "5 minutes"), (1, "1 minute ")):
+        rn_clock.set(clock_parse(deadline) - dt_minutes(minutes_before))
+        expected.append(f"say [Peon] The server restarts in {words.strip()} (new settings).")
+        wait_for(f"the {words.strip()} warning", lambda: len(said_in_game(
+            kubectl, kube, rns, "keep")) >= len(expected), 30)
+        assert said_in_game(kubectl, kube, rns, "keep") == expected
+    assert server_pod(kube, rns, "keep")["metadata"]["uid"] == pod["metadata"]["uid"]
+    assert any(e["reason"] == "PlayersWarned" for e in events_for(kube, rns, "keep"))
+    rn_clock.set(clock_parse(deadline))
+    wait_for("MOTD three", lambda: (lambda r: r if r["env"].get("MOTD") == "three" else None)(
+        report(kubectl, kube, rns, "keep")), 180)
+    assert any(e["reason"] == "ChangeApplied" and "deadline" in e["message"]
+               and "2 players on" in e["message"] for e in events_for(kube, rns, "keep"))
+    # kubectl peon rcon: one command through a port-forward to the pod, over the API server.
+    wait_phase(kube, rns, "keep", "Running", timeout=180)
+    plugin = str(pathlib.Path(os.sys.executable).parent / "kubectl-peon")
+    got = subprocess.run([plugin, "-n", rns, "rcon", "keep", "say", "hello from kubectl"],
+                         env={**os.environ, "KUBECONFIG": kubeconfig}, capture_output=True,
+                         text=True, timeout=60)
+    assert (got.returncode, got.stdout) == (0, "say hello from kubectl\n"), got.stderr
+    assert said_in_game(kubectl, kube, rns, "keep")[-1] == "say hello from kubectl"
+    got = subprocess.run([plugin, "-n", rns, "console", "keep"], input="players\nexit\n",
+                         env={**os.environ, "KUBECONFIG": kubeconfig}, capture_output=True,
+                         text=True, timeout=60)
+    assert got.returncode == 0 and got.stdout.startswith("players (0/10)"), (got.stdout, got.stderr)
+    logged = rn_operator.log()
+    assert "rcon-pass-1" not in logged + got.stdout + got.stderr  # never logged nor shown
+    rn_clock.reset()
+
+
+def clock_parse(text):
+    import datetime as dt
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def dt_minutes(n):
+    import datetime as dt
+    return dt.timedelta(minutes=n)
