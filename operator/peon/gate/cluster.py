@@ -48,6 +48,8 @@ def view_from(gate: Mapping[str, Any], now: dt.datetime) -> SleepingServer:
         game=text.get("game", ""), version=text.get("version", ""),
         app_id=_int(v.get("app_id")), max_players=_int(v.get("max_players"), 0, 255),
         port=_int(v.get("port"), 0, 65535),
+        protocol=v["protocol"] if type(v.get("protocol")) is int and 0 <= v["protocol"] < 2 ** 31
+        else None,
         wake_on_connect=v.get("wake_on_connect") is not False,
         window_open=v.get("window_open") is not False,
         opens_at=clock.parse(v["opens_at"]) if isinstance(v.get("opens_at"), str) else None,

@@ -48,6 +48,10 @@ class Sessions:
                 if probe.online == 0 and (prev.get("online") or 0) > 0:
                     last_seen = clock.iso(now)  # the moment the last player was seen leaving
                 players_status = {"online": probe.online, "max": probe.max}
+                # What it calls itself, for the wake gate's answers while it sleeps.
+                for k in ("name", "map", "version", "protocol"):
+                    if getattr(probe, k) is not None:
+                        players_status[k] = getattr(probe, k)
                 if last_seen:
                     players_status["lastSeen"] = last_seen
         else:

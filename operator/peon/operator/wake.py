@@ -127,8 +127,15 @@ def view_of(gs: GameServer, game: Game, status: Mapping[str, Any], switch: Switc
     players = status.get("players") or {}
     port = next((p.container_port for p in game.ports if p.name != game.query.port),
                 game.ports[0].container_port if game.ports else 0)
+    # The server's last answer (status.players, from the prober), else its spec.
+    seen = {k: players[k] for k in ("map", "version") if isinstance(players.get(k), str)}
+    if type(players.get("protocol")) is int:
+        seen["protocol"] = players["protocol"]
     view: dict[str, Any] = {
-        "name": gs.server_name or gs.name, "game": game.title or game.uid, "folder": game.uid,
+        **seen,
+        "name": players.get("name") if isinstance(players.get("name"), str) and players["name"]
+        else gs.server_name or gs.name,
+        "game": game.title or game.uid, "folder": game.uid,
         "max_players": int(players.get("max") or 0), "port": port,
         # spec.state Stopped wins over any wake-up: answered, never woken
         "wake_on_connect": switch.enabled and gs.state == "Running", "window_open": open_,

@@ -18,7 +18,7 @@ import json
 import logging
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,31 @@ class Garbled(ValueError):
 class Players:
     online: int
     max: int
+    # What the server last called itself (the wake gate answers with it while it sleeps): the
+    # name (A2S) or MOTD (Minecraft), the map, the version and (Minecraft) protocol number.
+    # Not compared: a new answer is news only when the counts change.
+    name: str | None = field(default=None, compare=False)
+    map: str | None = field(default=None, compare=False)
+    version: str | None = field(default=None, compare=False)
+    protocol: int | None = field(default=None, compare=False)
 
 
-def _players(online: object, most: object) -> Players:
+TEXT_MAX = 120  # UTF-8 bytes kept of each text a server reports
+
+
+def text(value: object) -> str | None:
+    """A server's text, bounded and without control characters; None when not a string."""
+    if not isinstance(value, str):
+        return None
+    value = "".join(c for c in value if c >= " " or c == " ")
+    raw = value.encode("utf-8")
+    return raw[:TEXT_MAX].decode("utf-8", "ignore") if len(raw) > TEXT_MAX else value
+
+
+def _players(online: object, most: object, **about) -> Players:
     if not all(type(n) is int and 0 <= n < 2 ** 31 for n in (online, most)):
         raise Garbled("player counts are not counts")
-    return Players(online, most)
+    return Players(online, most, **about)
 
 
 # --- Minecraft server-list ping ---------------------------------------------------------------
@@ -104,8 +123,16 @@ def parse_status(packet: bytes) -> Players:
     text = packet[at:].decode("utf-8")
     if len(text.encode("utf-16-le")) > 2 * 32767:
         raise Garbled("the status string is longer than the protocol allows")
-    players = json.loads(text)["players"]
-    return _players(players["online"], players["max"])
+    status = json.loads(text)
+    players = status["players"]
+    version = status.get("version") if isinstance(status.get("version"), dict) else {}
+    motd = status.get("description")
+    if isinstance(motd, dict):
+        motd = motd.get("text")
+    protocol = version.get("protocol")
+    return _players(players["online"], players["max"], name=_text(motd),
+                    version=_text(version.get("name")),
+                    protocol=protocol if type(protocol) is int and 0 <= protocol < 2 ** 31 else None)
 
 
 async def minecraft(host: str, port: int) -> Players:
@@ -137,14 +164,29 @@ def parse_info(payload: bytes) -> Players:
     """An A2S_INFO answer without its 0xFFFFFFFF header: Source ('I') or GoldSrc ('m')."""
     kind = payload[:1]
     if kind == b"I":  # protocol, name, map, folder, game, app id, players, max
+        first = 2
         at = _skip_strings(payload, 2, 4) + 2
     elif kind == b"m":  # address, name, map, folder, game, players, max
+        first = _skip_strings(payload, 1, 1)
         at = _skip_strings(payload, 1, 5)
     else:
         raise Garbled("not an A2S_INFO answer")
     if at + 2 > len(payload):
         raise Garbled("an A2S_INFO answer cut short")
-    return _players(payload[at], payload[at + 1])
+    name, rest = payload[first:].split(b"\x00", 1)
+    map_ = rest.split(b"\x00", 1)[0]
+    version = None
+    if kind == b"I" and at + 7 < len(payload):  # bots, type, environment, visibility, VAC
+        end = payload.find(b"\x00", at + 7)
+        version = payload[at + 7:end] if end >= 0 else None
+    return _players(payload[at], payload[at + 1], name=_text(name), map=_text(map_),
+                    version=_text(version))
+
+
+def _text(raw: object) -> str | None:
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    return text(raw)
 
 
 class Fragments:

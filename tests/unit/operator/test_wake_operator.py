@@ -248,3 +248,32 @@ def test_the_up_notification_says_who_woke_it():
     assert ("Woken by", "192.0.2.7") in nt.messages("odin", {}, status)[0].fields
     status["uptime"]["reason"] = "InWindow"  # started by its window, not the knock
     assert all(k != "Woken by" for k, _ in nt.messages("odin", {}, status)[0].fields)
+
+
+def test_the_view_is_the_servers_last_answer_and_its_spec_when_never_seen():
+    gs, g = parse_gameserver(gameserver()), parse_game(game())
+    never = wake.view_of(gs, g, {}, wake.Switch(), clock.now())
+    assert never["name"] == "Friends of Odin" and "map" not in never
+    seen = wake.view_of(gs, g, {"players": {"online": 0, "max": 10, "name": "Odin's Hall",
+                                            "map": "Meadows", "version": "0.218"}},
+                        wake.Switch(), clock.now())
+    assert (seen["name"], seen["map"], seen["version"], seen["max_players"]) == \
+        ("Odin's Hall", "Meadows", "0.218", 10)
+
+
+def test_the_prober_keeps_what_a2s_and_minecraft_servers_call_themselves():
+    import json
+    import struct
+    from peon.shared import players
+    info = (b"I\x11" + b"Odin's Hall\x00Meadows\x00valheim\x00Valheim\x00" + struct.pack("<H", 0)
+            + bytes([3, 10, 0, ord("d"), ord("l"), 0, 1]) + b"0.218.21\x00")
+    p = players.parse_info(info)
+    assert (p.online, p.max, p.name, p.map, p.version) == (3, 10, "Odin's Hall", "Meadows",
+                                                           "0.218.21")
+    status = json.dumps({"version": {"name": "1.21.1", "protocol": 767},
+                         "players": {"online": 1, "max": 20},
+                         "description": {"text": "Blocky\x07" + "x" * 500}}).encode()
+    m = players.parse_status(b"\x00" + players.varint(len(status)) + status)
+    assert (m.version, m.protocol, m.online) == ("1.21.1", 767, 1)
+    assert m.name.startswith("Blocky") and "\x07" not in m.name and len(m.name.encode()) <= 120
+    assert players.Players(1, 20) == m  # a new name is no news: only the counts are compared
