@@ -131,6 +131,20 @@ def cmd_restart(args: argparse.Namespace, ctx: Ctx) -> int:
     return 0
 
 
+def cmd_update(args: argparse.Namespace, ctx: Ctx) -> int:
+    from peon.shared import actions
+    ns = namespace_of(args, ctx)
+    gs = get_server(ctx, ns, args.name)
+    annotate(ctx, gs, actions.update_patch(ctx.now()))
+    note = ""
+    if (gs.get("status") or {}).get("phase") == "Stopped":
+        note = " (it is stopped: it pulls its image again when it runs again)"
+    elif (gs.get("spec") or {}).get("maintenance") is not None:
+        note = " (when its maintenance rules let it restart: kubectl peon status says)"
+    ctx.print(f"gameserver/{args.name} update requested{note}")
+    return 0
+
+
 def _wait_run(ctx: Ctx, kind: str, ns: str, name: str, timeout: float) -> int:
     label = kind.lower()
     deadline = ctx.monotonic() + timeout
@@ -270,6 +284,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="the GameServer")
     _ns_flags(p)
     p.set_defaults(fn=entry(cmd_restart))
+
+    p = sub.add_parser("update", help="restart a server with its image pulled again (a moving tag)")
+    p.add_argument("name", help="the GameServer")
+    _ns_flags(p)
+    p.set_defaults(fn=entry(cmd_update))
 
     p = sub.add_parser("backups", help="list backups (of one server, with NAME)")
     p.add_argument("name", nargs="?", help="only this GameServer's")

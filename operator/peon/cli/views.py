@@ -130,6 +130,12 @@ def maintenance_fields(m: Mapping[str, Any], now: dt.datetime) -> list[tuple[str
     nxt = clock.parse(m.get("nextRestart"))
     if nxt:
         out.append(("Next restart", until(nxt, now)))
+    updated = clock.parse(m.get("updatedAt") or m.get("lastUpdate"))
+    if updated:  # the last update of a moving tag (its image pulled again)
+        out.append(("Updated", until(updated, now)))
+    nxt = clock.parse(m.get("nextUpdate"))
+    if nxt:
+        out.append(("Next update", until(nxt, now)))
     return out
 
 

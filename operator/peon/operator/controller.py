@@ -104,7 +104,7 @@ class Controller:
         self.listing = StoreListing(kube, self.cache, self.queue, job_image, store_list_interval)
         self.prober = Prober(lambda key: self.queue.add(("GameServer", *key)))
         self.sessions = Sessions(self.cache, self.prober)
-        self.maintenance = Maintenance(kube, self.cache)  # changes that wait for players
+        self.maintenance = Maintenance(kube, self.cache, self.runs)  # changes that wait for players
         self.games = GameReconciler(kube, self.cache, whole_cluster)
         self.notifier = nt.Notifier(
             self.webhook_url, lambda obj, msg: self.kube.event(obj, "Warning", "NotifyFailed", msg),
@@ -296,7 +296,8 @@ class Controller:
             game_uid=game.uid, image=image, want_running=running, host_ports=gs.network.host_ports,
             ports=[{"name": p.name, "containerPort": p.container_port, "protocol": p.protocol}
                    for p in game.ports],
-            extra=(updated, *held.conditions), backup=backup_status, why_stopped=why_stopped,
+            extra=(held.updated if held.updated and updated["status"] == "True" else updated,
+                   *held.conditions), backup=backup_status, why_stopped=why_stopped,
             more={"uptime": uptime_status, "players": players_status, "maintenance": held.status, "gate": gate,
                   "lastKnock": knock}))
         # Said once, with the status that records it: while a transitional phase is held back

@@ -10,6 +10,13 @@ is a change that would roll the pod. A scheduled restart is a template annotatio
 (`peon.dev/scheduled-restart`, the slot), carried over from the running template until the
 next slot. What waits, why and until when goes to status.maintenance, the ChangePending
 condition (with spec.maintenance) and Events. The decisions are shared/maintenance.py's.
+
+An update (asked by the GameServer's `peon.dev/update` annotation or due by
+spec.maintenance.updateSchedule) is one more change of the template: after a beforeUpdate
+backup, the game container gets imagePullPolicy Always and the template `peon.dev/update`
+(the update's name), held like any change. Once made, Always stays on the running template
+(taking it away would roll the pod again) until the template changes for another reason or
+the server stops; the next pod then pulls as the Game says (the Kubernetes default).
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peon import ANNOTATION_RESTARTED_AT, ANNOTATION_SETTINGS_HASH
-from peon.shared import clock, maintenance as mt, status as st
+from peon.shared import backup as bk, clock, maintenance as mt, status as st
 from peon.shared.kube import Kube
 from peon.shared.model import Game, GameServer
 from peon.shared.rcon import Rcon, RconError
@@ -44,6 +51,7 @@ class Outcome:
     kept: frozenset[str] = frozenset()  # kinds not to delete while held
     requeue: float | None = None
     held: bool = False
+    updated: dict | None = None  # the Updated condition while an update waits for its backup
     events: list[tuple[str, str, str]] = field(default_factory=list)
 
 
@@ -63,7 +71,19 @@ def describe_change(old_tpl: dict, new_tpl: dict) -> str:
         what.append("new settings")
     if old_a.get(ANNOTATION_RESTARTED_AT) != new_a.get(ANNOTATION_RESTARTED_AT):
         what.append("a restart asked for")
+    if new_a.get(mt.ANNOTATION_UPDATE) and \
+            old_a.get(mt.ANNOTATION_UPDATE) != new_a.get(mt.ANNOTATION_UPDATE):
+        what.append("an update (the image pulled again)")
     return " and ".join(what) or "a change of the server's spec or its Game"
+
+
+def pull_again(tpl: dict, update: str) -> None:
+    """The template of an update: the game's container pulls its image again (Always), and the
+    template names the update, so the pod rolls even when nothing else changed."""
+    tpl["metadata"].setdefault("annotations", {})[mt.ANNOTATION_UPDATE] = update
+    for c in tpl["spec"]["containers"]:
+        if c.get("name") == CONTAINER:
+            c["imagePullPolicy"] = "Always"
 
 
 def is_running(desired_dep: dict, actual: dict | None) -> bool:
@@ -75,8 +95,12 @@ def is_running(desired_dep: dict, actual: dict | None) -> bool:
 
 
 class Maintenance:
-    def __init__(self, kube: Kube, cache: Cache):
+    def __init__(self, kube: Kube, cache: Cache, runs: Any = None):
         self.kube, self.cache = kube, cache
+        self.runs = runs  # ServerRuns: the beforeUpdate backup an update waits for
+        # (ns, name) -> (update, applied at) until status says it (a rollout's status write
+        # can be held back while the phase settles)
+        self.made: dict[tuple[str, str], tuple[str, str]] = {}
 
     def judge(self, body: dict, gs: GameServer, game: Game, desired: list[dict],
               players: int | None) -> Outcome:
@@ -96,11 +120,37 @@ class Maintenance:
             annotations[ANNOTATION_SCHEDULED_RESTART] = carried
         old_hash = ((actual or {}).get("metadata", {}).get("annotations") or {}).get(
             ANNOTATION_TEMPLATE_HASH)
+        now = clock.now()
+        # An update: made after its backup; once made, its Always is kept while nothing else
+        # changes the running template (dropping it would roll the pod once more).
+        asked = clock.parse((body["metadata"].get("annotations") or {}).get(mt.ANNOTATION_UPDATE))
+        made_tpl = template_annotations(actual_tpl).get(mt.ANNOTATION_UPDATE)
+        recent = self.made.get((ns, name))
+        done = max((t for t in (clock.parse(mem.get("lastUpdate")), clock.parse(made_tpl),
+                                clock.parse(recent[0] if recent else None)) if t is not None),
+                   default=None)
+        updates_since = clock.parse(mem.get("updatesSince"))
+        if policy.update_schedule and updates_since is None:
+            updates_since = now
+        wanted, next_update = mt.update_due(policy, now, asked, done, updates_since)
+        making = None
+        replicas = (dep.get("spec") or {}).get("replicas")
+        out_updated = None
+        if wanted is not None and replicas:
+            ready, out_updated = self.backup_first(body, gs, tpl, wanted)
+            if ready:
+                pull_again(tpl, clock.iso(wanted))
+                making = wanted
+        if making is None and made_tpl and replicas and old_hash:
+            candidate = copy.deepcopy(tpl)
+            pull_again(candidate, made_tpl)
+            if digest(candidate) == old_hash:
+                dep["spec"]["template"] = tpl = candidate
+                annotations = tpl["metadata"]["annotations"]
         new_hash = digest(tpl)
         # A Deployment made before this digest was kept rolls as before, once.
         pending = (describe_change(actual_tpl, tpl)
                    if actual is not None and old_hash and old_hash != new_hash else None)
-        now = clock.now()
         restarts_since = clock.parse(mem.get("restartsSince"))
         if policy.restart_schedule and restarts_since is None:
             restarts_since = now
@@ -114,7 +164,7 @@ class Maintenance:
             warned_for=clock.parse(mem.get("warnedFor")),
             warned_down_to=(dt.timedelta(seconds=mem["warnedDownTo"])
                             if mem.get("warnedDownTo") is not None else None)))
-        out = Outcome(held=plan.held)
+        out = Outcome(held=plan.held, updated=out_updated)
         restarted = [t for t in (clock.parse(carried), clock.parse(mem.get("lastRestart"))) if t]
         last_restart = clock.iso(max(restarted)) if restarted else None
         if plan.restart_slot is not None:
@@ -137,6 +187,22 @@ class Maintenance:
                                    ANNOTATION_TEMPLATE_HASH: new_hash}
             if mem.get("pending") and pending and plan.restart_slot is None:
                 out.events.append(("Normal", "ChangeApplied", plan.message))
+            if making is not None:
+                image = next((c.get("image") for c in tpl["spec"]["containers"]
+                              if c.get("name") == CONTAINER), "")
+                out.events.append(("Normal", "Updated", f"the update asked for "
+                                   f"{clock.iso(making)}: {image} pulled again, the server "
+                                   f"restarted ({plan.message})"))
+        if making is not None and plan.apply:
+            self.made[(ns, name)] = (clock.iso(making), clock.iso(now))
+        last_update, updated_at = mem.get("lastUpdate"), mem.get("updatedAt")
+        recent = self.made.get((ns, name))
+        if recent and (last_update is None or recent[0] > last_update):
+            last_update, updated_at = recent
+        else:
+            self.made.pop((ns, name), None)  # status says it
+            if made_tpl and (last_update is None or made_tpl > last_update):
+                last_update, updated_at = made_tpl, None  # status lost: the template says which
         console = None
         if plan.warn:
             error = self.say(gs, game, plan.warn)
@@ -149,7 +215,7 @@ class Maintenance:
             console = "players cannot be warned: the Game declares no console"
         elif plan.held or plan.warned_for:
             console = mem.get("console")  # a failure stays said until the next warning
-        if configured or mem:
+        if configured or mem or last_update:
             out.status = {
                 "pending": pending if plan.held else None,
                 "reason": plan.reason if plan.held else None,
@@ -163,18 +229,52 @@ class Maintenance:
                 "restartsSince": clock.iso(restarts_since) if policy.restart_schedule else None,
                 "lastRestart": last_restart if policy.restart_schedule else None,
                 "nextRestart": clock.iso(plan.next_restart) if plan.next_restart else None,
+                "updatesSince": clock.iso(updates_since) if policy.update_schedule else None,
+                "lastUpdate": last_update,
+                "updatedAt": updated_at,
+                "nextUpdate": clock.iso(next_update) if next_update else None,
             }
         if configured:
             gen = body["metadata"].get("generation", 0)
             msg = plan.message + (f"; at the latest {clock.iso(plan.deadline)}"
                                   if plan.held else "")
             out.conditions = (st.condition("ChangePending", plan.held, plan.reason, msg, gen),)
-        if plan.look_again is not None:
-            out.requeue = max(0.5, min(clock.requeue_cap(),
-                                       (plan.look_again - now).total_seconds()))
+        look_again = min((t for t in (plan.look_again, next_update) if t is not None and t > now),
+                         default=None)
+        if look_again is not None:
+            out.requeue = max(0.5, min(clock.requeue_cap(), (look_again - now).total_seconds()))
         for event in out.events:
             self.kube.event(body, *event)
         return out
+
+    def backup_first(self, body: dict, gs: GameServer, tpl: dict, update: dt.datetime
+                     ) -> tuple[bool, dict | None]:
+        """Whether the update may be made now, and the Updated condition while it may not: as a
+        new image, it waits for a backup of the world as it is (spec.backup.beforeUpdate, asked
+        here, named by the image and the update); a failed backup holds it."""
+        if self.runs is None or not gs.backup.before_update:
+            return True, None
+        image = next((c.get("image") for c in tpl["spec"]["containers"]
+                      if c.get("name") == CONTAINER), "")
+        gen = body["metadata"].get("generation", 0)
+        name = bk.before_update_name(gs.name, f"{image} {clock.iso(update)}")
+        run = self.cache.backups.get((gs.namespace, name))
+        if run is None:
+            self.runs.create_backup(body, name, bk.BEFORE_UPDATE)
+            phase = bk.PENDING
+        else:
+            phase = (run.get("status") or {}).get("phase") or bk.PENDING
+        if phase == bk.SUCCEEDED:
+            return True, None
+        if phase == bk.FAILED:
+            why = (run.get("status") or {}).get("message", "")
+            return False, st.condition(
+                "Updated", False, "BackupFailed",
+                f"the update asked for {clock.iso(update)} is held: backup {name} failed "
+                f"({why}). Delete that backup to try again, or set spec.backup.beforeUpdate: "
+                "false", gen)
+        return False, st.condition("Updated", False, "BackingUp",
+                                   f"backing up before pulling {image} again ({name})", gen)
 
     # --- the console -----------------------------------------------------------------------------
 

@@ -77,6 +77,13 @@ def restart_patch(now: dt.datetime) -> dict[str, Any]:
     return _annotations({ANNOTATION_RESTARTED_AT: clock.iso(now)})
 
 
+def update_patch(now: dt.datetime) -> dict[str, Any]:
+    """An update: a new pod that pulls its image again (issue 28), when the server's maintenance
+    rules let it restart; metadata only, as a restart."""
+    from .maintenance import ANNOTATION_UPDATE
+    return _annotations({ANNOTATION_UPDATE: clock.iso(now)})
+
+
 def manual_backup(gs: Mapping[str, Any], now: dt.datetime, labels: Mapping[str, str] | None = None
                   ) -> dict[str, Any]:
     name = bk.fit(f"{gs['metadata']['name']}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}")

@@ -30,6 +30,9 @@ PLAYERS_ONLINE, PLAYERS_UNKNOWN = "PlayersOnline", "PlayersUnknown"
 NO_CHANGE, APPLIED_EMPTY, APPLIED_NOT_RUNNING, APPLIED_NOW, APPLIED_DEADLINE = (
     "NoChange", "ServerEmpty", "NotRunning", "PolicyNow", "DeadlineReached")
 SAY_LIMIT = 200  # characters of one warning, as consoles take them
+# An update (item 4): on the GameServer, the time it was asked (`kubectl peon update`); on the
+# pod template, the update that template makes (it pulls the image again).
+ANNOTATION_UPDATE = "peon.dev/update"
 
 
 @dataclass(frozen=True)
@@ -40,11 +43,13 @@ class Policy:
     warnings: tuple[dt.timedelta, ...] = DEFAULT_WARNINGS  # longest first
     restart_schedule: str | None = None
     time_zone: str = "UTC"
+    update_schedule: str | None = None  # updates of a moving tag (the image pulled again)
+    update_time_zone: str = "UTC"
 
     @property
     def wants_players(self) -> bool:
         """Whether the player count matters (asked of the server while it runs)."""
-        return self.policy == WHEN_EMPTY or bool(self.restart_schedule)
+        return self.policy == WHEN_EMPTY or bool(self.restart_schedule or self.update_schedule)
 
 
 def parse_policy(spec: Mapping[str, Any] | None, now: dt.datetime) -> Policy:
@@ -60,16 +65,23 @@ def parse_policy(spec: Mapping[str, Any] | None, now: dt.datetime) -> Policy:
         warnings = tuple(sorted({parse_duration(w) for w in spec["warnings"]}, reverse=True))
         if any(w <= dt.timedelta(0) for w in warnings):
             raise ValueError("a warning must come some minutes before, not 0m")
-    sched = spec.get("restartSchedule") or {}
+    cron, tz = parse_schedule(spec, "restartSchedule", now)
+    update_cron, update_tz = parse_schedule(spec, "updateSchedule", now)
+    return Policy(policy, max_delay, warnings, cron, tz, update_cron, update_tz)
+
+
+def parse_schedule(spec: Mapping[str, Any], field: str, now: dt.datetime
+                   ) -> tuple[str | None, str]:
+    sched = spec.get(field) or {}
     cron, tz = sched.get("cron"), sched.get("timeZone") or "UTC"
     ZoneInfo(tz)  # raises for an unknown zone
     if cron:
         try:
             croniter(cron, now.astimezone(ZoneInfo(tz))).get_next(dt.datetime)
         except (ValueError, KeyError) as e:  # croniter's bad cron and bad date errors
-            raise ValueError(f"restartSchedule.cron {cron!r} never fires or is not a cron "
+            raise ValueError(f"{field}.cron {cron!r} never fires or is not a cron "
                              f"schedule ({type(e).__name__})") from None
-    return Policy(policy, max_delay, warnings, cron or None, tz)
+    return cron or None, tz
 
 
 # --- the console a Game declares -----------------------------------------------------------------
@@ -191,10 +203,32 @@ class Plan:
 
 def restart_slots(policy: Policy, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     """The last slot at or before now and the next after it, aware."""
-    local = now.astimezone(ZoneInfo(policy.time_zone))
-    nxt = croniter(policy.restart_schedule, local).get_next(dt.datetime)
-    prev = croniter(policy.restart_schedule, local + dt.timedelta(seconds=1)).get_prev(dt.datetime)
+    return slots(policy.restart_schedule, policy.time_zone, now)
+
+
+def slots(cron: str, tz: str, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    local = now.astimezone(ZoneInfo(tz))
+    nxt = croniter(cron, local).get_next(dt.datetime)
+    prev = croniter(cron, local + dt.timedelta(seconds=1)).get_prev(dt.datetime)
     return prev, nxt
+
+
+def update_due(policy: Policy, now: dt.datetime, asked: dt.datetime | None,
+               done: dt.datetime | None, since: dt.datetime | None
+               ) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The update to make (its name: the time it was asked, or the schedule's slot), or None;
+    and the next scheduled update. `done` is the last update made, `since` when the schedule
+    was first seen (no slot before it is made up, nor older missed slots)."""
+    wanted = []
+    if asked is not None and (done is None or asked > done):
+        wanted.append(asked)
+    nxt = None
+    if policy.update_schedule:
+        prev, nxt = slots(policy.update_schedule, policy.update_time_zone, now)
+        floor = max((t for t in (done, since) if t is not None), default=None)
+        if floor is not None and prev > floor:
+            wanted.append(prev)
+    return max(wanted, default=None), nxt
 
 
 def plural(n: int, word: str) -> str:

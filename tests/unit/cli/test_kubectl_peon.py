@@ -337,7 +337,7 @@ def test_backup_name_creates_one_and_backup_download_stays_a_download():
 
 
 def test_the_peon_command_has_the_same_commands(capsys):
-    for cmd in ("ls", "start", "stop", "restart", "wake", "backups", "restore", "logs", "status",
+    for cmd in ("ls", "start", "stop", "restart", "update", "wake", "backups", "restore", "logs", "status",
                 "convert", "plan", "backup"):
         for prog in ("peon", kp.PROG):
             with pytest.raises(SystemExit) as e:
@@ -533,7 +533,17 @@ def test_restart_sets_restarted_at(bed):
     assert spec_and_generation(bed) == before
 
 
+def test_update_sets_the_update_annotation_and_never_the_spec(bed):
+    before = spec_and_generation(bed)
+    assert bed.run("update", "vikings") == 0
+    assert bed.out.getvalue() == "gameserver/vikings update requested\n"
+    assert bed.obj("GameServer", "vikings")["metadata"]["annotations"] == {
+        "peon.dev/update": "2026-11-29T18:00:00Z"}
+    assert spec_and_generation(bed) == before
+
+
 @pytest.mark.parametrize("argv", [("start", "nope"), ("stop", "nope"), ("restart", "nope"),
+                                  ("update", "nope"),
                                   ("wake", "nope"), ("backup", "nope"), ("status", "nope"),
                                   ("logs", "nope"), ("restore", "nope", "b1"), ("backups", "nope")])
 def test_an_unknown_server_is_an_error_from_the_cluster(bed, argv):

@@ -46,3 +46,11 @@ def test_the_api_server_object_says_what_waits_in_unix_seconds():
     assert conf["warnings"].startswith("players cannot be warned")
     assert conf["next_restart"] == int(dt.datetime(2026, 5, 2, 4, tzinfo=dt.timezone.utc).timestamp())
     assert "pending_change" not in api_views.server_object(server({"phase": "Running"}), NOW)["server_config"]
+
+
+def test_status_says_when_the_image_was_last_pulled_again_and_the_next_update():
+    m = {"lastUpdate": "2026-05-01T12:01:00Z", "updatedAt": "2026-05-01T12:07:00Z",
+         "nextUpdate": "2026-05-04T03:00:00Z"}
+    out = views.status_text(server({"phase": "Running", "maintenance": m}), [], NOW)
+    assert "Updated:       2026-05-01T12:07:00Z (23m ago)\n" in out
+    assert "Next update:   2026-05-04T03:00:00Z (in 2d" in out

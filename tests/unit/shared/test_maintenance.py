@@ -137,3 +137,39 @@ def test_console_checks_and_the_say_command_is_one_bounded_line():
         "console.command is required for exec"
     said = c.say_command("hi\nthere\x00" + "x" * 500)
     assert said.startswith("say hi there") and "\n" not in said and len(said) <= 4 + mt.SAY_LIMIT
+
+
+# --- updates of moving tags (item 4) -------------------------------------------------------------
+
+def test_an_update_asked_is_due_until_made():
+    from peon.shared.maintenance import update_due
+    now = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
+    asked = now - dt.timedelta(minutes=5)
+    p = mt.Policy()
+    assert update_due(p, now, asked, None, None) == (asked, None)
+    assert update_due(p, now, asked, asked - dt.timedelta(days=1), None) == (asked, None)
+    assert update_due(p, now, asked, asked, None) == (None, None)  # made
+    assert update_due(p, now, None, None, None) == (None, None)
+
+
+def test_a_scheduled_update_is_due_once_per_slot_after_the_schedule_was_seen():
+    from peon.shared.maintenance import update_due
+    p = mt.parse_policy({"updateSchedule": {"cron": "0 4 * * *", "timeZone": "Europe/Berlin"}},
+                        dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc))
+    assert p.update_schedule == "0 4 * * *" and p.wants_players
+    slot = dt.datetime(2026, 5, 1, 2, 0, tzinfo=dt.timezone.utc)  # 04:00 in Berlin (CEST)
+    now = slot + dt.timedelta(hours=1)
+    since = slot - dt.timedelta(days=3)
+    due, nxt = update_due(p, now, None, None, since)
+    assert due == slot and nxt == slot + dt.timedelta(days=1)
+    assert update_due(p, now, None, slot, since)[0] is None  # made
+    assert update_due(p, now, None, None, now - dt.timedelta(minutes=1))[0] is None  # seen after
+    # An update asked after the slot is the one made (it pulls the newer image either way).
+    asked = now - dt.timedelta(minutes=1)
+    assert update_due(p, now, asked, None, since)[0] == asked
+
+
+def test_an_update_schedule_that_never_fires_is_refused():
+    with pytest.raises(ValueError, match="updateSchedule.cron"):
+        mt.parse_policy({"updateSchedule": {"cron": "0 0 31 2 *"}},
+                        dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc))
