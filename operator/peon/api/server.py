@@ -360,10 +360,11 @@ class Api:
             return ok(views.server_object(gs, now))
         if action == "update":
             mode = views.update_mode(body)
-            gs = await self.patch(gs, actions.restart_patch(now))
+            gs = await self.patch(gs, actions.update_patch(now))  # peon.dev/update (issue 28)
             await self.record(gs, "update", {"mode": mode})
             return ok({"status": "success", "info": uid, "mode": mode,
-                       "message": "a new pod pulls the image; an image change is backed up first"})
+                       "message": "after a backup, the server restarts with its image pulled "
+                                  "again when its maintenance rules let it"})
         if action == "save":
             return ok({"status": "success", "info": await self.back_up(gs, now)})
         return await self.remove(gs, eradicate=action == "eradicate"

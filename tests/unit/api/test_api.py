@@ -117,6 +117,17 @@ def test_a_git_owned_server_is_started_and_stopped_without_touching_its_spec():
     assert {v for v, k, _ in kube.calls if k == "GameServer"} <= {"get", "patch"}
 
 
+def test_update_asks_for_the_image_pulled_again_without_touching_the_spec():
+    kube = cluster()
+    spec = copy.deepcopy(kube.objects[("GameServer", "games", "odin")]["spec"])
+    status, res = one(kube, "PUT", "/api/v1/server/update/valheim.odin", {"mode": "image"})
+    assert status == 200 and res["mode"] == "image" and "pulled again" in res["message"]
+    gs = kube.objects[("GameServer", "games", "odin")]
+    assert gs["metadata"]["annotations"]["peon.dev/update"]  # the operator's update (issue 28)
+    assert "peon.dev/restartedAt" not in gs["metadata"]["annotations"]
+    assert gs["spec"] == spec
+
+
 def test_save_makes_a_backup_and_the_seed_api_creates_from_the_payload():
     kube = cluster()
     status, res = one(kube, "PUT", "/api/v1/server/save/valheim.odin")
