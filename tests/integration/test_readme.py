@@ -45,7 +45,8 @@ def fresh(tmp_path_factory, kubeconfig):
     """A control plane of its own. (`kubeconfig` first: the suite's bed is built and up.)"""
     state = tmp_path_factory.mktemp("readme-cluster")
     env = dict(os.environ, PEON_CLUSTER_STATE=str(state))
-    env.pop("PEON_REAL_NODE", None)  # one real node per machine: the main bed's
+    env.pop("PEON_REAL_NODE", None)  # the real nodes are the main bed's (one set per machine)
+    env.pop("PEON_REAL_NODES", None)
     env.pop("KUBECONFIG", None)
     subprocess.run([str(ROOT / "tools/cluster"), "up"], env=env, check=True)
     try:
