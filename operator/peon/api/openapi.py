@@ -35,7 +35,8 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...]]] = [
      TIMER, SERVER, (400, 404, 409)),
     ("put", "/api/v1/server/stop/{uid}", "Stop now, or schedule a stop", TIMER, SERVER, (400, 404)),
     ("put", "/api/v1/server/restart/{uid}", "Restart (a new pod)", None, SERVER, (404,)),
-    ("put", "/api/v1/server/update/{uid}", "Pull the image again (mode full, image, server, game)",
+    ("put", "/api/v1/server/update/{uid}", "Restart with the image pulled again, after a backup, "
+     "when the maintenance rules let it (mode full, image, server, game)",
      {"type": "object", "properties": {"mode": {"type": "string"}}}, STATUS, (400, 404)),
     ("put", "/api/v1/server/description/{uid}", "Set the description",
      {"type": "object", "required": ["description"], "properties": {"description": {"type": "string"}}},
@@ -47,6 +48,11 @@ ROUTES: list[tuple[str, str, str, Any, Any, tuple[int, ...]]] = [
      {"type": "object", "properties": {"eradicate": {"type": "boolean"}}}, STATUS, (404, 409)),
     ("delete", "/api/v1/server/eradicate/{uid}", "Remove the server and, after a final backup, its world",
      None, STATUS, (404, 409)),
+    ("post", "/api/v1/server/console/{uid}", "Run one command in the server's console (the "
+     "Game's RCON; an admin's key; the chart's api.console: true)", {
+         "type": "object", "required": ["command"], "properties": {"command": {"type": "string"}}},
+     {"type": "object", "properties": {"status": {"type": "string"}, "info": {"type": "string"},
+                                       "answer": {"type": "string"}}}, (400, 403, 404, 409, 502)),
     ("get", "/api/v1/server/logs/{uid}", "The tail of the server's log (?lines=N, 1-2000; "
      "an admin's key)", None, {"type": "object", "properties": {
          "status": {"type": "string"}, "info": {"type": "string"}, "lines": {"type": "integer"},

@@ -34,10 +34,11 @@ from kubernetes.client.rest import ApiException
 
 from peon import LABEL_GAMESERVER, __version__
 from peon.shared import actions, backup as bk, clock, download
-from . import cards, keys, views
+from . import cards, console, keys, views
 from peon.shared.actions import BadRequest
 from .views import Conflict, NotFound
 from peon.shared.kube import Kube
+from peon.shared.rcon import RconError
 
 log = logging.getLogger("peon.api")
 LOG_SECONDS = 5  # a log tail's wait for the kubelet (PEON's bot and UI give up after 10 s)
@@ -54,7 +55,7 @@ CORS_HEADERS = {"Access-Control-Allow-Origin": "*",
 V1_SERVER_ACTIONS = {"get": ("GET",), "stats": ("GET",), "create": ("PUT",), "start": ("PUT",),
                      "stop": ("PUT",), "restart": ("PUT",), "update": ("PUT",),
                      "description": ("PUT",), "save": ("PUT", "GET"), "destroy": ("DELETE",),
-                     "eradicate": ("DELETE",), "logs": ("GET",)}
+                     "eradicate": ("DELETE",), "logs": ("GET",), "console": ("POST",)}
 # Who is asking, for the request being handled (set by the auth middleware).
 FRIEND: contextvars.ContextVar[keys.Friend | None] = contextvars.ContextVar("friend", default=None)
 PUBLIC = {"/", "/page/app.js", "/page/app.css", "/openapi.json"}
@@ -367,6 +368,13 @@ class Api:
                                   "again when its maintenance rules let it"})
         if action == "save":
             return ok({"status": "success", "info": await self.back_up(gs, now)})
+        if action == "console":  # an admin's (keys.needed_role); api/console.py
+            try:
+                answer = await console.run(self.call, self.kube, self.namespace, gs, body)
+            except RconError as e:  # its messages never hold the password
+                raise Upstream(f"the console of [{uid}]: {e}") from None
+            await self.record(gs, "console")
+            return ok({"status": "success", "info": uid, "answer": answer})
         return await self.remove(gs, eradicate=action == "eradicate"
                                  or body.get("eradicate") in (True, "true", "True"))
 
@@ -377,7 +385,7 @@ class Api:
             "update": "asked for an update", "save": "took a backup", "create": "created the server",
             "destroy": "destroyed the server (the world is kept)",
             "eradicate": "eradicated the server", "extend": "extended the session",
-            "restore": "restored a backup"}
+            "restore": "restored a backup", "console": "ran a console command"}
 
     async def record(self, gs: dict, action: str, detail: dict | None = None) -> None:
         """Who did what: the API's log, and an Event on the server naming the friend (an Event
