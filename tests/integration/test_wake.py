@@ -84,6 +84,9 @@ def wake_operator(kubeconfig, crds, real_node, tmp_path_factory, rn_clock, gate)
     assert op.proc.poll() is None, op.log()
     yield op
     op.stop()
+    # What the operator said of the gate and of failed reconciles, for the run's record.
+    print("\n".join(line for line in op.log().splitlines()
+                    if "wake" in line or "WARNING" in line)[-4000:])
     assert "Traceback" not in op.log(), op.log()[-3000:]
 
 
@@ -132,7 +135,7 @@ def test_asleep_the_address_answers_from_the_gate_and_a_join_wakes_the_game_ther
     assert svc["spec"]["ports"] == svc_before["spec"]["ports"]
     slices = kube.list("EndpointSlice", ns, f"kubernetes.io/service-name={name}")
     ours = [s for s in slices if s["metadata"]["labels"].get(
-        "endpointslice.kubernetes.io/managed-by") == "peon.dev/operator"]
+        "endpointslice.kubernetes.io/managed-by") == "operator.peon.dev"]
     assert len(ours) == 1 and ours[0]["endpoints"][0]["addresses"] == [gate["status"]["podIP"]]
 
     asleep = wait_for("the gate's A2S answer at the same address",
@@ -180,7 +183,7 @@ def test_asleep_the_address_answers_from_the_gate_and_a_join_wakes_the_game_ther
     wait_for("the gate's slice gone", lambda: not [
         s for s in kube.list("EndpointSlice", ns, f"kubernetes.io/service-name={name}")
         if s["metadata"]["labels"].get("endpointslice.kubernetes.io/managed-by")
-        == "peon.dev/operator"], 30)
+        == "operator.peon.dev"], 30)
     assert kube.get("GameServer", ns, name)["spec"].get("state", "Running") == "Running"
 
 

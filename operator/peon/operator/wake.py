@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 KNOCKS = Counter("peon_wake_knocks_total", "Knocks the gate handed on, by outcome "
                  "(woke, or why not)", ["outcome"])
 
-SLICE_MANAGER = "peon.dev/operator"   # endpointslice.kubernetes.io/managed-by
+SLICE_MANAGER = "operator.peon.dev"   # endpointslice.kubernetes.io/managed-by (a label value: no "/")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 KNOCK_NAME_MAX = 16       # a Minecraft name's bound; other text is cut to this

@@ -51,6 +51,8 @@ def test_a_sleeping_server_is_at_the_gate_with_its_address_kept(world):
     eps = kube.objects[("EndpointSlice", "games", "odin-gate")]
     assert eps["metadata"]["labels"]["kubernetes.io/service-name"] == "odin"
     assert eps["endpoints"][0]["addresses"] == ["10.88.0.9"]
+    label_value = __import__("re").compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+    assert all(label_value.match(v) and len(v) <= 63 for v in eps["metadata"]["labels"].values())
     gate = kube.objects[KEY]["status"]["gate"]
     assert gate["serving"] is True
     by_name = {p["name"]: p for p in gate["ports"]}
