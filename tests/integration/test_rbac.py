@@ -178,7 +178,7 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
                                     "RESTIC_PASSWORD": "c"}})
         apply_as_user(kube, gameserver("listed", ns, gameUid=ns, settings=spec["settings"][:1],
                                        backup={"store": {
-                                           "s3": {"endpoint": "http://192.0.2.1:9000", "bucket": "b"},
+                                           "s3": {"endpoint": "http://192.0.2.1:9000", "bucket": "peon-backups"},
                                            "secretRef": {"name": "store-keys"}}}))
         wait_for("the store's listing read", lambda: any(
             e.get("reason") == "StoreListFailed" for e in kube.list("Event", ns)), 90)
