@@ -509,7 +509,8 @@ class Controller:
             now = time.monotonic()
             since = self._transitional.setdefault(key, now) \
                 if new["phase"] in st.TRANSITIONAL else self._transitional.pop(key, None)
-            wait = st.settle_wait(new["phase"], since, now, len(self._transitional))
+            busy = len(self._transitional) + self.queue.waiting()
+            wait = st.settle_wait(new["phase"], since, now, busy)
             if wait is not None:
                 return wait
         self._transitional.pop(key, None)

@@ -79,6 +79,7 @@ def test_a_transitional_phase_waits_longer_while_many_servers_are_on_their_way()
     assert settle_wait("Pending", 100.0, 100.0, on_their_way=1) == SETTLE_SECONDS
     assert settle_wait("Pending", 100.0, 100.0, on_their_way=50) == SETTLE_SECONDS
     assert settle_wait("Pending", 100.0, 105.0, on_their_way=500) == 10.0
+    assert settle_wait("Pending", 100.0, 100.0, on_their_way=1_500) == 45.0
     assert settle_wait("Pending", 100.0, 100.0, on_their_way=10_000) == SETTLE_MAX_SECONDS
     assert settle_wait("Pending", 100.0, 100.0 + SETTLE_MAX_SECONDS, on_their_way=10_000) is None
     assert settle_wait("Running", 100.0, 100.0, on_their_way=10_000) is None
