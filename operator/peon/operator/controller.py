@@ -509,8 +509,7 @@ class Controller:
             now = time.monotonic()
             since = self._transitional.setdefault(key, now) \
                 if new["phase"] in st.TRANSITIONAL else self._transitional.pop(key, None)
-            busy = len(self._transitional) + self.queue.waiting()
-            wait = st.settle_wait(new["phase"], since, now, busy)
+            wait = st.settle_wait(new["phase"], since, now)
             if wait is not None:
                 return wait
         self._transitional.pop(key, None)

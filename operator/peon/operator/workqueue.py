@@ -63,9 +63,5 @@ class WorkQueue:
             self._dirty.discard(key)
             self._add(key)
 
-    def waiting(self) -> int:
-        """How many keys wait for a worker (a busy operator's measure; read from any thread)."""
-        return len(self._pending)
-
     def idle(self) -> bool:
         return not (self._pending or self._active or self._dirty)

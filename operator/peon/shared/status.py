@@ -106,27 +106,18 @@ def status_differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 # --- the GameServer's status, assembled (pure) ---------------------------------------------------
 
 TRANSITIONAL = (PENDING, STARTING, STOPPING)
-# A phase on the way somewhere is written only once it has lasted a while: a server that is up
-# within it shows Running as its first phase (one status write, not three), and one that takes
-# longer (an image pull, a slow boot) shows where it is after at most that delay. The while
-# grows with how busy the operator is (servers on their way plus keys waiting for a worker,
-# SETTLE_PER_SERVER each, at most SETTLE_MAX_SECONDS): one server applied shows Pending after
-# 2 s, while in a start of 1,000 at once, when the API server is the bottleneck and nobody
-# watches each one, the Pending writes (0.7 of the 6.7 writes per server at N=1,000) wait until
-# most have become Running.
+# A phase on the way somewhere is written only once it has lasted this long: a server that is
+# up within it shows Running as its first phase (one status write, not three), and one that
+# takes longer (an image pull, a slow boot) shows where it is after at most this delay.
 SETTLE_SECONDS = 2.0
-SETTLE_PER_SERVER = 0.03
-SETTLE_MAX_SECONDS = 60.0
 
 
-def settle_wait(phase: str, since: float | None, now: float, on_their_way: int = 1) -> float | None:
+def settle_wait(phase: str, since: float | None, now: float) -> float | None:
     """Seconds to hold back a status whose phase is `phase`, transitional since `since`
-    (monotonic), while `on_their_way` servers (this one among them) are transitional or
-    waiting for a worker; None to write it now."""
+    (monotonic); None to write it now."""
     if phase not in TRANSITIONAL or since is None:
         return None
-    settle = min(SETTLE_MAX_SECONDS, max(SETTLE_SECONDS, SETTLE_PER_SERVER * on_their_way))
-    left = settle - (now - since)
+    left = SETTLE_SECONDS - (now - since)
     return left if left > 0 else None
 
 

@@ -46,18 +46,3 @@ def test_an_add_from_a_reconcile_thread_wakes_a_waiting_worker():
             loop.call_soon_threadsafe(task.cancel)
         runner.join(10)
     assert woken and got == [("GameServer", "ns", "a")], "the waiting worker was never woken"
-
-
-def test_waiting_counts_the_keys_no_worker_has_taken():
-    import asyncio
-    from peon.operator.workqueue import WorkQueue
-
-    async def run():
-        q = WorkQueue()
-        for k in (("GameServer", "games", "a"), ("GameServer", "games", "b"), ("GameServer", "games", "a")):
-            q.add(k)
-        assert q.waiting() == 2  # a key added twice waits once
-        key = await q.get()
-        assert q.waiting() == 1
-        q.done(key)
-    asyncio.run(run())

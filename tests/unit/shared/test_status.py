@@ -72,19 +72,6 @@ def test_a_transitional_phase_is_held_until_it_has_lasted():
     assert settle_wait("Stopping", 100.0, 103.0) is None
 
 
-def test_a_transitional_phase_waits_longer_while_many_servers_are_on_their_way():
-    """One server shows Pending after 2 s; in a start of 1,000 at once the Pending writes wait
-    (at most SETTLE_MAX_SECONDS), so most servers' first status is Running."""
-    from peon.shared.status import SETTLE_MAX_SECONDS, SETTLE_SECONDS, settle_wait
-    assert settle_wait("Pending", 100.0, 100.0, on_their_way=1) == SETTLE_SECONDS
-    assert settle_wait("Pending", 100.0, 100.0, on_their_way=50) == SETTLE_SECONDS
-    assert settle_wait("Pending", 100.0, 105.0, on_their_way=500) == 10.0
-    assert settle_wait("Pending", 100.0, 100.0, on_their_way=1_500) == 45.0
-    assert settle_wait("Pending", 100.0, 100.0, on_their_way=10_000) == SETTLE_MAX_SECONDS
-    assert settle_wait("Pending", 100.0, 100.0 + SETTLE_MAX_SECONDS, on_their_way=10_000) is None
-    assert settle_wait("Running", 100.0, 100.0, on_their_way=10_000) is None
-
-
 # --- the world's seed (the game pod's init step) -------------------------------------------------
 
 def seed_pod(state=None, last=None):
