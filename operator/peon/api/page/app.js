@@ -21,6 +21,8 @@
     let data = null;
     if (resp.status !== 304 && (resp.headers.get("Content-Type") || "").startsWith("application/json")) {
       try { data = await resp.json(); } catch (e) { data = null; }
+    } else {
+      await resp.arrayBuffer();  // read to its end (a 304's nothing), so the request completes
     }
     return { status: resp.status, data, resp };
   }
