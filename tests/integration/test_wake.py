@@ -23,9 +23,30 @@ GATE_NS = "peon-gate-test"
 GATE_LABELS = {"app.kubernetes.io/component": "wake-gate", "app.kubernetes.io/instance": "test"}
 
 
+def gate_kubeconfig(kubeconfig: str, token: str) -> str:
+    """The bed's API server for the gate's own ServiceAccount token. The bed's API server
+    listens on loopback only and its pods have no route off their bridge, so the gate pod runs
+    in the node's network (hostNetwork) and reaches it there; on a real cluster (the chart) the
+    gate is an ordinary pod that reaches the API through the kubernetes Service."""
+    import base64
+    import pathlib
+    import yaml
+    cfg = yaml.safe_load(pathlib.Path(kubeconfig).read_text())
+    cluster = cfg["clusters"][0]["cluster"]
+    ca = cluster.get("certificate-authority-data") or base64.b64encode(
+        pathlib.Path(cluster["certificate-authority"]).read_bytes()).decode()
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gate",
+        "clusters": [{"name": "bed", "cluster": {"server": cluster["server"],
+                                                 "certificate-authority-data": ca}}],
+        "users": [{"name": "gate", "user": {"token": token}}],
+        "contexts": [{"name": "gate", "context": {"cluster": "bed", "user": "gate"}}]})
+
+
 def gate_objects() -> list[dict]:
     """The gate as the chart makes it, on the real node: ServiceAccount, the least RBAC
-    (read GameServers, patch their status: the knock), one pod."""
+    (read GameServers, patch their status: the knock), one pod (in the node's network here:
+    see gate_kubeconfig)."""
     meta = {"namespace": GATE_NS}
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATE_NS}},
@@ -45,6 +66,9 @@ def gate_objects() -> list[dict]:
          "spec": {"replicas": 1, "selector": {"matchLabels": GATE_LABELS},
                   "template": {"metadata": {"labels": GATE_LABELS}, "spec": {
                       "serviceAccountName": "peon-gate",
+                      "hostNetwork": True,
+                      "volumes": [{"name": "kubeconfig",
+                                   "secret": {"secretName": "gate-kubeconfig"}}],
                       "nodeSelector": {"kubernetes.io/hostname": NODE},
                       "tolerations": [{"key": TAINT, "operator": "Exists",
                                        "effect": "NoSchedule"}],
@@ -53,6 +77,9 @@ def gate_objects() -> list[dict]:
                           "name": "gate", "image": OPERATOR_IMAGE,
                           "imagePullPolicy": "IfNotPresent",
                           "command": ["peon-gate", "--cluster"],
+                          "env": [{"name": "KUBECONFIG", "value": "/etc/gate/kubeconfig"}],
+                          "volumeMounts": [{"name": "kubeconfig", "mountPath": "/etc/gate",
+                                            "readOnly": True}],
                           "securityContext": {"allowPrivilegeEscalation": False,
                                               "readOnlyRootFilesystem": True,
                                               "capabilities": {"drop": ["ALL"]}}}]}}}},
@@ -60,14 +87,28 @@ def gate_objects() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def gate(kube, kubectl, real_node, testgame):  # noqa: F811
+def gate(kube, kubectl, kubeconfig, real_node, testgame):  # noqa: F811
     import json
-    docs = "\n---\n".join(json.dumps(o) for o in gate_objects())
+    objects = gate_objects()
+    kubectl("apply", "--server-side", "-f", "-",
+            input="\n---\n".join(json.dumps(o) for o in objects[:2]))  # namespace, account
+    token = kubectl("-n", GATE_NS, "create", "token", "peon-gate", "--duration=2h").stdout.strip()
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+              "metadata": {"name": "gate-kubeconfig", "namespace": GATE_NS},
+              "stringData": {"kubeconfig": gate_kubeconfig(kubeconfig, token)}}
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(secret))
+    docs = "\n---\n".join(json.dumps(o) for o in objects[2:])
     kubectl("apply", "--server-side", "-f", "-", input=docs)
+    # A fresh pod: the image's tag is the same from run to run, its code is this checkout's.
+    old = {p["metadata"]["uid"] for p in kube.list("Pod", GATE_NS,
+                                                   "app.kubernetes.io/component=wake-gate")}
+    kubectl("-n", GATE_NS, "delete", "pod", "-l", "app.kubernetes.io/component=wake-gate",
+            "--wait=false")
     def ready():
         pods = [p for p in kube.list("Pod", GATE_NS, "app.kubernetes.io/component=wake-gate")
-                if any(c["type"] == "Ready" and c["status"] == "True"
-                       for c in p.get("status", {}).get("conditions") or [])]
+                if p["metadata"]["uid"] not in old and not p["metadata"].get("deletionTimestamp")
+                and any(c["type"] == "Ready" and c["status"] == "True"
+                        for c in p.get("status", {}).get("conditions") or [])]
         return pods[0] if pods else None
     pod = wait_for("the gate pod ready", ready, 120, interval=0.5)
     yield pod
@@ -126,8 +167,15 @@ def test_asleep_the_address_answers_from_the_gate_and_a_join_wakes_the_game_ther
     kube.merge_patch("GameServer", ns, name, {"metadata": {"annotations": {
         "peon.dev/sleep": rn_clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")}}})
     t0 = time.monotonic()
-    wait_for("the server at the gate", lambda: ((kube.status_of("GameServer", ns, name)
-                                                  .get("gate") or {}).get("serving")), 120)
+    try:
+        wait_for("the server at the gate", lambda: ((kube.status_of("GameServer", ns, name)
+                                                      .get("gate") or {}).get("serving")), 120)
+    except AssertionError:
+        pods = kubectl("-n", GATE_NS, "get", "pods", "-o", "wide", check=False).stdout
+        logs = kubectl("-n", GATE_NS, "logs", "-l", "app.kubernetes.io/component=wake-gate",
+                       "--tail=40", check=False)
+        raise AssertionError(f"gate pods: {pods}\ngate log: {logs.stdout[-3000:]}"
+                             f"{logs.stderr[-500:]}") from None
     assert game_pods(kube, ns, name) == []
     svc = kube.get("Service", ns, name)
     assert "selector" not in svc["spec"]
@@ -138,9 +186,15 @@ def test_asleep_the_address_answers_from_the_gate_and_a_join_wakes_the_game_ther
         "endpointslice.kubernetes.io/managed-by") == "operator.peon.dev"]
     assert len(ours) == 1 and ours[0]["endpoints"][0]["addresses"] == [gate["status"]["podIP"]]
 
-    asleep = wait_for("the gate's A2S answer at the same address",
-                      lambda: (i := info(query)) and "join to wake" in i.map_name and i, 60,
-                      interval=0.5)
+    try:
+        asleep = wait_for("the gate's A2S answer at the same address",
+                          lambda: (i := info(query)) and "join to wake" in i.map_name and i, 60,
+                          interval=0.5)
+    except AssertionError:
+        logs = kubectl("-n", GATE_NS, "logs", gate["metadata"]["name"], check=False)
+        raise AssertionError(f"gate log: {logs.stdout[-3000:]} {logs.stderr[-500:]}\n"
+                             f"status.gate: {kube.status_of('GameServer', ns, name).get('gate')}"
+                             f"\nslice: {ours}") from None
     print(f"at the gate {time.monotonic() - t0:.1f}s after the stop")
     assert asleep.server_name == name and asleep.player_count == 0
     assert a2s.players(query, timeout=2) == []
