@@ -67,7 +67,8 @@ def test_the_discord_bots_calls_drive_a_server_from_create_to_destroy(api, kube,
     status, obj = api.call("PUT", "/api/v1/server/description/valheim.vikings", {"description": "Saturdays"})
     assert status == 200 and obj["description"] == "Saturdays"
     assert api.call("PUT", "/api/v1/server/update/valheim.vikings", {})[0] == 200
-    assert kube.get("GameServer", namespace, "vikings")["metadata"]["annotations"]["peon.dev/restartedAt"]
+    # an update asks for the image pulled again (issue 28), not a plain restart
+    assert kube.get("GameServer", namespace, "vikings")["metadata"]["annotations"]["peon.dev/update"]
     status, saved = api.call("PUT", "/api/v1/server/save/valheim.vikings")
     assert status == 200
     run_phase(kube, "GameServerBackup", namespace, saved["info"], "Succeeded", timeout=90)
