@@ -1,5 +1,5 @@
-"""What Peon's web page shows (pure): a server's card from its GameServer, its backups, the
-pod whose log to read, and the session's end for Start and Extend. `server.py` serves them
+"""What Peon's web page shows (pure): a server's card from its GameServer, its backups and
+the session's end for Start and Extend. `server.py` serves them
 at /page/*; the page (api/page/) puts every value in as text."""
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import hashlib
 import json
 from typing import Any, Iterable, Mapping
 
-from peon import LABEL_GAMESERVER
 from peon.shared import actions, backup as bk, clock
 from peon.shared.actions import BadRequest
 from . import keys, views
@@ -112,22 +111,3 @@ def log_lines(query: Mapping[str, str]) -> int:
     return int(raw)
 
 
-def is_server_pod(pod: Mapping[str, Any], name: str) -> bool:
-    """The server's own pod (the operator cache's rule): labelled with it, not a backup,
-    restore or download pod, nor any Job's."""
-    meta = pod.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    if labels.get(LABEL_GAMESERVER) != name:
-        return False
-    if any(k in labels for k in (bk.LABEL_BACKUP, bk.LABEL_RESTORE, bk.LABEL_DOWNLOAD)):
-        return False
-    return not any(o.get("kind") == "Job" for o in meta.get("ownerReferences") or [])
-
-
-def log_pod(pods: Iterable[Mapping[str, Any]], name: str) -> Mapping[str, Any] | None:
-    """The pod to read a log from: not going away first, then running, then the newest."""
-    mine = [p for p in pods if is_server_pod(p, name)]
-    return max(mine, default=None, key=lambda p: (
-        not p["metadata"].get("deletionTimestamp"),
-        (p.get("status") or {}).get("phase") == "Running",
-        p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"]))

@@ -38,6 +38,7 @@ from . import cards, console, keys, views
 from peon.shared.actions import BadRequest
 from .views import Conflict, NotFound
 from peon.shared.kube import Kube
+from peon.shared.pods import log_pod
 from peon.shared.rcon import RconError
 
 log = logging.getLogger("peon.api")
@@ -409,7 +410,7 @@ class Api:
     async def logs(self, gs: dict, lines: int) -> str:
         name = gs["metadata"]["name"]
         pods = await self.call(self.kube.list, "Pod", self.namespace, f"{LABEL_GAMESERVER}={name}")
-        pod = cards.log_pod(pods, name)
+        pod = log_pod(pods, name)
         if pod is None:
             raise Conflict(f"server [{views.uid_of(gs)}] has no pod to read a log from (phase: "
                            f"{(gs.get('status') or {}).get('phase') or 'unknown'})")

@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 from peon import LABEL_GAMESERVER
 from peon.shared import maintenance as mt
+from peon.shared.pods import log_pod
 
 from .context import Ctx, Failure, Usage, get_server, namespace_of
-from .decisions import server_pod
 
 SERVER_CONTAINER = "server"
 TIMEOUT = 10.0
@@ -38,7 +38,7 @@ def resolve(ctx: Ctx, ns: str, name: str) -> tuple[Any, Any, str]:
         raise Failure(f"gameserver/{name}: {e.message}") from None
     if game.console is None:
         raise Failure(f"game {uid} declares no console (spec.console), so Peon cannot reach it")
-    pod = server_pod(ctx.kube.list("Pod", ns, f"{LABEL_GAMESERVER}={name}"), name)
+    pod = log_pod(ctx.kube.list("Pod", ns, f"{LABEL_GAMESERVER}={name}"), name)
     if pod is None:
         phase = (body.get("status") or {}).get("phase") or "unknown"
         raise Failure(f"gameserver/{name} has no running pod (phase: {phase})")

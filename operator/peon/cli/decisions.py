@@ -3,9 +3,8 @@ which pod is the server's. Pure."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
-from peon import LABEL_GAMESERVER
 from peon.shared import backup as bk, clock
 
 from .text import one_line
@@ -42,27 +41,5 @@ def run_outcome(obj: Mapping[str, Any] | None) -> tuple[bool, bool, str]:
     st = (obj or {}).get("status") or {}
     phase = st.get("phase")
     return phase in bk.FINISHED, phase == bk.SUCCEEDED, one_line(st.get("message"))
-
-
-def is_server_pod(pod: Mapping[str, Any], name: str) -> bool:
-    """The server's own pod: labelled with it, and not a backup, restore or download pod
-    (cache._server_pod's rule) nor any Job's."""
-    meta = pod.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    if labels.get(LABEL_GAMESERVER) != name:
-        return False
-    if any(k in labels for k in (bk.LABEL_BACKUP, bk.LABEL_RESTORE, bk.LABEL_DOWNLOAD)):
-        return False
-    return not any(o.get("kind") == "Job" for o in meta.get("ownerReferences") or [])
-
-
-def server_pod(pods: Iterable[Mapping[str, Any]], name: str) -> Mapping[str, Any] | None:
-    """The pod to read logs from: a server pod, one not going away first, then a running one,
-    then the newest."""
-    mine = [p for p in pods if is_server_pod(p, name)]
-    return max(mine, default=None, key=lambda p: (
-        not p["metadata"].get("deletionTimestamp"),
-        (p.get("status") or {}).get("phase") == "Running",
-        p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"]))
 
 

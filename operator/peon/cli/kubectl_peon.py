@@ -18,8 +18,9 @@ import codecs
 from peon import LABEL_GAMESERVER
 from peon.shared import backup as bk, clock
 
+from peon.shared.pods import log_pod
 from .context import Ctx, Failure, annotate, entry, get_server, namespace_of
-from .decisions import parse_when, run_outcome, server_pod, start_refusal
+from .decisions import parse_when, run_outcome, start_refusal
 from .text import dump, human_size
 from .views import backups_table, ls_table, status_text
 
@@ -202,7 +203,7 @@ def cmd_restore(args: argparse.Namespace, ctx: Ctx) -> int:
 def cmd_logs(args: argparse.Namespace, ctx: Ctx) -> int:
     ns = namespace_of(args, ctx)
     gs = get_server(ctx, ns, args.name)
-    pod = server_pod(ctx.kube.list("Pod", ns, f"{LABEL_GAMESERVER}={args.name}"), args.name)
+    pod = log_pod(ctx.kube.list("Pod", ns, f"{LABEL_GAMESERVER}={args.name}"), args.name)
     if pod is None:
         phase = (gs.get("status") or {}).get("phase") or "unknown"
         raise Failure(f"gameserver/{args.name} has no pod (phase: {phase})")

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from sys import intern
 from typing import Any, Callable, Hashable, Iterable
 
-from peon import ANNOTATION_APPLIED, LABEL_GAMESERVER
-from peon.shared.backup import LABEL_BACKUP, LABEL_RESTORE
+from peon import ANNOTATION_APPLIED
+from peon.shared.pods import server_of
 
 Key = tuple[str, str, str]  # (kind, namespace, name); a Game's is ("Game", "", name)
 
@@ -84,9 +84,9 @@ class Index:
 
 
 def _server_pod(key, pod: dict):
-    labels = pod["metadata"].get("labels") or {}
-    if labels.get(LABEL_GAMESERVER) and LABEL_BACKUP not in labels and LABEL_RESTORE not in labels:
-        yield (key[0], labels[LABEL_GAMESERVER])
+    name = server_of(pod)
+    if name:
+        yield (key[0], name)
 
 
 def _run_server(key, run: dict):
@@ -186,15 +186,19 @@ def _slim_deployment(dep: dict) -> dict:
     return {**dep, "status": {k: status[k] for k in DEPLOYMENT_STATUS if k in status}}
 
 
+CLAIM_ANNOTATIONS = (ANNOTATION_APPLIED, "peon.dev/recovered-from", "peon.dev/left-behind")
+
+
 def _slim_claim(claim: dict) -> dict:
     """A claim as the reconcile reads it: what the operator applies (labels, its applied hash,
     access modes, size, class). The binder's annotations, volume name and status are no
     news for a server: without them a claim being bound queues no reconcile."""
     meta, spec = claim.get("metadata") or {}, claim.get("spec") or {}
     slim_meta = {k: meta[k] for k in KEPT_META if k in meta}
-    applied = (meta.get("annotations") or {}).get(ANNOTATION_APPLIED)
-    if applied:
-        slim_meta["annotations"] = {ANNOTATION_APPLIED: applied}
+    # and what a lost node's recovery wrote on it (operator/lost_node.py)
+    kept = {k: v for k, v in (meta.get("annotations") or {}).items() if k in CLAIM_ANNOTATIONS}
+    if kept:
+        slim_meta["annotations"] = kept
     return {"apiVersion": claim.get("apiVersion", "v1"), "kind": "PersistentVolumeClaim",
             "metadata": slim_meta,
             "spec": {k: spec[k] for k in ("accessModes", "resources", "storageClassName")

@@ -271,27 +271,6 @@ def test_points_in_time_are_epochs_or_rfc3339_and_in_the_future():
             decisions.parse_when(bad, NOW)
 
 
-def test_the_server_pod_is_its_own_not_a_jobs():
-    def pod(name, labels, phase="Running", created="2026-11-29T10:00:00Z", owner=None, deleting=False):
-        meta = {"name": name, "labels": {"peon.dev/gameserver": "vikings", **labels},
-                "creationTimestamp": created}
-        if owner:
-            meta["ownerReferences"] = [{"kind": owner, "name": "x"}]
-        if deleting:
-            meta["deletionTimestamp"] = "2026-11-29T17:00:00Z"
-        return {"metadata": meta, "status": {"phase": phase}}
-    pods = [pod("backup", {"peon.dev/backup": "b1"}, created="2026-11-29T17:00:00Z"),
-            pod("restore", {"peon.dev/restore": "r1"}, created="2026-11-29T17:00:00Z"),
-            pod("download", {"peon.dev/backup": "b1", "peon.dev/download": "b1"}),
-            pod("job", {}, owner="Job", created="2026-11-29T17:00:00Z"),
-            pod("old", {}, created="2026-11-29T09:00:00Z"),
-            pod("leaving", {}, created="2026-11-29T16:00:00Z", deleting=True),
-            pod("new-pending", {}, phase="Pending", created="2026-11-29T16:30:00Z")]
-    assert decisions.server_pod(pods, "vikings")["metadata"]["name"] == "old"
-    assert decisions.server_pod(pods[:4], "vikings") is None
-    assert decisions.server_pod(pods, "blocks") is None
-
-
 def test_run_outcomes():
     assert decisions.run_outcome(backup_run("b")) == (True, True, "")
     failed = backup_run("b", phase="Failed")
