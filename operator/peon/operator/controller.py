@@ -44,7 +44,7 @@ from .sessions import Sessions, transition_event
 from .maintenance import Maintenance
 from .store_listing import KIND as STORE_LISTING, StoreListing
 from .workqueue import WorkQueue
-from .wake import Wake
+from .wake import Config as WakeConfig, Wake
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def refuse_token_secret(view: SecretView, what: str) -> None:
 class Controller:
     def __init__(self, kube: Kube, workers: int = 8, job_image: str = DEFAULT_JOB_IMAGE,
                  whole_cluster: bool = True, notify_allowed: tuple = (),
-                 store_list_interval: float = 3600.0):
+                 store_list_interval: float = 3600.0, gate: WakeConfig | None = None):
         self.kube = kube
         self.cache = Cache()
         self.queue = WorkQueue()
@@ -110,7 +110,8 @@ class Controller:
             self.webhook_url, lambda obj, msg: self.kube.event(obj, "Warning", "NotifyFailed", msg),
             allowed=notify_allowed)
         self.backups.notify = self.notify
-        self.wake = Wake(kube, self.cache, lambda keys: [self.queue.add(k) for k in keys])
+        self.wake = Wake(kube, self.cache, lambda keys: [self.queue.add(k) for k in keys],
+                         gate or WakeConfig())
 
     # --- the loop --------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from .controller import Controller
 from peon.shared.kube import Kube, load_config
 from .leader import Election
 from .namespaces import Scope
+from .wake import Config as WakeConfig
 from . import health, kinds, watches
 from peon.shared import metrics
 
@@ -43,6 +44,8 @@ class Settings:
     notify_allowed: tuple = ()
     # How often each server's store is listed for backups made elsewhere (store_listing.py).
     store_list_interval: float = 3600.0
+    # Where the wake gate runs and the ports it may bind (--gate-*; wake.py); None: no gate.
+    gate: WakeConfig | None = None
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -106,6 +109,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     controller = memo.controller = Controller(
         kube, workers=config.workers, whole_cluster=not config.namespaces,
         notify_allowed=config.notify_allowed, store_list_interval=config.store_list_interval,
+        gate=config.gate,
         **({"job_image": config.job_image} if config.job_image else {}))
     memo.election = None
     loop = asyncio.get_running_loop()

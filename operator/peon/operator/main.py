@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         ap.error(f"--notify-allow-cidr: {e}")
     try:
-        wake.configure(wake.config_from(args))
+        gate = wake.config_from(args)
     except ValueError as e:
         ap.error(str(e))
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         scan_cluster=Scope(tuple(args.namespace)).patterned,
         leader_election=leader_election, secret_refresh=args.secret_refresh,
         store_list_interval=args.store_list_interval,
-        notify_allowed=notify_allowed))
+        notify_allowed=notify_allowed, gate=gate))
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     asyncio.run(kopf.operator(

@@ -53,15 +53,6 @@ class Config:
     poll_seconds: float = 5.0
 
 
-CONFIG = Config()
-
-
-def configure(config: Config) -> None:
-    """The command line's choice (main.py), before the controller starts."""
-    global CONFIG
-    CONFIG = config
-
-
 # --- pure: the switch, the ports, the view, the Service and its slice ------------------------
 
 @dataclass(frozen=True)
@@ -237,7 +228,7 @@ class Wake:
     def __init__(self, kube, cache, queue_all: Callable[[list], None],
                  config: Config | None = None):
         self.kube, self.cache, self.queue_all = kube, cache, queue_all
-        self.config = config or CONFIG
+        self.config = config or Config()
         self.lock = threading.Lock()
         self.ports: dict[int, tuple[str, str]] = {}   # gate port -> server (ns, name)
         self.by_server: dict[tuple[str, str], dict[str, int]] = {}
@@ -409,6 +400,7 @@ def main_args(ap) -> None:
 
 
 def config_from(args) -> Config:
+    """The gate's settings from the command line (main.py; handed on in kopf's memo)."""
     low, _, high = str(args.gate_ports).partition("-")
     lo, hi = int(low), int(high or low)
     if not 1024 <= lo <= hi <= 65535:
