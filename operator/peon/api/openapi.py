@@ -10,7 +10,12 @@ SERVER = {"type": "object", "properties": {
     "server_state": {"type": "string", "enum": ["STARTED", "INITIALIZING", "OFFLINE", "ERROR", "UNKNOWN"]},
     "server_config": {"type": "object", "description": "address, port, players; never a password"},
     "description": {"type": "string"},
-    "time": {"type": ["integer", "null"], "description": "the scheduled stop, Unix seconds"}}}
+    "time": {"type": ["integer", "null"], "description": "the scheduled stop, Unix seconds"},
+    "last_update": {"type": ["object", "null"], "description": "the last update applied (the "
+                    "image pulled again): image, asked and applied (Unix seconds); null before "
+                    "any", "properties": {"image": {"type": ["string", "null"]},
+                                          "asked": {"type": "integer"},
+                                          "applied": {"type": ["integer", "null"]}}}}}
 STATUS = {"type": "object", "properties": {"status": {"type": "string"}, "info": {"type": "string"}}}
 TIMER = {"type": "object", "properties": {
     "interval": {"type": "string", "example": "5h", "description": "d/h/m/s; a bare number is minutes"},

@@ -200,7 +200,20 @@ def server_object(gs: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
             "container_type": "kubernetes", "build_version": image.rpartition(":")[2] if ":" in image else image,
             "container_state": container, "server_state": server,
             "server_config": server_config(gs), "description": description_of(gs),
-            "time": int(stop.timestamp()) if stop else None}
+            "time": int(stop.timestamp()) if stop else None,
+            "last_update": last_update(status.get("maintenance") or {})}
+
+
+def last_update(m: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The last update applied (issue 28, item 4; a field PEON's object lacks, added): the
+    image pulled again, when it was asked for and when its rollout was applied (Unix seconds;
+    `applied` null when the operator's status lost it). None before any update."""
+    asked = clock.parse(m.get("lastUpdate"))
+    if asked is None:
+        return None
+    applied = clock.parse(m.get("updatedAt"))
+    return {"image": m.get("updatedImage") or None, "asked": int(asked.timestamp()),
+            "applied": int(applied.timestamp()) if applied else None}
 
 
 def server_object_1_0(gs: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:

@@ -77,6 +77,12 @@ def describe_change(old_tpl: dict, new_tpl: dict) -> str:
     return " and ".join(what) or "a change of the server's spec or its Game"
 
 
+def game_image(tpl: dict | None) -> str:
+    """The image of a pod template's game container."""
+    return next((c.get("image") or "" for c in ((tpl or {}).get("spec") or {}).get("containers")
+                 or () if c.get("name") == CONTAINER), "")
+
+
 def pull_again(tpl: dict, update: str) -> None:
     """The template of an update: the game's container pulls its image again (Always), and the
     template names the update, so the pod rolls even when nothing else changed."""
@@ -188,21 +194,22 @@ class Maintenance:
             if mem.get("pending") and pending and plan.restart_slot is None:
                 out.events.append(("Normal", "ChangeApplied", plan.message))
             if making is not None:
-                image = next((c.get("image") for c in tpl["spec"]["containers"]
-                              if c.get("name") == CONTAINER), "")
+                image = game_image(tpl)
                 out.events.append(("Normal", "Updated", f"the update asked for "
                                    f"{clock.iso(making)}: {image} pulled again, the server "
                                    f"restarted ({plan.message})"))
         if making is not None and plan.apply:
-            self.made[(ns, name)] = (clock.iso(making), clock.iso(now))
-        last_update, updated_at = mem.get("lastUpdate"), mem.get("updatedAt")
+            self.made[(ns, name)] = (clock.iso(making), clock.iso(now), game_image(tpl))
+        last_update, updated_at, updated_image = (mem.get("lastUpdate"), mem.get("updatedAt"),
+                                                  mem.get("updatedImage"))
         recent = self.made.get((ns, name))
         if recent and (last_update is None or recent[0] > last_update):
-            last_update, updated_at = recent
+            last_update, updated_at, updated_image = recent
         else:
             self.made.pop((ns, name), None)  # status says it
             if made_tpl and (last_update is None or made_tpl > last_update):
-                last_update, updated_at = made_tpl, None  # status lost: the template says which
+                # status lost: the running template says which update, and its image
+                last_update, updated_at, updated_image = made_tpl, None, game_image(actual_tpl)
         console = None
         if plan.warn:
             error = self.say(gs, game, plan.warn)
@@ -232,6 +239,7 @@ class Maintenance:
                 "updatesSince": clock.iso(updates_since) if policy.update_schedule else None,
                 "lastUpdate": last_update,
                 "updatedAt": updated_at,
+                "updatedImage": updated_image if last_update else None,
                 "nextUpdate": clock.iso(next_update) if next_update else None,
             }
         if configured:

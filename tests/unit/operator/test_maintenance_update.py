@@ -128,6 +128,7 @@ def test_an_update_waits_for_its_backup_then_for_the_players_then_pulls_again(wo
     assert template(kube) == rolled and not [e for e in kube.events if e[1] == "Updated"]
     m = status(kube)["maintenance"]  # written once the new pod's phase settled
     assert m["lastUpdate"] == "2026-05-01T12:01:00Z" and m["updatedAt"] == "2026-05-01T12:07:00Z"
+    assert m["updatedImage"] == container(kube)["image"]  # the image pulled again
     # The next change rolls the pod anyway: it goes back to the Game's pull policy.
     gs = copy.deepcopy(kube.objects[KEY])
     gs["spec"]["settings"][0]["content"]["SERVER_PASS"] = "swordfish"
