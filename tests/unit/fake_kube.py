@@ -113,8 +113,10 @@ class FakeKube:
             raise result
         return result
 
-    def delete(self, kind: str, namespace: str | None, name: str, propagation: str = "Background") -> bool:
-        self.calls.append(("delete", kind, name))
+    def delete(self, kind: str, namespace: str | None, name: str, propagation: str = "Background",
+               grace_seconds: int | None = None) -> bool:
+        self.calls.append(("delete", kind, name) if grace_seconds is None
+                          else ("delete", kind, name, grace_seconds))
         return self.objects.pop((kind, namespace, name), None) is not None
 
     def _patch(self, verb: str, kind: str, namespace: str | None, name: str, patch: dict) -> dict:

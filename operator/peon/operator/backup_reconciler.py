@@ -62,7 +62,7 @@ class BackupReconciler(RunBase):
             node = self._server_node(ns, gs_name)
             archive = bk.archive_path(name)
             job = self.kube.create(bk.run_job(
-                run, "GameServerBackup", ["create", bk.DATA_MOUNT, archive], data_claim(gs),
+                run, "GameServerBackup", ["create", bk.DATA_MOUNT, archive], data_claim(gs, self.cache),
                 bk.backup_volume(gs_name), self.job_image, node, True, "backup",
                 self._scheduling(gs)))
             self.cache.put(self.cache.jobs, (ns, job_name), job, False)
@@ -97,7 +97,7 @@ class BackupReconciler(RunBase):
         job = self.kube.create(bk.run_job(
             run, "GameServerBackup", ["backup", bk.DATA_MOUNT, "--host", f"{ns}/{gs_name}",
                                       "--name", name, *about],
-            data_claim(gs), None, self.job_image, node, True, "backup", self._scheduling(gs),
+            data_claim(gs, self.cache), None, self.job_image, node, True, "backup", self._scheduling(gs),
             store=target))
         self.cache.put(self.cache.jobs, (ns, job_name), job, False)
         self._write(run, {"phase": bk.PENDING, "job": job_name, "image": self.job_image,

@@ -34,7 +34,7 @@ from .health import Progress
 from peon.shared.kube import Kube, refusal, with_kind
 from .namespaces import Scope
 from peon.shared.model import STATE_STOPPED, InvalidSpec, is_env_name, parse_game, parse_gameserver
-from peon.shared.render import ReferencedSecrets, child_names, first_build_order, render
+from peon.shared.render import ReferencedSecrets, child_names, claim_name, first_build_order, render
 from .prober import Prober
 from .backup_reconciler import BackupReconciler
 from .restore_reconciler import RestoreReconciler
@@ -42,6 +42,7 @@ from .runs import ServerRuns, claim_refusal
 from .secret_refs import SecretRefresher
 from .sessions import Sessions, transition_event
 from .maintenance import Maintenance
+from .lost_node import LostNodes, on_claim
 from .store_listing import KIND as STORE_LISTING, StoreListing
 from .workqueue import WorkQueue
 from .wake import Config as WakeConfig, Wake
@@ -112,6 +113,7 @@ class Controller:
         self.backups.notify = self.notify
         self.wake = Wake(kube, self.cache, lambda keys: [self.queue.add(k) for k in keys],
                          gate or WakeConfig())
+        self.lost = LostNodes(kube, self.cache)  # a lost node's server moves (issue 26, item 3)
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -211,6 +213,7 @@ class Controller:
         self._refused.pop(key, None)
         self.sessions.forget(key[1], key[2])
         self.wake.forget(key[1:])
+        self.lost.forget(key[1], key[2])
 
     # --- one reconcile ---------------------------------------------------------------------------
 
@@ -259,8 +262,11 @@ class Controller:
                 body, gs, game)
             holding = self.runs.backup_before_stop(body, gs, decision.run, decision.reason)
             running = (decision.run or holding is not None) and restore is None
-            desired = render(replace(gs, image=image), game, secrets, running=running,
-                             helper_image=self.runs.job_image)
+            lost = self.lost.judge(body, gs, claim_name(gs))
+            desired = render(replace(gs, image=image, backup=lost.seeding(gs.backup)), game,
+                             secrets, running=running, helper_image=self.runs.job_image)
+            if lost.recovered:
+                desired = on_claim(desired, lost.claim)
             held = self.maintenance.judge(body, gs, game, desired, self.sessions.players_now(gs))
             desired, gate = self.wake.stand_in(body, gs, game, desired, running)
         except InvalidSpec as e:
@@ -281,6 +287,7 @@ class Controller:
             return None
         changed += [f"-{k}" for k in self.remove_unwanted(ns, name, {d["kind"] for d in desired} | held.kept)]
         self.wake.point(body, gs, gate)  # the slice to the gate, after its Service
+        self.lost.evict(ns, lost.evict)  # after the Deployment moved to the new claim
         if changed and not first_build:  # a new server's children are its status' to tell
             self.kube.event(body, "Normal", "Applied", f"applied {', '.join(changed)}")
         requeue, backup_status = self.runs.schedule_and_retain(body, gs.backup)
@@ -298,9 +305,10 @@ class Controller:
             ports=[{"name": p.name, "containerPort": p.container_port, "protocol": p.protocol}
                    for p in game.ports],
             extra=(held.updated if held.updated and updated["status"] == "True" else updated,
-                   *held.conditions), backup=backup_status, why_stopped=why_stopped,
+                   *held.conditions, *filter(None, [lost.condition])), backup=backup_status,
+            why_stopped=why_stopped,
             more={"uptime": uptime_status, "players": players_status, "maintenance": held.status, "gate": gate,
-                  "lastKnock": knock}))
+                  "lastKnock": knock, "recovery": lost.status}))
         # Said once, with the status that records it: while a transitional phase is held back
         # every look would otherwise post the same start or stop again.
         written = (self.cache.gameservers.get((gs.namespace, gs.name)) or {}).get("status") or {}
@@ -308,7 +316,8 @@ class Controller:
             self.kube.event(body, "Normal", *event)
         if gs.notify:  # most servers tell no one: nothing to compare
             self.notify(body, gs.notify, nt.messages(name, body.get("status"), written))
-        return min(filter(None, [requeue, uptime_requeue, settle, held.requeue]), default=None)
+        return min(filter(None, [requeue, uptime_requeue, settle, held.requeue, lost.requeue]),
+                   default=None)
 
     def notify(self, body: dict, policy: nt.Policy | None, messages: list[nt.Message]) -> None:
         """Queue the server's messages for its webhook (never waits on it)."""

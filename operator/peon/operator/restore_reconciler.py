@@ -59,14 +59,14 @@ class RestoreReconciler(RunBase):
             if src.get("snapshot") and src.get("store"):  # from the off-site store
                 job = self.kube.create(bk.run_job(
                     run, "GameServerRestore",
-                    ["restore", src["snapshot"], bk.DATA_MOUNT, bk.DATA_MOUNT], data_claim(gs),
+                    ["restore", src["snapshot"], bk.DATA_MOUNT, bk.DATA_MOUNT], data_claim(gs, self.cache),
                     None, self.job_image, None, False, "restore", self._scheduling(gs),
                     store=store_target(src)))
             else:
                 action = ["restore", src["archive"], bk.DATA_MOUNT]
                 if src.get("sha256"):
                     action += ["--sha256", src["sha256"]]
-                job = self.kube.create(bk.run_job(run, "GameServerRestore", action, data_claim(gs),
+                job = self.kube.create(bk.run_job(run, "GameServerRestore", action, data_claim(gs, self.cache),
                                                   src.get("volume") or bk.backup_volume(gs_name),
                                                   self.job_image, None, False, "restore",
                                                   self._scheduling(gs)))

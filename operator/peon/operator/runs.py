@@ -18,6 +18,7 @@ from kubernetes.client.rest import ApiException
 from peon import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY
 from peon.shared import backup as bk, clock, metrics, notify as nt, status as st
 from .cache import Cache
+from .lost_node import current_claim, server_claims
 from peon.shared.kube import Kube
 from peon.shared.model import GameServer, InvalidSpec, parse_backup_policy, parse_scheduling
 from .workqueue import WorkQueue
@@ -356,9 +357,15 @@ def claim_refusal(cache: Cache, gs: dict) -> str | None:
     return None
 
 
-def data_claim(gs: dict) -> str:
+def data_claim(gs: dict, cache: Cache | None = None) -> str:
+    """The claim the server's world is on: a lost node's recovery moves it to a new claim
+    (lost_node.py), which backups and restores then use."""
     st_ = (gs.get("spec") or {}).get("storage") or {}
-    return st_.get("existingClaim") or f"{gs['metadata']['name']}-data"
+    base = st_.get("existingClaim") or f"{gs['metadata']['name']}-data"
+    if cache is None:
+        return base
+    ns, name = gs["metadata"]["namespace"], gs["metadata"]["name"]
+    return current_claim(name, base, server_claims(cache.children, ns, name, base))
 
 
 def store_target(status: dict) -> bk.StoreTarget:

@@ -41,6 +41,7 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "Pod": ("/api/v1", "pods", True),
     "Event": ("/api/v1", "events", True),
     "Node": ("/api/v1", "nodes", False),
+    "PersistentVolume": ("/api/v1", "persistentvolumes", False),
     "Namespace": ("/api/v1", "namespaces", False),
     "ServiceAccount": ("/api/v1", "serviceaccounts", True),
     "ReplicaSet": ("/apis/apps/v1", "replicasets", True),
@@ -251,11 +252,13 @@ class Kube:
                           query=[("fieldManager", self.field_manager)])
 
     def delete(self, kind: str, namespace: str | None, name: str,
-               propagation: str = "Background") -> bool:
+               propagation: str = "Background", grace_seconds: int | None = None) -> bool:
         writes.add("delete", kind)
+        body: dict[str, Any] = {"propagationPolicy": propagation}
+        if grace_seconds is not None:  # 0: a pod on a lost node, whose kubelet cannot confirm
+            body["gracePeriodSeconds"] = grace_seconds
         try:
-            self._call("DELETE", path(kind, namespace, name),
-                       body={"propagationPolicy": propagation})
+            self._call("DELETE", path(kind, namespace, name), body=body)
             return True
         except ApiException as e:
             if e.status == 404:

@@ -172,6 +172,7 @@ class Storage:
     storage_class: str | None = None
     retain_on_delete: bool = True
     existing_claim: str | None = None
+    recover_after: float | None = None  # seconds: a lost node's server moves (operator/lost_node.py)
 
 
 @dataclass(frozen=True)
@@ -313,6 +314,21 @@ def parse_uptime_policy(spec: Mapping[str, Any] | None) -> up.Policy:
         raise InvalidSpec("InvalidUptimePolicy", f"spec.uptime: {e}") from e
 
 
+RECOVER_AFTER = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_recover_after(text: Any) -> float | None:
+    """spec.storage.recoverAfter (`30s`, `5m`, `1h30m`) in seconds; None when unset."""
+    if text is None:
+        return None
+    m = RECOVER_AFTER.match(str(text))
+    if not m or not any(m.groups()) or not sum(int(x or 0) for x in m.groups()):
+        raise InvalidSpec("InvalidStorage", f"spec.storage.recoverAfter: {text!r} is not a "
+                          "duration of at least 1s such as 30s, 5m or 1h")
+    h, mi, s = (int(x or 0) for x in m.groups())
+    return float(h * 3600 + mi * 60 + s)
+
+
 def parse_gameserver(obj: Mapping[str, Any]) -> GameServer:
     """Parse and check what the CRD schema cannot. Raises InvalidSpec."""
     meta, spec = obj["metadata"], obj.get("spec") or {}
@@ -331,7 +347,8 @@ def parse_gameserver(obj: Mapping[str, Any]) -> GameServer:
         image=spec.get("image"),
         resources=check_resources(spec.get("resources") or {}, "spec.resources"),
         storage=Storage(st.get("size"), st.get("storageClassName"),
-                        bool(st.get("retainOnDelete", True)), st.get("existingClaim")),
+                        bool(st.get("retainOnDelete", True)), st.get("existingClaim"),
+                        parse_recover_after(st.get("recoverAfter"))),
         network=Network(net.get("type", "LoadBalancer"), bool(net.get("hostPorts", False)),
                         net.get("annotations") or {}, net.get("nodePorts") or {}),
         settings=settings,
