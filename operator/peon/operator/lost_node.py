@@ -349,7 +349,11 @@ class LostNodes:
         d = decide(facts)
         out.requeue = d.requeue
         if d.action == "reschedule":
-            out.evict = [p["metadata"]["name"] for p in self.pods_on(ns, name, facts.node_name)]
+            # Only pods that were there before the node was lost: one placed on it since (a
+            # pod that tolerates everything) would otherwise be deleted again and again.
+            out.evict = [p["metadata"]["name"] for p in self.pods_on(ns, name, facts.node_name)
+                         if (clock.parse((p.get("metadata") or {}).get("creationTimestamp"))
+                             or facts.now) < d.since]
             if out.evict:
                 self.kube.event(body, "Warning", Reason.RESCHEDULED, d.message)
         elif d.action == "rebuild":

@@ -366,6 +366,15 @@ def test_a_world_that_can_move_is_only_rescheduled(world):
     assert [e[1] for e in kube.events].count(ln.Reason.RESCHEDULED) == 1
     spec = kube.objects[("Deployment", "games", "odin")]["spec"]["template"]["spec"]
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "odin-data"}} in spec["volumes"]
+    # A pod placed on the lost node after it was lost (one that tolerates everything) stays:
+    # no delete loop.
+    kube.calls.clear()
+    late = pod("odin-late", "a", made=30)
+    kube.objects[("Pod", "games", "odin-late")] = late
+    c.cache.put(c.cache.pods, ("games", "odin-late"), late, False)
+    c.reconcile(KEY)
+    assert not [x for x in kube.calls if x[0] == "delete"]
+    assert [e[1] for e in kube.events].count(ln.Reason.RESCHEDULED) == 1
 
 
 def test_a_server_that_did_not_opt_in_reads_no_node(world):
