@@ -32,6 +32,8 @@ from kubernetes.client.rest import ApiException
 from peon import LABEL_GAMESERVER
 from peon.shared import clock
 from peon.shared import status as st
+from peon.shared.model import parse_game
+from peon.shared.render import data_claim  # the world's claim, as rendered
 
 log = logging.getLogger(__name__)
 
@@ -407,9 +409,7 @@ class LostNodes:
     def rebuild(self, body: Mapping, gs, facts: Facts, d: Decision, claims: list[Mapping]) -> str:
         """Make the new claim and mark the old one as left behind; returns the new claim's name.
         The claim template is the one the server's claims are rendered from."""
-        from peon.shared.render import data_claim  # the world's claim, as rendered
         game = self.cache.game(gs.game_uid)
-        from peon.shared.model import parse_game
         name = next_claim_name(gs.name, claims)
         now = clock.iso(clock.now())
         record = {"fromClaim": facts.claim, "lostNode": facts.node_name,
