@@ -717,3 +717,93 @@ def clock_parse(text):
 def dt_minutes(n):
     import datetime as dt
     return dt.timedelta(minutes=n)
+
+
+class real_time:
+    """The operator's clock follows the real time while the block runs (rn_clock holds a fixed
+    time otherwise): a schedule is then met as it is in production, second by second."""
+
+    def __init__(self, clock: Clock):
+        import threading
+        self.clock, self.stop = clock, threading.Event()
+        self.thread = threading.Thread(target=self._tick, daemon=True)
+
+    def _tick(self):
+        while not self.stop.wait(0.2):
+            self.clock.reset()
+
+    def __enter__(self):
+        self.clock.reset()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+        self.clock.reset()
+
+
+def test_a_scheduled_restart_warns_the_players_at_the_set_times_then_restarts(
+        kube, kubectl, rns, testgame, rn_operator, rn_clock):
+    """restartSchedule (cron in a time zone) with 2 players on: warned through the game's RCON
+    at 2 and 1 minutes before the slot, then a new pod. Durations in the schema are whole
+    minutes and a cron's are too, so this is the fastest honest setting: the slot 2m20s to 3m20s
+    after the schedule is set."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+    zone = "Asia/Kolkata"  # UTC+05:30, no summer time: a schedule read as UTC fires 5.5 h off
+    settings = [{"type": "env", "name": "env",
+                 "content": {"SERVER_PASS": "hunter22", "RCON_PASSWORD": "rcon-pass-2"}}]
+    maintenance = {"maxDelay": "1h", "warnings": ["2m", "1m"]}
+    with real_time(rn_clock):
+        apply_as_user(kube, tg_server("sched", rns, settings=settings, maintenance=maintenance))
+        wait_phase(kube, rns, "sched", "Running", timeout=180)
+        ip, port = service_address(kube, rns, "sched")
+        for who in ("alice", "bob"):
+            assert udp(ip, port, f"JOIN {who} hunter22") == f"WELCOME {who}"
+        wait_for("2 players in status", lambda: players_online(kube, rns, "sched") == 2, 60)
+        pod = server_pod(kube, rns, "sched")
+
+        now = dt.datetime.now(dt.timezone.utc)
+        slot = (now + dt.timedelta(minutes=2, seconds=80)).replace(second=0, microsecond=0)
+        local = slot.astimezone(ZoneInfo(zone))
+        cron = f"{local.minute} {local.hour} * * *"
+        apply_as_user(kube, tg_server("sched", rns, settings=settings, maintenance={
+            **maintenance, "restartSchedule": {"cron": cron, "timeZone": zone}}))
+        m = wait_for("the next restart in status", lambda: (lambda m: m if m.get("nextRestart")
+                                                            else None)(
+            maintenance_of(kube, rns, "sched")), 30)
+        assert clock_parse(m["nextRestart"]) == slot, (m, cron)
+        # Adding a schedule rolls nothing.
+        assert server_pod(kube, rns, "sched")["metadata"]["uid"] == pod["metadata"]["uid"]
+
+        expected = [f"say [Peon] The server restarts in {w} (scheduled restart)."
+                    for w in ("2 minutes", "1 minute")]
+        for n, before in ((1, 120), (2, 60)):
+            said = wait_for(f"warning {n}", lambda: (lambda c: c if len(c) >= n else None)(
+                [c for c in report(kubectl, kube, rns, "sched")["console"]
+                 if c["command"].startswith("say ")]), 240, interval=1)
+            assert [c["command"] for c in said] == expected[:n]
+            at = clock_parse(said[-1]["at"])
+            # Said at its time: never early, and within the operator's next looks.
+            assert slot - dt.timedelta(seconds=before) <= at <= \
+                slot - dt.timedelta(seconds=before - 10), (said[-1], slot)
+            assert server_pod(kube, rns, "sched")["metadata"]["uid"] == pod["metadata"]["uid"]
+        assert dt.datetime.now(dt.timezone.utc) < slot  # no restart before its slot
+
+        new = wait_for("the restart's new pod", lambda: (lambda p: p if p["metadata"]["uid"] !=
+                                                         pod["metadata"]["uid"] else None)(
+            server_pod(kube, rns, "sched", timeout=240)), 240, interval=1)
+    started = clock_parse(new["metadata"]["creationTimestamp"])
+    assert slot <= started <= slot + dt.timedelta(seconds=20), (started, slot)
+    restarted = [e for e in events_for(kube, rns, "sched") if e["reason"] == "ScheduledRestart"]
+    assert len(restarted) == 1 and "2 players on" in restarted[0]["message"], restarted
+    m = maintenance_of(kube, rns, "sched")
+    assert clock_parse(m["lastRestart"]) == slot
+    assert clock_parse(m["nextRestart"]) == slot + dt.timedelta(days=1)  # the same local time
+    assert any(e["reason"] == "PlayersWarned" for e in events_for(kube, rns, "sched"))
+    # The new pod runs; nobody was left to warn, and nothing more was said.
+    wait_phase(kube, rns, "sched", "Running", timeout=180)
+    assert [c for c in report(kubectl, kube, rns, "sched")["console"]
+            if c["command"].startswith("say ")] == []
+    assert "rcon-pass-2" not in rn_operator.log()
