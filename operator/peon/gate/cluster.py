@@ -67,15 +67,16 @@ def bindings_from(gate: Mapping[str, Any], address: str = "0.0.0.0") -> list[Bin
     return out
 
 
-def wanted(obj: Mapping[str, Any], now: dt.datetime
+def wanted(obj: Mapping[str, Any], now: dt.datetime, address: str = "0.0.0.0"
            ) -> tuple[SleepingServer, list[Binding]] | None:
-    """What the gate serves for this GameServer, or None (not at the gate)."""
+    """What the gate serves for this GameServer (listening on `address`), or None (not at the
+    gate)."""
     gate = (obj.get("status") or {}).get("gate") or {}
     if not isinstance(gate, Mapping) or gate.get("serving") is not True:
         return None
     if obj["metadata"].get("deletionTimestamp"):
         return None
-    return view_from(gate, now), bindings_from(gate)
+    return view_from(gate, now), bindings_from(gate, address)
 
 
 def knock_status(knock: Knock, source: tuple, now: dt.datetime) -> dict[str, Any]:
@@ -86,8 +87,14 @@ def knock_status(knock: Knock, source: tuple, now: dt.datetime) -> dict[str, Any
 class Follower:
     """Keeps a Gate serving what the GameServers' status.gate says; sends knocks as status."""
 
-    def __init__(self, kube, gate: Gate, namespaces: tuple[str, ...] = ()):
+    def __init__(self, kube, gate: Gate, namespaces: tuple[str, ...] = (),
+                 address: str = "0.0.0.0"):
         self.kube, self.gate, self.namespaces = kube, gate, namespaces or (None,)
+        # Where the listeners bind. A pod has one address and binds all; a gate in a node's
+        # network binds the node's address, so a UDP answer leaves from the address the
+        # Service's DNAT sent the query to (with a wildcard bind the kernel picks the source by
+        # route, conntrack cannot undo the DNAT, and the client drops the answer).
+        self.address = address
         self.loop: asyncio.AbstractEventLoop | None = None
         self.serving: dict[str, tuple[SleepingServer, list[Binding]]] = {}
         self.skipped = 0
@@ -139,7 +146,7 @@ class Follower:
         m = obj.get("metadata") or {}
         key = f"{m.get('namespace')}/{m.get('name')}"
         try:
-            want = None if deleted else wanted(obj, clock.now())
+            want = None if deleted else wanted(obj, clock.now(), self.address)
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             self.skipped += 1
             log.warning("gate: %s: status.gate unreadable (%s)", key, type(e).__name__)
@@ -178,10 +185,11 @@ def _ns(key: str) -> str:
     return key.split("/", 1)[0]
 
 
-async def serve_cluster(namespaces: tuple[str, ...], metrics_port: int = 0) -> None:
+async def serve_cluster(namespaces: tuple[str, ...], metrics_port: int = 0,
+                        address: str = "0.0.0.0") -> None:
     from peon.shared.kube import Kube
     kube = Kube(agent="peon-gate")
-    follower = Follower(kube, Gate())
+    follower = Follower(kube, Gate(), namespaces, address)
     follower.gate.on_knock = follower.on_knock
     if metrics_port:
         from prometheus_client import REGISTRY, start_http_server

@@ -23,13 +23,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("-n", "--namespace", action="append", default=[],
                     help="with --cluster: only this namespace (repeatable); all when omitted")
     ap.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here")
+    ap.add_argument("--listen-address", default="0.0.0.0",
+                    help="with --cluster: the address the sleeping servers' ports listen on "
+                         "(in a node's network, the pod's own address: $POD_IP from the "
+                         "downward API)")
     args = ap.parse_args(argv)
     if bool(args.servers) == args.cluster:
         ap.error("give either a servers file or --cluster")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         if args.cluster:
-            asyncio.run(serve_cluster(tuple(args.namespace), args.metrics_port))
+            asyncio.run(serve_cluster(tuple(args.namespace), args.metrics_port,
+                                      args.listen_address))
         else:
             asyncio.run(serve(args.servers, args.metrics_port))
     except (OSError, ValueError) as e:

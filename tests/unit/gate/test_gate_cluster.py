@@ -2,6 +2,7 @@
 127.0.0.1 and asked with python-a2s; a knock written back as status.knock only."""
 import asyncio
 import datetime as dt
+import socket
 
 import a2s as pya2s
 import pytest
@@ -136,3 +137,34 @@ def test_the_follower_lists_then_follows_the_watch():
     served, left, skipped = asyncio.run(run())
     assert [port for _, port in served.values()] == [free]
     assert left == {} and skipped == 1
+
+
+def test_a_gate_in_a_nodes_network_listens_and_answers_on_its_own_address():
+    """--listen-address: with several addresses on the host (a node's network), a UDP answer
+    must leave from the address the query came to, or the client (behind the Service's DNAT)
+    never matches it: the listeners bind that address, not the wildcard."""
+    assert [b.address for b in cluster.wanted(gs(status_gate()), NOW, "10.89.0.1")[1]] == \
+        ["10.89.0.1", "10.89.0.1"]
+
+    async def run():
+        gate = Gate()
+        follower = cluster.Follower(None, gate, ("games",), address="127.0.0.2")
+        follower.loop = asyncio.get_running_loop()
+        follower._changed(gs({**status_gate(), "ports": [
+            {"name": "query", "gatePort": 0, "protocol": "UDP", "role": "query",
+             "speaks": "a2s"}]}), False)
+        for _ in range(100):
+            if gate.bound("games/odin"):
+                break
+            await asyncio.sleep(0.01)
+        (_, (host, port)), = gate.bound("games/odin").items()
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setblocking(False)
+            s.bind(("127.0.0.1", 0))
+            await loop.sock_sendto(s, b"\xff\xff\xff\xffTSource Engine Query\x00", (host, port))
+            _, source = await asyncio.wait_for(loop.sock_recvfrom(s, 2048), 2)
+        await gate.close()
+        return host, source
+    host, source = asyncio.run(run())
+    assert host == "127.0.0.2" and source[0] == "127.0.0.2"
