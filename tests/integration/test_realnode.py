@@ -807,3 +807,59 @@ def test_a_scheduled_restart_warns_the_players_at_the_set_times_then_restarts(
     assert [c for c in report(kubectl, kube, rns, "sched")["console"]
             if c["command"].startswith("say ")] == []
     assert "rcon-pass-2" not in rn_operator.log()
+
+
+def test_a_wrong_rcon_password_is_said_and_never_shown(
+        kube, kubectl, kubeconfig, rns, testgame, rn_operator, rn_clock):
+    """The console's password in a Secret the server names (secretRef), changed while the
+    running pod keeps the one it started with: the warnings and `kubectl peon rcon` are refused
+    by the game, and that is said (ConsoleFailed, status, the command's error), password unshown."""
+    rn_clock.reset()
+    right, wrong = "right-rcon-pass-3", "wrong-rcon-pass-3"
+    kube.create({"apiVersion": "v1", "kind": "Secret",
+                 "metadata": {"name": "rcon-keys", "namespace": rns},
+                 "stringData": {"RCON_PASSWORD": right}})
+    apply_as_user(kube, tg_server("pw", rns, maintenance={"maxDelay": "1h"}, settings=[
+        {"type": "env", "name": "env", "content": {"SERVER_PASS": "hunter22"}},
+        {"type": "env", "name": "rcon", "secretRef": {"name": "rcon-keys"}}]))
+    wait_phase(kube, rns, "pw", "Running", timeout=180)
+    plugin = str(pathlib.Path(os.sys.executable).parent / "kubectl-peon")
+    env = {**os.environ, "KUBECONFIG": kubeconfig}
+    got = subprocess.run([plugin, "-n", rns, "rcon", "pw", "say", "right"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert (got.returncode, got.stdout) == (0, "say right\n"), got.stderr  # the right one works
+    ip, port = service_address(kube, rns, "pw")
+    for who in ("alice", "bob"):
+        assert udp(ip, port, f"JOIN {who} hunter22") == f"WELCOME {who}"
+    wait_for("2 players in status", lambda: players_online(kube, rns, "pw") == 2, 60)
+    pod = server_pod(kube, rns, "pw")
+
+    # The Secret changed: a change held with players on; the pod keeps the right password.
+    kube.raw("PATCH", f"/api/v1/namespaces/{rns}/secrets/rcon-keys",
+             {"stringData": {"RCON_PASSWORD": wrong}},
+             content_type="application/merge-patch+json")
+    wait_for("the change held", lambda: (lambda m: m if m.get("pending") else None)(
+        maintenance_of(kube, rns, "pw")), 90)
+    deadline = maintenance_of(kube, rns, "pw")["deadline"]
+    rn_clock.set(clock_parse(deadline) - dt_minutes(10))
+    failed = wait_for("ConsoleFailed", lambda: [e for e in events_for(kube, rns, "pw")
+                                                if e["reason"] == "ConsoleFailed"], 30)
+    assert "refused the password" in failed[0]["message"], failed
+    assert failed[0]["type"] == "Warning"
+    m = wait_for("status says it", lambda: (lambda m: m if m.get("console") else None)(
+        maintenance_of(kube, rns, "pw")), 30)
+    assert m["console"].startswith("players cannot be warned:") and \
+        "refused the password" in m["console"], m
+    assert not any(e["reason"] == "PlayersWarned" for e in events_for(kube, rns, "pw"))
+    assert said_in_game(kubectl, kube, rns, "pw") == ["say right"]  # no warning got through
+    assert server_pod(kube, rns, "pw")["metadata"]["uid"] == pod["metadata"]["uid"]
+
+    got = subprocess.run([plugin, "-n", rns, "rcon", "pw", "say", "hi"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert got.returncode != 0 and got.stdout == "", got
+    assert "refused the password" in got.stderr and "Traceback" not in got.stderr, got.stderr
+    shown = got.stdout + got.stderr + rn_operator.log() + "".join(
+        e["message"] for e in events_for(kube, rns, "pw")) + json.dumps(
+        kube.status_of("GameServer", rns, "pw"))
+    assert right not in shown and wrong not in shown
+    rn_clock.reset()
