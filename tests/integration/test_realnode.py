@@ -863,3 +863,79 @@ def test_a_wrong_rcon_password_is_said_and_never_shown(
         kube.status_of("GameServer", rns, "pw"))
     assert right not in shown and wrong not in shown
     rn_clock.reset()
+
+
+@pytest.fixture
+def loopback_registry(real_node, tmp_path):
+    """The test game 1.0 served by a registry on 127.0.0.1 (registry_helpers.py), exported from
+    the real node's containerd: the one way a pod's `Always` pull can succeed on the bed."""
+    from realnode_helpers import bed_node, bed_realnode
+    from registry_helpers import Registry
+    archive = tmp_path / "testgame.oci.tar"
+    node = bed_node(0)
+    ref = next(r for r in bed_realnode().ctr("images", "ls", "-q", socket=node.socket)
+               .stdout.decode().split() if r.endswith(f"{IMAGE}:1.0"))
+    bed_realnode().ctr("images", "export", str(archive), ref, socket=node.socket)
+    reg = Registry(str(archive), "testgame", "1.0")
+    yield reg
+    reg.close()
+
+
+def test_an_update_of_an_empty_server_backs_up_then_pulls_the_image_again(
+        kube, kubectl, kubeconfig, rns, testgame, rn_operator, rn_clock, loopback_registry,
+        tmp_path):
+    """`kubectl peon update` on a running server nobody is on: a BeforeUpdate backup, then a
+    new pod whose game container asks imagePullPolicy Always, and the node really pulls the
+    image again (the registry on loopback sees the manifest asked after the backup); the API's
+    server object shows the update."""
+    import datetime as dt
+    reg = loopback_registry
+    with real_time(rn_clock):  # the backup's and the update's times are compared with the pod's
+        apply_as_user(kube, tg_server("upd2", rns, image=reg.image, maintenance={"maxDelay": "1h"}))
+        wait_phase(kube, rns, "upd2", "Running", timeout=180)
+        pod = server_pod(kube, rns, "upd2")
+        first = [c for c in pod["spec"]["containers"] if c["name"] == "server"][0]
+        assert first["image"] == reg.image and first.get("imagePullPolicy") != "Always"
+        assert reg.manifest_requests(), "the first pod pulled from the loopback registry"
+        wait_for("nobody on, in status", lambda: players_online(kube, rns, "upd2") == 0, 60)
+        asked = time.time()
+        got = subprocess.run([str(pathlib.Path(os.sys.executable).parent / "kubectl-peon"), "-n",
+                              rns, "update", "upd2"], env={**os.environ, "KUBECONFIG": kubeconfig},
+                             capture_output=True, text=True, timeout=60)
+        assert got.returncode == 0, got.stderr
+        bk = wait_for("the BeforeUpdate backup", lambda: next(
+            (b for b in kube.list("GameServerBackup", rns)
+             if b["spec"].get("reason") == "BeforeUpdate"
+             and (b.get("status") or {}).get("phase") == "Succeeded"), None), 180)
+        new = wait_for("the update's new pod", lambda: (lambda p: p if p["metadata"]["uid"] !=
+                                                        pod["metadata"]["uid"] else None)(
+            server_pod(kube, rns, "upd2", timeout=180)), 240, interval=1)
+        wait_phase(kube, rns, "upd2", "Running", timeout=180)
+    game = [c for c in new["spec"]["containers"] if c["name"] == "server"][0]
+    assert game["image"] == reg.image and game["imagePullPolicy"] == "Always"
+    assert "peon.dev/update" in new["metadata"].get("annotations", {})
+    # The backup was done before the new pod started, and the pull came after both.
+    done = clock_parse(bk["status"]["completionTime"])
+    assert done <= clock_parse(new["metadata"]["creationTimestamp"]), (bk["status"], new["metadata"])
+    pulls = reg.manifest_requests(since=asked)
+    assert pulls, f"no pull after the update: {reg.requests[-5:]}"
+    assert min(t for t, _, _ in pulls) >= done.timestamp() - 1, (pulls, done)
+    events = [e for e in events_for(kube, rns, "upd2") if e["reason"] == "Updated"]
+    assert len(events) == 1 and f"{reg.image} pulled again" in events[0]["message"], events
+    assert len([b for b in kube.list("GameServerBackup", rns)
+                if b["spec"].get("reason") == "BeforeUpdate"]) == 1
+    m = wait_for("the update in status", lambda: (lambda m: m if m.get("updatedAt") else None)(
+        maintenance_of(kube, rns, "upd2")), 60)
+    assert m["updatedImage"] == reg.image
+    # The API's server object says it (issue 28, item 4).
+    api = PeonApi(kubeconfig, rns, None, tmp_path / "api.log")
+    try:
+        status, obj = api.call("GET", f"/api/v1/server/get/{GAME}.upd2")
+    finally:
+        log = api.stop()
+    assert status == 200, obj
+    assert obj["last_update"]["image"] == reg.image
+    assert obj["last_update"]["asked"] == int(clock_parse(m["lastUpdate"]).timestamp())
+    assert obj["last_update"]["applied"] == int(clock_parse(m["updatedAt"]).timestamp())
+    assert "Traceback" not in log
+    assert dt.datetime.now(dt.timezone.utc) >= clock_parse(m["updatedAt"])
