@@ -939,3 +939,34 @@ def test_an_update_of_an_empty_server_backs_up_then_pulls_the_image_again(
     assert obj["last_update"]["applied"] == int(clock_parse(m["updatedAt"]).timestamp())
     assert "Traceback" not in log
     assert dt.datetime.now(dt.timezone.utc) >= clock_parse(m["updatedAt"])
+
+
+def test_the_api_console_route_reaches_the_game_for_an_admin_only(
+        kube, kubectl, kubeconfig, rns, testgame, rn_operator, tmp_path):
+    """POST /api/v1/server/console/{uid} with peon-api reading Secrets and Services as the
+    chart's api.console: true lets it: the admin's command reaches the game's RCON at the
+    server's Service and its answer comes back; a player's key is refused and nothing reaches
+    the game; the password is in no answer or log."""
+    import secrets as pysecrets
+    password = "rcon-pass-4"
+    apply_as_user(kube, tg_server("apic", rns, settings=[{"type": "env", "name": "env", "content": {
+        "SERVER_PASS": "hunter22", "RCON_PASSWORD": password}}]))
+    wait_phase(kube, rns, "apic", "Running", timeout=180)
+    player = "p" * 8 + pysecrets.token_hex(8)
+    keys_file = tmp_path / "keys.yaml"
+    keys_file.write_text(f"pal: {{key: {player}, role: player}}\n")
+    api = PeonApi(kubeconfig, rns, None, tmp_path / "api.log", args=["--keys-file", str(keys_file)])
+    path = f"/api/v1/server/console/{GAME}.apic"
+    try:
+        status, res = api.call("POST", path, {"command": "say from the api"})
+        refused = api.call("POST", path, {"command": "say from a player"}, key=player)
+        players = api.call("POST", path, {"command": "players"})
+    finally:
+        log = api.stop()
+    assert status == 200 and res["answer"] == "say from the api", res
+    assert refused[0] == 403, refused
+    assert players[0] == 200 and players[1]["answer"].startswith("players (0/10)"), players
+    assert said_in_game(kubectl, kube, rns, "apic") == ["say from the api"]  # not the player's
+    ran = [e for e in events_for(kube, rns, "apic") if "console command" in e["message"]]
+    assert ran and not any("from the api" in e["message"] for e in ran)  # the command unsaid
+    assert password not in log + json.dumps([res, refused, players]) and "Traceback" not in log

@@ -1,12 +1,13 @@
 """The admin's console route (issue 28, item 5): `POST /api/v1/server/console/{uid}` with
 `{"command": "say hi"}` runs one command in the server's console and answers what the game
 said. Only the Game's Source RCON (Minecraft's is the same protocol), reached at the server's
-Service on the console's port; an `exec` console runs in the server's pod, which the API's
+Service's cluster IP on the console's port (read from the Service, so no cluster DNS is needed,
+as the operator reaches it); an `exec` console runs in the server's pod, which the API's
 account may not enter (its admission policy: download pods only), so it is refused and
 `kubectl peon rcon` said instead. The password is read from the server's Secrets as its pod
 reads them (shared/maintenance.console_password), which the API's account may do only with the
 chart's `api.console: true` (RBAC cannot name a server's Secrets: that is every Secret of the
-namespace); it is never answered, logged or put in a message. Bounded: one line of at most
+namespace; it also grants `get` on Services); it is never answered, logged or put in a message. Bounded: one line of at most
 MAX_COMMAND characters, CONSOLE_SECONDS for the connection and the answer, the answer cut at
 MAX_ANSWER characters.
 """
@@ -30,9 +31,10 @@ MAX_ANSWER = 64 * 1024
 CONSOLE_SECONDS = 5.0
 
 
-def service_host(namespace: str, service: str) -> str:
-    """Where the API reaches a server's Service (cluster DNS)."""
-    return f"{service}.{namespace}.svc"
+def service_host(service: Mapping[str, Any] | None) -> str | None:
+    """Where the API reaches a server's Service: its cluster IP (None while it has none)."""
+    ip = ((service or {}).get("spec") or {}).get("clusterIP")
+    return ip if ip and ip != "None" else None
 
 
 def command_of(body: Any) -> str:
@@ -82,7 +84,16 @@ async def run(call: Callable[..., Any], kube: Any, namespace: str, gs: dict, bod
     password = mt.console_password(console, game.env, secrets)
     if password is None:
         raise Conflict(f"no setting gives {console.password_key}, the console's password")
-    async with Rcon(service_host(namespace, names["Service"]), port.container_port, password,
-                    timeout=CONSOLE_SECONDS) as rcon:
+    try:
+        service = await call(kube.get, "Service", namespace, names["Service"])
+    except ApiException as e:
+        if e.status == 403:
+            raise keys.Forbidden("the API may not read the server's Service, where its console "
+                                 "is reached: the chart's api.console: true allows it") from None
+        raise
+    host = service_host(service)
+    if host is None:
+        raise Conflict("the server's Service has no cluster address yet")
+    async with Rcon(host, port.container_port, password, timeout=CONSOLE_SECONDS) as rcon:
         answer = await rcon.command(command)
     return answer[:MAX_ANSWER]

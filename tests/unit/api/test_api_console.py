@@ -41,8 +41,13 @@ def bed(games, monkeypatch):  # noqa: F811
     gs["status"] = {"phase": "Running"}
     set_password(kube, PASSWORD)
     hosts = []
+    kube.objects[("Service", "games", "odin")] = {
+        "kind": "Service", "metadata": {"name": "odin", "namespace": "games"},
+        "spec": {"clusterIP": "10.96.0.42"}}
+    real_host = api_console.service_host
+    # The game listens on loopback here: the cluster IP read from the Service is recorded.
     monkeypatch.setattr(api_console, "service_host",
-                        lambda ns, svc: hosts.append((ns, svc)) or "127.0.0.1")
+                        lambda svc: hosts.append(real_host(svc)) or "127.0.0.1")
     return kube, game, hosts
 
 
@@ -69,7 +74,7 @@ def test_one_command_reaches_the_game_and_its_answer_comes_back(bed, caplog):
     status, res = post(kube, {"command": "say Restarting soon"})
     assert status == 200 and res["answer"] == "say Restarting soon"
     assert [c["command"] for c in game.report()["console"]] == ["say Restarting soon"]
-    assert hosts == [("games", "odin")]  # the server's Service
+    assert hosts == ["10.96.0.42"]  # the server's Service's cluster IP
     status, res = post(kube, {"command": "players"})
     assert status == 200 and res["answer"].startswith("players (0/10)")
     assert PASSWORD not in caplog.text and PASSWORD not in json.dumps(res)
@@ -120,6 +125,12 @@ def test_what_the_api_cannot_do_is_said(bed, monkeypatch):
     status, res = post(kube, {"command": "say hi"})
     assert status == 409 and "declares no console" in res["info"]
     assert not game.report().get("console")
+
+
+def test_the_console_is_reached_at_the_services_cluster_ip_and_never_without_one():
+    assert api_console.service_host({"spec": {"clusterIP": "10.96.0.42"}}) == "10.96.0.42"
+    assert api_console.service_host({"spec": {"clusterIP": "None"}}) is None  # headless
+    assert api_console.service_host(None) is None
 
 
 def test_only_an_admins_key_runs_a_console_command():
