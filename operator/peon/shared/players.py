@@ -2,12 +2,16 @@
 
     a2s        Steam's A2S_INFO query, on the game's query port (UDP)
     minecraft  the Minecraft server-list ping (TCP)
+    quake3     the Quake 3 family's getstatus (ioquake3, OpenArena), on the game port (UDP)
 
-Both are spoken here, in a few lines each, rather than through python-a2s and mcstatus: the
-server answering is whoever wrote the GameServer (its image, its probe address), and those
+All are spoken here, in a few lines each, rather than through python-a2s, mcstatus or opengsq:
+the server answering is whoever wrote the GameServer (its image, its probe address), and those
 libraries read what the peer declares (a Minecraft status of 200 MB was read whole; A2S
 fragments are reassembled and bz2-decompressed without a bound). Here every read is bounded by
-what the protocol allows and the whole query by one timeout.
+what the protocol allows and the whole query by one timeout. opengsq 3.7.0 (looked at for
+Quake 3) sends getstatus without a challenge, so it takes any datagram from the server's
+address as the answer, brings its own socket layer and some fifty protocols for one, and its
+answer still needs the mapping to a count written here.
 
 A failed query is never read as "nobody is on": it returns None and the caller retries.
 """
@@ -16,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import secrets
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -42,12 +48,14 @@ class Players:
     online: int
     max: int
     # What the server last called itself (the wake gate answers with it while it sleeps): the
-    # name (A2S) or MOTD (Minecraft), the map, the version and (Minecraft) protocol number.
+    # name (A2S), MOTD (Minecraft) or hostname (Quake 3), the map, the version and the protocol
+    # number (Minecraft, Quake 3), and the players' names where the answer lists them (Quake 3).
     # Not compared: a new answer is news only when the counts change.
     name: str | None = field(default=None, compare=False)
     map: str | None = field(default=None, compare=False)
     version: str | None = field(default=None, compare=False)
     protocol: int | None = field(default=None, compare=False)
+    names: tuple[str, ...] = field(default=(), compare=False)
 
 
 TEXT_MAX = 120  # UTF-8 bytes kept of each text a server reports
@@ -251,7 +259,83 @@ async def a2s(host: str, port: int) -> Players:
         raise Garbled("a server that keeps sending challenges")
 
 
-PROTOCOLS = {"a2s": a2s, "minecraft": minecraft}
+# --- Quake 3 getstatus ------------------------------------------------------------------------
+# ioquake3's SVC_Status (code/server/sv_main.c): "\xff\xff\xff\xffstatusResponse\n", the
+# serverinfo string (\key\value..., the challenge the request carried set last), "\n", then
+# one line per client: `score ping "name"`. One datagram, at most MAX_MSGLEN (16384) bytes.
+
+QUAKE3_MAX = 16384
+QUAKE3_CLIENTS_MAX = 64  # MAX_CLIENTS: more player lines than that is not a Quake 3 server
+_QUAKE3_PLAYER = re.compile(r'(-?\d{1,10}) (-?\d{1,10}) "([^"]*)"')
+_QUAKE3_COLOUR = re.compile(r"\^[^\^]")  # ^1red: the name as a browser shows it
+
+
+def quake3_request(challenge: str) -> bytes:
+    return b"\xff\xff\xff\xffgetstatus " + challenge.encode("ascii")
+
+
+def _quake3_int(info: dict[str, str], key: str) -> int | None:
+    value = info.get(key, "")
+    return int(value) if value.isdigit() and len(value) < 10 else None
+
+
+def parse_quake3_status(datagram: bytes, challenge: str | None = None) -> Players:
+    """A statusResponse (its 0xFFFFFFFF header included); `challenge`, when given, must be the
+    one the server echoes (an answer to another request, or a forged one, is not taken)."""
+    if len(datagram) > QUAKE3_MAX:
+        raise Garbled("a status answer longer than a Quake 3 message")
+    head = b"\xff\xff\xff\xffstatusResponse\n"
+    if datagram[:len(head)].lower() != head.lower():
+        raise Garbled("not a statusResponse")
+    lines = datagram[len(head):].decode("latin-1").split("\n")
+    fields = lines[0].split("\\")
+    if fields[0] != "" or len(fields) % 2 == 0:
+        raise Garbled("not an info string")
+    info: dict[str, str] = {}
+    for key, value in zip(fields[1::2], fields[2::2]):
+        info.setdefault(key.lower(), value)  # the first of a key, as Info_ValueForKey reads
+    if challenge is not None and info.get("challenge") != challenge:
+        raise Garbled("an answer to another challenge")
+    names = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        m = _QUAKE3_PLAYER.fullmatch(line)
+        if m is None:
+            raise Garbled("a player line that is not one")
+        names.append(_text(_QUAKE3_COLOUR.sub("", m.group(3))) or "")
+    if len(names) > QUAKE3_CLIENTS_MAX:
+        raise Garbled("more players than a Quake 3 server holds")
+    most = _quake3_int(info, "sv_maxclients")
+    if most is None:
+        raise Garbled("no sv_maxclients")
+    # getinfo's sv_maxclients is sv_maxclients less the private (password-only) slots
+    most = max(0, most - (_quake3_int(info, "sv_privateclients") or 0))
+    hostname = info.get("sv_hostname")
+    return _players(len(names), most,
+                    name=_text(_QUAKE3_COLOUR.sub("", hostname)) if hostname else None,
+                    map=_text(info.get("mapname")), version=_text(info.get("version")),
+                    protocol=_quake3_int(info, "protocol"), names=tuple(names))
+
+
+async def quake3(host: str, port: int) -> Players:
+    loop = asyncio.get_running_loop()
+    family, type_, proto, _, address = (await loop.getaddrinfo(
+        host, port, type=socket.SOCK_DGRAM))[0]
+    challenge = secrets.token_hex(8)
+    with socket.socket(family, type_, proto) as sock:
+        sock.setblocking(False)
+        sock.connect(address)  # only this peer's datagrams are received
+        await loop.sock_sendall(sock, quake3_request(challenge))
+        while True:  # a stray datagram (a late answer to an earlier query) is passed over
+            try:
+                return parse_quake3_status(await loop.sock_recv(sock, QUAKE3_MAX + 1), challenge)
+            except Garbled as e:
+                if str(e) != "an answer to another challenge":
+                    raise
+
+
+PROTOCOLS = {"a2s": a2s, "minecraft": minecraft, "quake3": quake3}
 
 
 async def query(protocol: str, host: str, port: int, timeout: float = 2.0) -> Players | None:
