@@ -970,3 +970,47 @@ def test_the_api_console_route_reaches_the_game_for_an_admin_only(
     ran = [e for e in events_for(kube, rns, "apic") if "console command" in e["message"]]
     assert ran and not any("from the api" in e["message"] for e in ran)  # the command unsaid
     assert password not in log + json.dumps([res, refused, players]) and "Traceback" not in log
+
+
+def test_an_update_with_players_on_is_backed_up_when_they_leave_just_before_the_roll(
+        kube, kubectl, kubeconfig, rns, testgame, rn_operator, rn_clock, loopback_registry):
+    """The BeforeUpdate backup is taken when the hold ends, not when the update is asked: while
+    2 players are on nothing is backed up nor rolled; when they leave, the backup, then the
+    pod with the image pulled again."""
+    reg = loopback_registry
+    with real_time(rn_clock):
+        apply_as_user(kube, tg_server("upd3", rns, image=reg.image, maintenance={"maxDelay": "1h"}))
+        wait_phase(kube, rns, "upd3", "Running", timeout=180)
+        ip, port = service_address(kube, rns, "upd3")
+        for who in ("alice", "bob"):
+            assert udp(ip, port, f"JOIN {who} hunter22") == f"WELCOME {who}"
+        wait_for("2 players in status", lambda: players_online(kube, rns, "upd3") == 2, 60)
+        pod = server_pod(kube, rns, "upd3")
+        got = subprocess.run([str(pathlib.Path(os.sys.executable).parent / "kubectl-peon"), "-n",
+                              rns, "update", "upd3"], env={**os.environ, "KUBECONFIG": kubeconfig},
+                             capture_output=True, text=True, timeout=60)
+        assert got.returncode == 0, got.stderr
+        m = wait_for("the update held", lambda: (lambda m: m if m.get("pending") else None)(
+            maintenance_of(kube, rns, "upd3")), 60)
+        assert m["pending"] == "an update (the image pulled again)" and m["reason"] == "PlayersOnline"
+        time.sleep(8)
+        assert [b for b in kube.list("GameServerBackup", rns)
+                if b["spec"].get("reason") == "BeforeUpdate"] == []  # not yet: they still play
+        assert server_pod(kube, rns, "upd3")["metadata"]["uid"] == pod["metadata"]["uid"]
+        left = time.time()
+        for who in ("alice", "bob"):
+            assert udp(ip, port, f"LEAVE {who}") == f"BYE {who}"
+        bk = wait_for("the BeforeUpdate backup", lambda: next(
+            (b for b in kube.list("GameServerBackup", rns)
+             if b["spec"].get("reason") == "BeforeUpdate"
+             and (b.get("status") or {}).get("phase") == "Succeeded"), None), 180)
+        new = wait_for("the update's new pod", lambda: (lambda p: p if p["metadata"]["uid"] !=
+                                                        pod["metadata"]["uid"] else None)(
+            server_pod(kube, rns, "upd3", timeout=180)), 240, interval=1)
+    created = clock_parse(bk["metadata"]["creationTimestamp"]).timestamp()
+    assert created >= left - 1, (bk["metadata"]["creationTimestamp"], left)  # asked when they left
+    done = clock_parse(bk["status"]["completionTime"])
+    assert done <= clock_parse(new["metadata"]["creationTimestamp"])
+    game = [c for c in new["spec"]["containers"] if c["name"] == "server"][0]
+    assert game["imagePullPolicy"] == "Always"
+    assert reg.manifest_requests(since=done.timestamp() - 1)  # pulled again after the backup

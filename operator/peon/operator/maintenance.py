@@ -41,6 +41,7 @@ ANNOTATION_TEMPLATE_HASH = "peon.dev/template-hash"  # on the Deployment: its te
 ANNOTATION_SCHEDULED_RESTART = "peon.dev/scheduled-restart"  # on the pod template: the slot
 CONSOLE_TIMEOUT = 5.0  # seconds one warning may take, connection and answer together
 HELD_KINDS = frozenset({"Secret", "ConfigMap"})
+BACKING_UP = "BackingUp"  # the hold ended; the update's beforeUpdate backup runs first
 
 
 @dataclass
@@ -142,11 +143,12 @@ class Maintenance:
         making = None
         replicas = (dep.get("spec") or {}).get("replicas")
         out_updated = None
+        without_update = None  # the template without the update, while nothing runs yet
         if wanted is not None and replicas:
-            ready, out_updated = self.backup_first(body, gs, tpl, wanted)
-            if ready:
-                pull_again(tpl, clock.iso(wanted))
-                making = wanted
+            # Held like any change; its backup is taken when the hold ends (below).
+            without_update = copy.deepcopy(tpl)
+            pull_again(tpl, clock.iso(wanted))
+            making = wanted
         if making is None and made_tpl and replicas and old_hash:
             candidate = copy.deepcopy(tpl)
             pull_again(candidate, made_tpl)
@@ -170,7 +172,21 @@ class Maintenance:
             warned_for=clock.parse(mem.get("warnedFor")),
             warned_down_to=(dt.timedelta(seconds=mem["warnedDownTo"])
                             if mem.get("warnedDownTo") is not None else None)))
-        out = Outcome(held=plan.held, updated=out_updated)
+        # The update's beforeUpdate backup, when nothing holds it any more: the world as it is
+        # just before the roll, not as it was when the update was asked. Meanwhile the running
+        # template stays (the change still waits, for the backup now).
+        backing_up = False
+        if making is not None and plan.apply:
+            ready, out_updated = self.backup_first(body, gs, tpl, making)
+            if not ready:
+                making = None
+                if actual is not None and old_hash:
+                    backing_up = True
+                else:  # nothing runs yet: the new Deployment is made without the update
+                    dep["spec"]["template"] = tpl = without_update
+                    annotations = tpl["metadata"]["annotations"]
+                    new_hash = digest(tpl)
+        out = Outcome(held=plan.held or backing_up, updated=out_updated)
         restarted = [t for t in (clock.parse(carried), clock.parse(mem.get("lastRestart"))) if t]
         last_restart = clock.iso(max(restarted)) if restarted else None
         if plan.restart_slot is not None:
@@ -179,13 +195,13 @@ class Maintenance:
             new_hash = digest(tpl)
             out.events.append(("Normal", "ScheduledRestart", plan.message))
         meta = dep["metadata"]
-        if plan.held:
+        if plan.held or backing_up:
             dep["spec"]["template"] = copy.deepcopy(actual_tpl)
             meta["annotations"] = {**(meta.get("annotations") or {}),
                                    ANNOTATION_TEMPLATE_HASH: old_hash}
             desired[:] = [d for d in desired if d["kind"] not in HELD_KINDS]
             out.kept = HELD_KINDS
-            if not mem.get("pending"):
+            if plan.held and not mem.get("pending"):
                 out.events.append(("Normal", "ChangeHeld",
                                    f"{plan.message} ({clock.iso(plan.deadline)})"))
         else:
@@ -222,12 +238,17 @@ class Maintenance:
             console = "players cannot be warned: the Game declares no console"
         elif plan.held or plan.warned_for:
             console = mem.get("console")  # a failure stays said until the next warning
+        reason, message, since = plan.reason, plan.message, plan.pending_since
+        if backing_up:  # said as waiting, since when it waits kept (its deadline with it)
+            reason, message = BACKING_UP, f"{pending}: backing up before the roll"
+            since = (clock.parse(mem.get("pendingSince")) if mem.get("pending") else None) or now
+        held = plan.held or backing_up
         if configured or mem or last_update:
             out.status = {
-                "pending": pending if plan.held else None,
-                "reason": plan.reason if plan.held else None,
-                "message": plan.message if plan.held else None,
-                "pendingSince": clock.iso(plan.pending_since) if plan.held else None,
+                "pending": pending if held else None,
+                "reason": reason if held else None,
+                "message": message if held else None,
+                "pendingSince": clock.iso(since) if held else None,
                 "deadline": clock.iso(plan.deadline) if plan.held else None,
                 "warnedFor": clock.iso(plan.warned_for) if plan.warned_for else None,
                 "warnedDownTo": (int(plan.warned_down_to.total_seconds())
@@ -244,9 +265,9 @@ class Maintenance:
             }
         if configured:
             gen = body["metadata"].get("generation", 0)
-            msg = plan.message + (f"; at the latest {clock.iso(plan.deadline)}"
-                                  if plan.held else "")
-            out.conditions = (st.condition("ChangePending", plan.held, plan.reason, msg, gen),)
+            msg = message + (f"; at the latest {clock.iso(plan.deadline)}"
+                             if plan.held else "")
+            out.conditions = (st.condition("ChangePending", held, reason, msg, gen),)
         look_again = min((t for t in (plan.look_again, next_update) if t is not None and t > now),
                          default=None)
         if look_again is not None:

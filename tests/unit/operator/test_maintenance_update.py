@@ -1,6 +1,7 @@
 """Updates of moving tags (issue 28, item 4), through the whole reconcile (FakeKube): an update
-asked by annotation waits for its beforeUpdate backup, then is held like any change while
-players are on, then rolls the pod with imagePullPolicy Always; the running template keeps
+asked by annotation is held like any change while players are on, then waits for its
+beforeUpdate backup (taken when the hold ends, just before the roll), then rolls the pod with
+imagePullPolicy Always; the running template keeps
 Always (no second roll) until another change rolls it anyway."""
 import copy
 import datetime as dt
@@ -93,41 +94,51 @@ def asked_update(world):
     return before
 
 
-def test_an_update_waits_for_its_backup_then_for_the_players_then_pulls_again(world):
+def test_an_update_is_held_for_the_players_then_backed_up_just_before_it_pulls_again(world):
     kube, c, players, set_now = world
     before = asked_update(world)
-    # First the world is backed up, as before a new image; nothing rolls meanwhile.
+    # 2 players on: held like any change, and not backed up yet (they still change the world).
+    assert not backups(kube)
+    assert template(kube) == before
+    m = status(kube)["maintenance"]
+    assert m["pending"] == "an update (the image pulled again)" and m["reason"] == "PlayersOnline"
+    since = m["pendingSince"]
+    # They leave: the hold ends, and first the world is backed up as it is now; nothing rolls
+    # meanwhile, and status still says the update waits (for the backup), since when it did.
+    players["n"] = 0
+    set_now(T0 + dt.timedelta(minutes=7))
+    c.reconcile(KEY)
     [b] = backups(kube)
     assert b["spec"].get("reason") == "BeforeUpdate" or "BeforeUpdate" in str(b)
     assert template(kube) == before
     updated = cond(kube, "Updated")
     assert updated["status"] == "False" and updated["reason"] == "BackingUp"
-    # Backed up: the update is a change like any, held while 2 players are on.
-    finish_backups(c, kube)
-    c.reconcile(KEY)
-    assert template(kube) == before
     m = status(kube)["maintenance"]
-    assert m["pending"] == "an update (the image pulled again)" and m["reason"] == "PlayersOnline"
-    assert cond(kube, "Updated")["status"] == "True"
-    assert len(backups(kube)) == 1  # not asked twice
-    # They leave: the pod rolls with the image pulled again.
-    players["n"] = 0
-    set_now(T0 + dt.timedelta(minutes=7))
+    assert (m["pending"], m["reason"], m["pendingSince"]) == (
+        "an update (the image pulled again)", "BackingUp", since)
+    assert cond(kube, "ChangePending")["status"] == "True"
+    c.reconcile(KEY)
+    assert len(backups(kube)) == 1 and template(kube) == before  # not asked twice
+    # Backed up: the pod rolls with the image pulled again.
+    finish_backups(c, kube)
+    set_now(T0 + dt.timedelta(minutes=8))
     c.reconcile(KEY)
     assert container(kube)["imagePullPolicy"] == "Always"
     assert template(kube)["metadata"]["annotations"]["peon.dev/update"] == "2026-05-01T12:01:00Z"
     assert [e[1] for e in kube.events if e[1] == "Updated"] == ["Updated"]
+    assert any(e[1] == "ChangeApplied" for e in kube.events)
     # The new pod runs: Always stays on its template (taking it away would roll it again),
     # and the update is not made twice.
     ready(kube, c)
     rolled = copy.deepcopy(template(kube))
     kube.events.clear()
-    for minute in (8, 30):
+    for minute in (9, 30):
         set_now(T0 + dt.timedelta(minutes=minute))
         c.reconcile(KEY)
     assert template(kube) == rolled and not [e for e in kube.events if e[1] == "Updated"]
     m = status(kube)["maintenance"]  # written once the new pod's phase settled
-    assert m["lastUpdate"] == "2026-05-01T12:01:00Z" and m["updatedAt"] == "2026-05-01T12:07:00Z"
+    assert cond(kube, "Updated")["status"] == "True" and not m.get("pending")
+    assert m["lastUpdate"] == "2026-05-01T12:01:00Z" and m["updatedAt"] == "2026-05-01T12:08:00Z"
     assert m["updatedImage"] == container(kube)["image"]  # the image pulled again
     # The next change rolls the pod anyway: it goes back to the Game's pull policy.
     gs = copy.deepcopy(kube.objects[KEY])
