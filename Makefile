@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
-#   make run    start the local control plane, install Peon's CRDs and game catalogue,
-#               run the operator and apply an example game server
+#   make run    start the local control plane, install Peon's CRDs and game catalogue, run
+#               the operator and peon-api (the page) and an example game server: the test game
+#               on the real node where the machine can (root, containerd), else on kwok
 #   make test   unit tests, then integration tests against a real control plane
 SHELL := /bin/bash
 PY ?= python3
@@ -38,7 +39,9 @@ integration: venv testbed
 test: venv testbed docker-deps browser-deps
 	$(BIN)/pytest tests -q
 
-run: venv cluster-up
+# As root, the real node's packages (docker-deps) too; tools/run says why when it goes without.
+run: venv testbed
+	@if [ "$$(id -u)" = 0 ] && [ "$${PEON_REAL_NODE:-}" != 0 ]; then $(MAKE) -s docker-deps; fi
 	tools/run
 
 bench: venv cluster-up
