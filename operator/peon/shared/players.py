@@ -18,6 +18,7 @@ A failed query is never read as "nobody is on": it returns None and the caller r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -263,6 +264,10 @@ async def a2s(host: str, port: int) -> Players:
 # ioquake3's SVC_Status (code/server/sv_main.c): "\xff\xff\xff\xffstatusResponse\n", the
 # serverinfo string (\key\value..., the challenge the request carried set last), "\n", then
 # one line per client: `score ping "name"`. One datagram, at most MAX_MSGLEN (16384) bytes.
+# The serverinfo has no protocol number (ioquake3 1.36 keeps it in com_protocol, not a
+# serverinfo cvar; seen on Debian's OpenArena), and a browser drops a server of another
+# protocol, so getinfo is asked next for it (SVC_Info: "infoResponse\n" and an info string
+# with challenge, gamename, protocol, ...), briefly: without its answer the count still stands.
 
 QUAKE3_MAX = 16384
 QUAKE3_CLIENTS_MAX = 64  # MAX_CLIENTS: more player lines than that is not a Quake 3 server
@@ -270,23 +275,21 @@ _QUAKE3_PLAYER = re.compile(r'(-?\d{1,10}) (-?\d{1,10}) "([^"]*)"')
 _QUAKE3_COLOUR = re.compile(r"\^[^\^]")  # ^1red: the name as a browser shows it
 
 
-def quake3_request(challenge: str) -> bytes:
-    return b"\xff\xff\xff\xffgetstatus " + challenge.encode("ascii")
-
-
 def _quake3_int(info: dict[str, str], key: str) -> int | None:
     value = info.get(key, "")
     return int(value) if value.isdigit() and len(value) < 10 else None
 
 
-def parse_quake3_status(datagram: bytes, challenge: str | None = None) -> Players:
-    """A statusResponse (its 0xFFFFFFFF header included); `challenge`, when given, must be the
-    one the server echoes (an answer to another request, or a forged one, is not taken)."""
+def _quake3_info(datagram: bytes, response: bytes,
+                 challenge: str | None) -> tuple[dict[str, str], list[str]]:
+    """(the info string's pairs, the lines after it) of an infoResponse or statusResponse;
+    `challenge`, when given, must be the one the server echoes (an answer to another request,
+    or a forged one, is not taken)."""
     if len(datagram) > QUAKE3_MAX:
-        raise Garbled("a status answer longer than a Quake 3 message")
-    head = b"\xff\xff\xff\xffstatusResponse\n"
+        raise Garbled("an answer longer than a Quake 3 message")
+    head = b"\xff\xff\xff\xff" + response + b"\n"
     if datagram[:len(head)].lower() != head.lower():
-        raise Garbled("not a statusResponse")
+        raise Garbled(f"not the {response.decode()} asked for")
     lines = datagram[len(head):].decode("latin-1").split("\n")
     fields = lines[0].split("\\")
     if fields[0] != "" or len(fields) % 2 == 0:
@@ -296,8 +299,19 @@ def parse_quake3_status(datagram: bytes, challenge: str | None = None) -> Player
         info.setdefault(key.lower(), value)  # the first of a key, as Info_ValueForKey reads
     if challenge is not None and info.get("challenge") != challenge:
         raise Garbled("an answer to another challenge")
+    return info, lines[1:]
+
+
+def parse_quake3_info(datagram: bytes, challenge: str | None = None) -> int | None:
+    """The protocol number an infoResponse gives (None when it gives none)."""
+    return _quake3_int(_quake3_info(datagram, b"infoResponse", challenge)[0], "protocol")
+
+
+def parse_quake3_status(datagram: bytes, challenge: str | None = None) -> Players:
+    """A statusResponse (its 0xFFFFFFFF header included)."""
+    info, lines = _quake3_info(datagram, b"statusResponse", challenge)
     names = []
-    for line in lines[1:]:
+    for line in lines:
         if not line:
             continue
         m = _QUAKE3_PLAYER.fullmatch(line)
@@ -318,21 +332,36 @@ def parse_quake3_status(datagram: bytes, challenge: str | None = None) -> Player
                     protocol=_quake3_int(info, "protocol"), names=tuple(names))
 
 
+QUAKE3_INFO_WAIT = 0.5  # seconds the protocol number (getinfo) is waited for
+
+
+async def _quake3_ask(loop, sock: socket.socket, command: bytes, parse):
+    challenge = secrets.token_hex(8)
+    await loop.sock_sendall(sock, b"\xff\xff\xff\xff" + command + b" " + challenge.encode())
+    while True:  # a stray datagram (a late answer to an earlier query) is passed over
+        try:
+            return parse(await loop.sock_recv(sock, QUAKE3_MAX + 1), challenge)
+        except Garbled as e:
+            if str(e) not in ("an answer to another challenge", "not the infoResponse asked for"):
+                raise
+
+
 async def quake3(host: str, port: int) -> Players:
     loop = asyncio.get_running_loop()
     family, type_, proto, _, address = (await loop.getaddrinfo(
         host, port, type=socket.SOCK_DGRAM))[0]
-    challenge = secrets.token_hex(8)
     with socket.socket(family, type_, proto) as sock:
         sock.setblocking(False)
         sock.connect(address)  # only this peer's datagrams are received
-        await loop.sock_sendall(sock, quake3_request(challenge))
-        while True:  # a stray datagram (a late answer to an earlier query) is passed over
-            try:
-                return parse_quake3_status(await loop.sock_recv(sock, QUAKE3_MAX + 1), challenge)
-            except Garbled as e:
-                if str(e) != "an answer to another challenge":
-                    raise
+        answer = await _quake3_ask(loop, sock, b"getstatus", parse_quake3_status)
+        if answer.protocol is not None:
+            return answer
+        try:
+            async with asyncio.timeout(QUAKE3_INFO_WAIT):
+                protocol = await _quake3_ask(loop, sock, b"getinfo", parse_quake3_info)
+        except (TimeoutError, Garbled, OSError):
+            return answer  # the count without the protocol number
+        return dataclasses.replace(answer, protocol=protocol)
 
 
 PROTOCOLS = {"a2s": a2s, "minecraft": minecraft, "quake3": quake3}

@@ -3,6 +3,7 @@ answers as ioquake3's SVC_Status writes them, the wake gate's own answer, and ho
 import asyncio
 import socket
 import threading
+import time
 
 import pytest
 
@@ -15,7 +16,7 @@ M = b"\xff\xff\xff\xff"
 
 
 def status(challenge: str, lines=(), info="\\sv_maxclients\\8\\mapname\\oa_dm1"
-           "\\sv_hostname\\^1Frag ^7Night\\protocol\\71\\version\\ioq3 1.36_GIT linux-x86_64"
+           "\\sv_hostname\\^1Frag ^7Night\\version\\ioq3 1.36_GIT linux-x86_64"
            "\\gamename\\baseoa") -> bytes:
     """An answer laid out as SVC_Status does: info (challenge last), newline, player lines."""
     body = info + f"\\challenge\\{challenge}\n" + "".join(f"{line}\n" for line in lines)
@@ -47,8 +48,21 @@ class Quake3Server:
 
 
 def challenge_of(request: bytes) -> str:
-    assert request.startswith(M + b"getstatus ")
-    return request[len(M + b"getstatus "):].decode()
+    return request.split(b" ", 1)[1].decode()
+
+
+def info_response(challenge: str, protocol="71") -> bytes:
+    return (M + b"infoResponse\n" + f"\\challenge\\{challenge}\\gamename\\Quake3Arena"
+            f"\\protocol\\{protocol}\\hostname\\Frag Night\\clients\\3".encode())
+
+
+def ioq3(lines=(), **kw):
+    """Answers as ioquake3 1.36 does: getstatus without the protocol, getinfo with it."""
+    def reply(request):
+        if request.startswith(M + b"getinfo "):
+            return [info_response(challenge_of(request))]
+        return [status(challenge_of(request), lines, **kw)]
+    return reply
 
 
 def ask(reply, timeout=1.0):
@@ -61,18 +75,34 @@ def ask(reply, timeout=1.0):
 
 def test_players_names_map_and_hostname_from_getstatus():
     lines = ['12 48 "^3Sarge"', '0 0 "Grunt"', '-2 999 "a ^^2b"']
-    answer, server = ask(lambda r: [status(challenge_of(r), lines)])
+    answer, server = ask(ioq3(lines))
     assert answer == Players(3, 8)
     assert answer.names == ("Sarge", "Grunt", "a ^b")
     assert (answer.name, answer.map, answer.protocol) == ("Frag Night", "oa_dm1", 71)
     assert answer.version == "ioq3 1.36_GIT linux-x86_64"
-    # One datagram asked, with a challenge of its own each time.
-    assert len(server.requests) == 1 and len(challenge_of(server.requests[0])) == 16
+    # getstatus, then getinfo for the protocol number, each with a challenge of its own.
+    assert [r.split(b" ")[0] for r in server.requests] == [M + b"getstatus", M + b"getinfo"]
+    assert len({challenge_of(r) for r in server.requests}) == 2
+    assert all(len(challenge_of(r)) == 16 for r in server.requests)
+
+
+def test_without_getinfo_s_answer_the_count_stands_without_the_protocol():
+    started = time.monotonic()
+    answer, server = ask(lambda r: [status(challenge_of(r))] if b"getstatus" in r else [])
+    assert answer == Players(0, 8) and answer.protocol is None and answer.name == "Frag Night"
+    assert time.monotonic() - started < 0.5 + players.QUAKE3_INFO_WAIT
+    garbled, _ = ask(lambda r: [status(challenge_of(r)) if b"getstatus" in r else M + b"junk"])
+    assert garbled == Players(0, 8) and garbled.protocol is None
+
+
+def test_a_protocol_in_the_status_needs_no_getinfo():
+    answer, server = ask(lambda r: [status(challenge_of(r), info="\\sv_maxclients\\4\\protocol\\68")])
+    assert answer == Players(0, 4) and answer.protocol == 68 and len(server.requests) == 1
 
 
 def test_an_empty_server_is_zero_players_and_private_slots_are_not_offered():
     info = "\\sv_maxclients\\12\\sv_privateClients\\2\\mapname\\oa_dm4\\sv_hostname\\x"
-    answer, _ = ask(lambda r: [status(challenge_of(r), (), info)])
+    answer, _ = ask(ioq3(info=info))
     assert answer == Players(0, 10) and answer.names == ()
 
 
@@ -87,9 +117,12 @@ def test_the_gate_s_own_answer_reads_as_the_sleeping_server():
 
 def test_a_stale_answer_to_another_challenge_is_passed_over():
     def reply(r):
+        if b"getinfo" in r:  # a late statusResponse, then the answer
+            return [status(challenge_of(r)), info_response("old", "1"),
+                    info_response(challenge_of(r))]
         return [status("someone-else", ['1 1 "x"'] * 5), status(challenge_of(r), ['1 1 "y"'])]
     answer, _ = ask(reply)
-    assert answer == Players(1, 8) and answer.names == ("y",)
+    assert answer == Players(1, 8) and answer.names == ("y",) and answer.protocol == 71
 
 
 def test_only_answers_to_other_challenges_are_unknown_within_the_timeout():
@@ -119,7 +152,7 @@ def test_garbled_answers_are_refused(datagram):
 
 def test_texts_are_bounded_and_without_control_characters():
     info = "\\sv_maxclients\\8\\sv_hostname\\" + "h\x01" * 500 + "\\mapname\\" + "m" * 900
-    answer, _ = ask(lambda r: [status(challenge_of(r), ['0 5 "' + "n\x7f" * 300 + '"'], info)])
+    answer, _ = ask(ioq3(['0 5 "' + "n\x7f" * 300 + '"'], info=info))
     assert answer == Players(1, 8)
     for value in (answer.name, answer.map, answer.names[0]):
         assert len(value.encode()) <= players.TEXT_MAX
