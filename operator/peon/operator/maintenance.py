@@ -227,7 +227,7 @@ class Maintenance:
                 # status lost: the running template says which update, and its image
                 last_update, updated_at, updated_image = made_tpl, None, game_image(actual_tpl)
         console = None
-        if plan.warn:
+        if plan.warn and game.console is not None:  # no console: said in status, not failed
             error = self.say(gs, game, plan.warn)
             if error:
                 console = f"players cannot be warned: {error}"

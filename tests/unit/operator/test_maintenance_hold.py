@@ -147,6 +147,14 @@ def test_a_game_without_a_console_still_holds_and_says_it_cannot_warn(world):
     c.reconcile(KEY)
     assert template(kube) == before
     assert "declares no console" in status(kube)["maintenance"]["console"]
+    # At the warning times nothing is tried and nothing fails: status says it, no Event.
+    kube.events.clear()
+    for minutes in (50, 55, 59):  # 10, 5 and 1 minute before the 1h deadline
+        set_now(T0 + dt.timedelta(minutes=minutes))
+        c.reconcile(KEY)
+    assert not [e for e in kube.events if e[1] in ("ConsoleFailed", "PlayersWarned")], kube.events
+    assert template(kube) == before and not kube.execs
+    assert "declares no console" in status(kube)["maintenance"]["console"]
 
 
 def test_an_unreadable_player_count_holds_and_says_so(world):
