@@ -119,6 +119,14 @@ def node_bound_storage(kube, kubectl, lns, tmp_path):
         return d
     add(NODE_A)
     yield sc, add
+    # Its backups first, while the namespace can still run the Jobs that forget their
+    # snapshots (a terminating namespace takes no new Job, and their finalizers would hold it).
+    for b in kube.list("GameServerBackup", lns):
+        kube.delete("GameServerBackup", lns, b["metadata"]["name"])
+    for _ in range(120):
+        if not kube.list("GameServerBackup", lns):
+            break
+        time.sleep(1)
     kube.delete("Namespace", None, lns)  # its claims first, then their volumes
     gone = False
     for _ in range(240):  # a server's pods and Jobs end first; the test's outcome is already in
