@@ -3,7 +3,8 @@ driven by Playwright for Python (its own browser download is not used). A wrong 
 nothing; the right key lists the servers; Stop and Start on the page reach the cluster and the
 page shows the change without a reload; a viewer sees no Stop; a player cannot restore; a
 server named `<script>alert(1)</script>` shows as text; at 375 pixels wide nothing overflows
-(the screenshot is docs/page-375.png, shown in the README)."""
+(the screenshot is docs/page-375.png, shown in the README); on the real node, a backup downloaded
+through the page is the archive's bytes."""
 from __future__ import annotations
 
 import pathlib
@@ -173,4 +174,67 @@ def test_a_script_name_is_text_and_nothing_overflows_at_375_pixels(chromium, bed
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.stat().st_size > 10_000
+    page.close()
+
+
+# --- a download on the real node ------------------------------------------------------------------
+# The real node's fixtures are test_realnode's own (the node joined, the images imported, the test
+# game's catalogue entry); the operator here watches only pg-* namespaces, with the image its
+# Jobs and the download's pod really run.
+from test_realnode import real_node, testgame  # noqa: E402,F401  (fixtures)
+
+
+@pytest.fixture(scope="module")
+def node_page(kube, kubeconfig, testgame, tmp_path_factory):
+    from conftest import Operator
+    from realnode_helpers import OPERATOR_IMAGE, tg_server
+    tmp = tmp_path_factory.mktemp("node-page")
+    op = Operator(kubeconfig, tmp / "operator.log",
+                  ["--job-image", OPERATOR_IMAGE, "--namespace", "pg-*"])
+    ns_gen = fresh_namespace(kube, "pg")
+    ns = next(ns_gen)
+    try:
+        apply_as_user(kube, tg_server("loot", ns))
+        wait_phase(kube, ns, "loot", "Running", timeout=180)
+        api = PeonApi(kubeconfig, ns, None, tmp / "peon-api.log")
+        api.ns = ns
+        yield api
+        log = api.stop()
+        assert "Traceback" not in log and api.key not in log, log[-3000:]
+    finally:
+        next(ns_gen, None)
+        op.stop()
+    assert "Traceback" not in op.log(), op.log()[-3000:]
+
+
+@pytest.mark.timeout(900)  # a fresh machine builds the node's images first
+def test_a_download_on_the_page_delivers_the_archives_bytes(chromium, node_page, kube, tmp_path):
+    import hashlib
+    from realnode_helpers import archive_digest, volume_dir
+    ns = node_page.ns
+    page = open_page(chromium, node_page, node_page.key)
+    loot = card(page, "loot")
+    loot.locator(".state").wait_for()
+    loot.locator("button.backup").click()
+    page.wait_for_selector("#status:has-text('Backup started for loot')")
+    runs = [b for b in kube.list("GameServerBackup", ns) if b["spec"]["gameServer"] == "loot"]
+    assert len(runs) == 1
+    name = runs[0]["metadata"]["name"]
+    done = run_phase(kube, "GameServerBackup", ns, name, "Succeeded", timeout=180)
+    loot.locator("details.backups summary").click()
+    button = loot.locator(".backup-list button", has_text="Download")
+    button.wait_for()
+    with page.expect_download(timeout=120_000) as got:
+        button.click()
+    saved = tmp_path / got.value.suggested_filename
+    got.value.save_as(saved)
+    assert saved.name == f"{name}.tar.gz"
+    page.wait_for_selector(f"#status:has-text('Downloaded {name}.')")
+    # The bytes the browser saved are the archive in the backups volume on the node's disk,
+    # and the checksum the backup recorded.
+    archive = volume_dir(kube, ns, "loot-backups") / f"{name}.tar.gz"
+    data = saved.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == hashlib.sha256(archive.read_bytes()).hexdigest() \
+        == done["sha256"]
+    assert "worlds/Dedicated/world.db" in archive_digest(saved)  # the game's world, not an error page
     page.close()
