@@ -183,6 +183,41 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
         wait_for("the store's listing read", lambda: any(
             e.get("reason") == "StoreListFailed" for e in kube.list("Event", ns)), 90)
         kube.delete("GameServer", ns, "listed")
+        # A lost node (spec.storage.recoverAfter, lost_node.py): the server's pod on a node no
+        # kubelet runs (kwok leaves a node without its annotation alone) is never ready; the
+        # operator reads the world's claim, its volume and the node (get persistentvolumeclaims,
+        # persistentvolumes, nodes) and, the volume being one that can move (the bed's hostPath
+        # provisioner: no node affinity), deletes the pod made before the node was lost (delete
+        # pods). A node that never said it was ready is lost since it was made.
+        lost = f"rbac-lost-{uuid.uuid4().hex[:6]}"
+        apply_as_user(kube, gameserver("adrift", ns, gameUid=ns, settings=spec["settings"][:1],
+                                       scheduling={"nodeSelector": {"kubernetes.io/hostname": lost}},
+                                       storage={"recoverAfter": "1s", "retainOnDelete": False}))
+        wait_for("the claim bound", lambda: (lambda c: c if (c or {}).get("spec", {}).get(
+            "volumeName") else None)(kube.get("PersistentVolumeClaim", ns, "adrift-data")), 60)
+        # Its pod is made before the node (timestamps are whole seconds): the pod the node held
+        # before it was lost is the one deleted; one placed there since is left alone.
+        wait_for("the pod made", lambda: kube.list("Pod", ns, "peon.dev/gameserver=adrift"), 60)
+        time.sleep(2)
+        kube.create({"apiVersion": "v1", "kind": "Node",
+                     "metadata": {"name": lost, "labels": {"kubernetes.io/hostname": lost}}})
+        room = {"cpu": "64", "memory": "512Gi", "pods": "110"}
+        kube.raw("PATCH", f"/api/v1/nodes/{lost}/status",
+                 {"status": {"capacity": room, "allocatable": room}},
+                 content_type="application/merge-patch+json")
+        try:
+            def rescheduled():
+                if any(e.get("reason") == "Rescheduled" for e in kube.list("Event", ns)):
+                    return True
+                gs = kube.get("GameServer", ns, "adrift") or {}
+                return (f"NodeLost {condition(gs, 'NodeLost')}; pods " + str([
+                    (p["metadata"]["creationTimestamp"], p["spec"].get("nodeName"),
+                     p.get("status", {}).get("conditions"))
+                    for p in kube.list("Pod", ns, "peon.dev/gameserver=adrift")]))
+            wait_for("the pod on the lost node deleted", rescheduled, 90)
+        finally:
+            kube.delete("GameServer", ns, "adrift")
+            kube.delete("Node", None, lost)
         # A Game's backupHooks run in the server's container (pods/exec). A kwok pod has no
         # kubelet to run them, so the backup fails, saying so; the hooks go again after it.
         hooked = {"before": [{"command": ["true"]}], "after": [{"command": ["true"]}]}
