@@ -160,8 +160,13 @@ def without_selector(service: dict[str, Any]) -> dict[str, Any]:
 
 
 def endpoint_slice(gs: GameServer, ports: list[dict[str, Any]], ip: str,
-                   owner: dict[str, Any]) -> dict[str, Any]:
-    """The slice that sends the Service's ports to the gate pod's ports for this server."""
+                   owner: dict[str, Any], node: str | None = None) -> dict[str, Any]:
+    """The slice that sends the Service's ports to the gate pod's ports for this server. The
+    gate's node is named: with externalTrafficPolicy Local, kube-proxy serves a node port only
+    from endpoints on its own node, and an endpoint without a node is on none."""
+    endpoint: dict[str, Any] = {"addresses": [ip], "conditions": {"ready": True}}
+    if node:
+        endpoint["nodeName"] = node
     return {
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": f"{gs.name}-gate"[:253], "namespace": gs.namespace,
@@ -169,7 +174,7 @@ def endpoint_slice(gs: GameServer, ports: list[dict[str, Any]], ip: str,
                                 LABEL_GAMESERVER: gs.name, LABEL_MANAGED_BY: MANAGED_BY},
                      "ownerReferences": [owner]},
         "addressType": "IPv6" if ":" in ip else "IPv4",
-        "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
+        "endpoints": [endpoint],
         "ports": [{"name": p["name"], "port": p["gatePort"], "protocol": p["protocol"]}
                   for p in ports],
     }
@@ -234,6 +239,7 @@ class Wake:
         self.by_server: dict[tuple[str, str], dict[str, int]] = {}
         self.seeded = False
         self.ip: str | None = None
+        self.node: str | None = None    # the gate pod's node (the slice's nodeName)
         self.slices: dict[tuple[str, str], str | None] = {}  # what was applied (digest) or None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -263,11 +269,13 @@ class Wake:
     def poll(self) -> None:
         """The first ready gate pod's IP; a change re-queues the servers at the gate."""
         pods = self.kube.list("Pod", self.config.namespace, self.config.selector)
-        ip = next((p["status"]["podIP"] for p in sorted(pods, key=lambda p: p["metadata"]["name"])
-                   if pod_ready(p) and (p.get("status") or {}).get("podIP")), None)
-        if ip != self.ip:
+        ready = next((p for p in sorted(pods, key=lambda p: p["metadata"]["name"])
+                      if pod_ready(p) and (p.get("status") or {}).get("podIP")), None)
+        ip = ready["status"]["podIP"] if ready else None
+        node = (ready.get("spec") or {}).get("nodeName") if ready else None
+        if (ip, node) != (self.ip, self.node):
             log.info("wake gate: gate pod at %s", ip or "(none ready)")
-            self.ip = ip
+            self.ip, self.node = ip, node
             self.queue_all([("GameServer", *k) for k in list(self.by_server)] +
                            [("GameServer", *k) for k, v in list(self.slices.items()) if v])
 
@@ -368,7 +376,7 @@ class Wake:
             owner = {"apiVersion": body["apiVersion"], "kind": "GameServer",
                      "name": gs.name, "uid": gs.uid, "controller": True,
                      "blockOwnerDeletion": True}
-            want = endpoint_slice(gs, gate["ports"], gate["address"], owner)
+            want = endpoint_slice(gs, gate["ports"], gate["address"], owner, self.node)
             h = digest(want)
             if self.slices.get(key) != h:
                 self.kube.apply(want)

@@ -181,6 +181,9 @@ class Network:
     host_ports: bool = False
     annotations: Mapping[str, str] = field(default_factory=dict)
     node_ports: Mapping[str, int] = field(default_factory=dict)
+    # Local keeps players' own addresses (the game's bans, the wake gate's per-source limit)
+    # and serves the node port only on the node that runs the pod; None: Kubernetes' Cluster.
+    external_traffic_policy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -350,7 +353,8 @@ def parse_gameserver(obj: Mapping[str, Any]) -> GameServer:
                         bool(st.get("retainOnDelete", True)), st.get("existingClaim"),
                         parse_recover_after(st.get("recoverAfter"))),
         network=Network(net.get("type", "LoadBalancer"), bool(net.get("hostPorts", False)),
-                        net.get("annotations") or {}, net.get("nodePorts") or {}),
+                        net.get("annotations") or {}, net.get("nodePorts") or {},
+                        net.get("externalTrafficPolicy")),
         settings=settings,
         restarted_at=(meta.get("annotations") or {}).get("peon.dev/restartedAt"),
         scheduling=parse_scheduling(spec.get("scheduling")),

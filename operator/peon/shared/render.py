@@ -360,6 +360,8 @@ def service(gs: GameServer, game: Game) -> dict[str, Any]:
         if gs.network.type in ("NodePort", "LoadBalancer") and p.name in gs.network.node_ports:
             sp["nodePort"] = gs.network.node_ports[p.name]
         ports.append(sp)
-    return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
-            "spec": {"type": gs.network.type, "selector": {LABEL_GAMESERVER: gs.name},
-                     "ports": ports}}
+    spec: dict[str, Any] = {"type": gs.network.type, "selector": {LABEL_GAMESERVER: gs.name},
+                            "ports": ports}
+    if gs.network.external_traffic_policy and gs.network.type in ("NodePort", "LoadBalancer"):
+        spec["externalTrafficPolicy"] = gs.network.external_traffic_policy
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}

@@ -21,6 +21,7 @@ def ready_gate_pod(ip="10.88.0.9"):
     return {"kind": "Pod", "apiVersion": "v1",
             "metadata": {"name": "peon-gate-0", "namespace": "peon",
                          "labels": {"app.kubernetes.io/component": "wake-gate"}},
+            "spec": {"nodeName": "node-a"},
             "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}}
 
 
@@ -51,6 +52,8 @@ def test_a_sleeping_server_is_at_the_gate_with_its_address_kept(world):
     eps = kube.objects[("EndpointSlice", "games", "odin-gate")]
     assert eps["metadata"]["labels"]["kubernetes.io/service-name"] == "odin"
     assert eps["endpoints"][0]["addresses"] == ["10.88.0.9"]
+    # named, so a Service with externalTrafficPolicy Local serves the gate on its node's port
+    assert eps["endpoints"][0]["nodeName"] == "node-a"
     label_value = __import__("re").compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
     assert all(label_value.match(v) and len(v) <= 63 for v in eps["metadata"]["labels"].values())
     gate = kube.objects[KEY]["status"]["gate"]

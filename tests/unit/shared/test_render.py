@@ -99,6 +99,17 @@ def test_service_ports_and_types():
     assert np["spec"]["ports"][0]["nodePort"] == 30456
     hp = children(gameserver(network={"type": "ClusterIP", "hostPorts": True}))
     assert container(hp)["ports"][0]["hostPort"] == 2456
+    assert "externalTrafficPolicy" not in svc["spec"]  # Kubernetes' default, as before
+
+
+def test_external_traffic_policy_keeps_players_addresses_where_a_node_port_exists():
+    local = children(gameserver(network={"type": "LoadBalancer",
+                                         "externalTrafficPolicy": "Local"}))["Service"]
+    assert local["spec"]["externalTrafficPolicy"] == "Local"
+    # A ClusterIP Service has no external traffic: the field would be refused by the API server.
+    cip = children(gameserver(network={"type": "ClusterIP",
+                                       "externalTrafficPolicy": "Local"}))["Service"]
+    assert "externalTrafficPolicy" not in cip["spec"]
 
 
 def test_claim_is_retained_unless_eradicate_is_asked():
