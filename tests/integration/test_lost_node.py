@@ -16,8 +16,9 @@ import uuid
 import pytest
 
 from conftest import Operator, fresh_namespace
-from gs_helpers import apply_as_user, backup, condition, events_for, run_phase, wait_phase
-from kube_helpers import wait_for
+from gs_helpers import (apply_as_user, backup, condition, events_for, gameserver, run_phase,
+                        wait_phase)
+from kube_helpers import api_error, message, wait_for
 from realnode_helpers import (GAME_FILE, OPERATOR_IMAGE, STATE, bed_node, report, server_pod,
                               service_address, tg_server, tree_digest, udp, volume_dir)
 
@@ -149,6 +150,16 @@ def store_for(kube, ns, s3, password: str) -> dict:
                  "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
                                 "RESTIC_PASSWORD": password}})
     return {"s3": {"endpoint": s3.endpoint, "bucket": "peon-backups"}, "secretRef": {"name": "store-keys"}}
+
+
+@pytest.mark.parametrize("value,words", [
+    ("5", "should match"), ("1d", "should match"), ("5 m", "should match"),
+    ("0s", "at least 1s"), ("", "at least 1s"), ("0h0m", "at least 1s")])
+def test_a_recover_after_that_is_no_duration_is_refused_at_admission(kube, crds, namespace, value, words):
+    e = api_error(lambda: kube.create(gameserver("adrift", namespace, storage={"recoverAfter": value})))
+    assert e.status == 422 and "recoverAfter" in message(e) and words in message(e), message(e)
+    for good in ("90s", "5m", "1h30m"):
+        kube.create(gameserver(f"ok-{good}", namespace, storage={"recoverAfter": good}))
 
 
 def ready(kube, node: str) -> bool:
