@@ -264,10 +264,11 @@ async def a2s(host: str, port: int) -> Players:
 # ioquake3's SVC_Status (code/server/sv_main.c): "\xff\xff\xff\xffstatusResponse\n", the
 # serverinfo string (\key\value..., the challenge the request carried set last), "\n", then
 # one line per client: `score ping "name"`. One datagram, at most MAX_MSGLEN (16384) bytes.
-# The serverinfo has no protocol number (ioquake3 1.36 keeps it in com_protocol, not a
-# serverinfo cvar; seen on Debian's OpenArena), and a browser drops a server of another
-# protocol, so getinfo is asked next for it (SVC_Info: "infoResponse\n" and an info string
-# with challenge, gamename, protocol, ...), briefly: without its answer the count still stands.
+# The serverinfo has no "protocol" (ioquake3 1.36 shows com_protocol, and answers browsers with
+# com_legacyprotocol when set: SVC_Info), and a browser drops a server of another protocol, so
+# getinfo is asked next for the number it gives browsers (SVC_Info: "infoResponse\n" and an
+# info string with challenge, gamename, protocol, ...; both 71 on Debian's OpenArena), briefly:
+# without its answer the count still stands.
 
 QUAKE3_MAX = 16384
 QUAKE3_CLIENTS_MAX = 64  # MAX_CLIENTS: more player lines than that is not a Quake 3 server

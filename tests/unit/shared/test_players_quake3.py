@@ -96,7 +96,8 @@ def test_without_getinfo_s_answer_the_count_stands_without_the_protocol():
 
 
 def test_a_protocol_in_the_status_needs_no_getinfo():
-    answer, server = ask(lambda r: [status(challenge_of(r), info="\\sv_maxclients\\4\\protocol\\68")])
+    info = "\\sv_maxclients\\4\\protocol\\68"
+    answer, server = ask(lambda r: [status(challenge_of(r), info=info)])
     assert answer == Players(0, 4) and answer.protocol == 68 and len(server.requests) == 1
 
 
