@@ -389,3 +389,24 @@ def test_a_server_that_did_not_opt_in_reads_no_node(world):
     c.reconcile(KEY)
     assert not [x for x in kube.calls if x[1] in ("Node", "PersistentVolume")]
     assert "recovery" not in status(kube)
+
+
+def test_a_maintenance_hold_does_not_hold_the_move_off_a_lost_node(world):
+    """spec.maintenance holds a restart while players may be on; a pod on a lost node is not
+    ready, so the Deployment has no ready replica and the move is applied at once."""
+    kube, c = world
+    gs = gameserver(storage={"recoverAfter": "30s"}, backup={"store": STORE},
+                    maintenance={"maxDelay": "6h"})
+    gs["status"] = {"backup": {"lastOffsite": "odin-b7", "lastOffsiteTime": iso(1560)}}
+    kube.objects[KEY] = gs
+    c.cache.put(c.cache.gameservers, KEY[1:], gs, False)
+    c.reconcile(KEY)
+    sync(kube, c)
+    dep_key = ("Deployment", "games", "odin")
+    kube.objects[dep_key]["status"] = {"replicas": 1, "readyReplicas": 0}
+    c.cache.put(c.cache.children, dep_key, kube.objects[dep_key], False)
+    lose_node_a(kube, c)
+    c.reconcile(KEY)
+    spec = kube.objects[dep_key]["spec"]["template"]["spec"]
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "odin-data-r2"}} in spec["volumes"]
+    assert ("delete", "Pod", "odin-abc", 0) in kube.calls
