@@ -841,28 +841,30 @@ def test_a_wrong_rcon_password_is_said_and_never_shown(
     wait_for("the change held", lambda: (lambda m: m if m.get("pending") else None)(
         maintenance_of(kube, rns, "pw")), 90)
     deadline = maintenance_of(kube, rns, "pw")["deadline"]
-    rn_clock.set(clock_parse(deadline) - dt_minutes(10))
-    failed = wait_for("ConsoleFailed", lambda: [e for e in events_for(kube, rns, "pw")
-                                                if e["reason"] == "ConsoleFailed"], 30)
-    assert "refused the password" in failed[0]["message"], failed
-    assert failed[0]["type"] == "Warning"
-    m = wait_for("status says it", lambda: (lambda m: m if m.get("console") else None)(
-        maintenance_of(kube, rns, "pw")), 30)
-    assert m["console"].startswith("players cannot be warned:") and \
-        "refused the password" in m["console"], m
-    assert not any(e["reason"] == "PlayersWarned" for e in events_for(kube, rns, "pw"))
-    assert said_in_game(kubectl, kube, rns, "pw") == ["say right"]  # no warning got through
-    assert server_pod(kube, rns, "pw")["metadata"]["uid"] == pod["metadata"]["uid"]
+    try:
+        rn_clock.set(clock_parse(deadline) - dt_minutes(10))
+        failed = wait_for("ConsoleFailed", lambda: [e for e in events_for(kube, rns, "pw")
+                                                    if e["reason"] == "ConsoleFailed"], 30)
+        assert "refused the password" in failed[0]["message"], failed
+        assert failed[0]["type"] == "Warning"
+        m = wait_for("status says it", lambda: (lambda m: m if m.get("console") else None)(
+            maintenance_of(kube, rns, "pw")), 30)
+        assert m["console"].startswith("players cannot be warned:") and \
+            "refused the password" in m["console"], m
+        assert not any(e["reason"] == "PlayersWarned" for e in events_for(kube, rns, "pw"))
+        assert said_in_game(kubectl, kube, rns, "pw") == ["say right"]  # no warning got through
+        assert server_pod(kube, rns, "pw")["metadata"]["uid"] == pod["metadata"]["uid"]
 
-    got = subprocess.run([plugin, "-n", rns, "rcon", "pw", "say", "hi"], env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert got.returncode != 0 and got.stdout == "", got
-    assert "refused the password" in got.stderr and "Traceback" not in got.stderr, got.stderr
-    shown = got.stdout + got.stderr + rn_operator.log() + "".join(
-        e["message"] for e in events_for(kube, rns, "pw")) + json.dumps(
-        kube.status_of("GameServer", rns, "pw"))
-    assert right not in shown and wrong not in shown
-    rn_clock.reset()
+        got = subprocess.run([plugin, "-n", rns, "rcon", "pw", "say", "hi"], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert got.returncode != 0 and got.stdout == "", got
+        assert "refused the password" in got.stderr and "Traceback" not in got.stderr, got.stderr
+        shown = got.stdout + got.stderr + rn_operator.log() + "".join(
+            e["message"] for e in events_for(kube, rns, "pw")) + json.dumps(
+            kube.status_of("GameServer", rns, "pw"))
+        assert right not in shown and wrong not in shown
+    finally:
+        rn_clock.reset()  # the operator's clock back, whatever failed
 
 
 @pytest.fixture
@@ -1014,3 +1016,56 @@ def test_an_update_with_players_on_is_backed_up_when_they_leave_just_before_the_
     game = [c for c in new["spec"]["containers"] if c["name"] == "server"][0]
     assert game["imagePullPolicy"] == "Always"
     assert reg.manifest_requests(since=done.timestamp() - 1)  # pulled again after the backup
+
+
+def test_a_game_without_a_console_still_holds_and_says_players_cannot_be_warned(
+        kube, kubectl, kubeconfig, rns, testgame, rn_operator, rn_clock):
+    rn_clock.reset()
+    game = yaml.safe_load(GAME_FILE.read_text())
+    game["metadata"] = {"name": f"{GAME}-{rns}"}
+    del game["spec"]["console"]
+    kube.apply(game)
+    env = {"SERVER_PASS": "hunter22", "RCON_PASSWORD": "rcon-pass-5"}
+
+    def spec(motd):
+        return tg_server("mute", rns, gameUid=game["metadata"]["name"],
+                         maintenance={"maxDelay": "1h"},
+                         settings=[{"type": "env", "name": "env", "content": {**env, "MOTD": motd}}])
+    try:
+        apply_as_user(kube, spec("one"))
+        wait_phase(kube, rns, "mute", "Running", timeout=180)
+        ip, port = service_address(kube, rns, "mute")
+        for who in ("alice", "bob"):
+            assert udp(ip, port, f"JOIN {who} hunter22") == f"WELCOME {who}"
+        wait_for("2 players in status", lambda: players_online(kube, rns, "mute") == 2, 60)
+        pod = server_pod(kube, rns, "mute")
+        apply_as_user(kube, spec("two"))
+        m = wait_for("the change held", lambda: (lambda m: m if m.get("pending") else None)(
+            maintenance_of(kube, rns, "mute")), 60)
+        assert m["reason"] == "PlayersOnline"
+        assert m["console"] == "players cannot be warned: the Game declares no console"
+        # At the first warning's time nothing is said, and nothing fails: still held.
+        rn_clock.set(clock_parse(m["deadline"]) - dt_minutes(10))
+        time.sleep(5)
+        events = [(e["reason"], e["message"], e.get("count")) for e in events_for(kube, rns, "mute")]
+        reasons = [e[0] for e in events]
+        assert "PlayersWarned" not in reasons and "ConsoleFailed" not in reasons, events
+        print("\nevents of mute:", *events, sep="\n  ")
+        assert maintenance_of(kube, rns, "mute")["console"] == \
+            "players cannot be warned: the Game declares no console"
+        assert server_pod(kube, rns, "mute")["metadata"]["uid"] == pod["metadata"]["uid"]
+        assert said_in_game(kubectl, kube, rns, "mute") == []
+        out = subprocess.run([str(pathlib.Path(os.sys.executable).parent / "kubectl-peon"), "-n",
+                              rns, "status", "mute"], env={**os.environ, "KUBECONFIG": kubeconfig},
+                             capture_output=True, text=True, timeout=60)
+        assert "players cannot be warned: the Game declares no console" in out.stdout, out
+        # They leave: applied.
+        for who in ("alice", "bob"):
+            assert udp(ip, port, f"LEAVE {who}") == f"BYE {who}"
+        wait_for("MOTD two", lambda: (lambda r: r if r["env"].get("MOTD") == "two" else None)(
+            report(kubectl, kube, rns, "mute")), 180)
+    finally:
+        rn_clock.reset()
+        kube.delete("GameServer", rns, "mute")
+        wait_for("the server to go", lambda: kube.get("GameServer", rns, "mute") is None, 120)
+        kube.delete("Game", None, game["metadata"]["name"])
