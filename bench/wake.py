@@ -17,13 +17,16 @@
                 The gate runs with its default global limit (20,000 datagrams/s: 10,000 such
                 queries; --global-rate changes it) and the per-source limit lifted: the one
                 client here stands for many players. Drops "rate limited" are that limit.
-    (a) TODO    from a knock to the game answering, against the same server started with
-                `state: Running` in the same run (target within 1.1x): needs the real node and
-                the operator's wake (Service selector switching to the woken pod), which are not
-                built yet; it belongs here once they are.
+    (a) knock   (--knock; the bed's real node, under its lock) from a player's join on the
+                gate to the game itself answering A2S at the same address, against the same
+                server started with `state: Running` (apply to answering) in the same run: the
+                real-node wake test (tests/integration/test_wake.py, its first test) sets up the
+                gate pod and the operator and prints both times; this prints them and their
+                ratio (target within 1.1x).
 
     bench/wake.py [--servers 100,1000] [--rate-servers 1000] [--seconds 5] [--window 32]
                   [--global-rate 20000]
+    bench/wake.py --knock
 
 Bounded: every run stops after --seconds (at most 60) or 2,000,000 datagrams, and every
 subprocess is killed after 120 s. No wall-clock asserts: it prints figures.
@@ -242,7 +245,31 @@ def rate(n: int, seconds: float, window: int, global_rate: float) -> None:
           f"datagrams/s (the gate's datagram rate is {datagrams_per_s / floor_per_s:.2f} of it)")
 
 
+KNOCK_TEST = "tests/integration/test_wake.py::" \
+    "test_asleep_the_address_answers_from_the_gate_and_a_join_wakes_the_game_there"
+
+
+def knock() -> None:
+    """(a): the wake test's own two times, from one run of it on the bed."""
+    import re
+    root = pathlib.Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-m", "pytest", KNOCK_TEST, "-s", "-q",
+                          "-p", "no:cacheprovider"], cwd=root, capture_output=True, text=True,
+                         timeout=1200)
+    found = {k: float(v) for k, v in re.findall(
+        r"^(state Running, apply|knock) to the game answering: ([0-9.]+)s$", run.stdout, re.M)}
+    if run.returncode != 0 or len(found) != 2:
+        raise SystemExit(f"the wake test did not pass (exit {run.returncode}):\n"
+                         f"{run.stdout[-3000:]}{run.stderr[-1000:]}")
+    plain, woken = found["state Running, apply"], found["knock"]
+    print(f"(a) knock to game answering: {woken:.1f} s; the same server from `state: Running` "
+          f"to answering: {plain:.1f} s; ratio {woken / plain:.2f} (target at most 1.1)")
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--knock"]:
+        knock()
+        return
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         kind, rest = sys.argv[2], sys.argv[3:]
         run = {"memory": lambda: child_memory(int(rest[0])),
@@ -260,7 +287,7 @@ def main() -> None:
                     help="the gate's global limit (datagrams/s; Limits' default 20,000)")
     args = ap.parse_args()
     seconds = min(max(args.seconds, 0.5), 60.0)
-    print("(a) knock to game answering: TODO, needs the real node and the operator (docstring)")
+    print("(a) knock to game answering: bench/wake.py --knock (the bed's real node)")
     memory([int(n) for n in args.servers.split(",")])
     rate(args.rate_servers, seconds, max(1, min(args.window, 1024)), max(1.0, args.global_rate))
 
