@@ -13,10 +13,13 @@ import time
 
 import pytest
 
-from gs_helpers import wait_phase
+from conftest import Operator, fresh_namespace
+from gs_helpers import events_for, wait_phase
 from kube_helpers import wait_for
-from realnode_helpers import ON_REAL_NODE, ROOT, server_pod, service_address, volume_dir
-from test_realnode import real_node, rn_clock, rn_operator, rns  # noqa: F401 (fixtures)
+from realnode_helpers import (ON_REAL_NODE, OPERATOR_IMAGE, ROOT, server_pod, service_address,
+                              volume_dir)
+from test_realnode import real_node, rn_clock, rn_operator, rns, testgame  # noqa: F401 (fixtures)
+from test_wake import GATE_NS, game_pods, gate, send  # noqa: F401 (the gate fixture)
 
 pytestmark = pytest.mark.timeout(900)
 GAME = "peon-openarena"
@@ -135,3 +138,87 @@ def test_bots_on_an_openarena_server_are_counted_as_its_players(
     out = kubectl("-n", rns, "get", "pgs", "bots").stdout.splitlines()
     header, row = out[0].split(), out[1].split()
     assert row[header.index("PLAYERS")] == "2"
+
+
+# --- asleep: the wake gate stands in for it ----------------------------------------------------
+
+@pytest.fixture
+def oans(kube):
+    """Namespaces of their own (oa-*), watched only by this file's gate-aware operator: the
+    session's real-node operator (r-*) keeps running beside it."""
+    yield from fresh_namespace(kube, "oa")
+
+
+@pytest.fixture(scope="module")
+def oa_wake_operator(kubeconfig, crds, real_node, tmp_path_factory, rn_clock, gate):  # noqa: F811
+    op = Operator(kubeconfig, tmp_path_factory.mktemp("oa-wake-operator") / "operator.log",
+                  ["--job-image", OPERATOR_IMAGE, "--namespace", "oa-*",
+                   "--gate-namespace", GATE_NS,
+                   "--gate-selector", "app.kubernetes.io/component=wake-gate"],
+                  clock_file=rn_clock.path)
+    time.sleep(0.5)
+    assert op.proc.poll() is None, op.log()
+    yield op
+    op.stop()
+    assert "Traceback" not in op.log(), op.log()[-3000:]
+
+
+def test_asleep_openarena_is_answered_by_the_gate_a_connect_wakes_it_and_the_real_server_answers(
+        kube, kubectl, oans, openarena, gate, oa_wake_operator, rn_clock):  # noqa: F811
+    ns, name = oans, "sleepy"
+    kubectl("apply", "--server-side", "-f", "-", input=json.dumps(
+        oa_server(name, ns, "Sleepy Arena", OA_BOTS="Sarge")))
+    wait_phase(kube, ns, name, "Running", timeout=180)
+    address = service_address(kube, ns, name)
+    svc_before = kube.get("Service", ns, name)
+    info, players = wait_for("Sarge in getstatus", lambda: (
+        a := getstatus(address)) and len(a[1]) == 1 and a, 90, interval=0.5)
+    assert "peon" not in info and info["mapname"] == "oa_dm1"
+    # The prober's answer is what the gate will stand in with (name, map, protocol).
+    wait_for("status.players", lambda: (p := players_status(kube, ns, name)).get("online") == 1
+             and p.get("protocol") == 71, 60)
+
+    # The API's stop: the sleep annotation at the operator's now, no spec write.
+    rn_clock.reset()
+    kube.merge_patch("GameServer", ns, name, {"metadata": {"annotations": {
+        "peon.dev/sleep": rn_clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")}}})
+    t0 = time.monotonic()
+    wait_for("the server at the gate", lambda: bool((kube.status_of("GameServer", ns, name)
+                                                     .get("gate") or {}).get("serving")), 120)
+    wait_for("no game pod", lambda: game_pods(kube, ns, name) == [], 60)
+    asleep, nobody = wait_for("the gate's getstatus at the same address", lambda: (
+        a := getstatus(address)) and "peon" in a[0] and a, 60, interval=0.5)
+    print(f"\nstop to the gate answering getstatus: {time.monotonic() - t0:.1f}s; {asleep}")
+    assert kube.get("Service", ns, name)["spec"]["clusterIP"] == svc_before["spec"]["clusterIP"]
+    assert asleep["sv_hostname"] == "Sleepy Arena" and nobody == []
+    assert asleep["mapname"].startswith("oa_dm1") and "join to wake" in asleep["mapname"]
+    assert asleep["sv_maxclients"] == "8"
+    about, _ = ask(address, "getinfo")
+    assert about["protocol"] == "71" and about["hostname"] == "Sleepy Arena", about
+    # Queries wake nothing (at a browser's pace: the gate answers 10 a second per source).
+    for _ in range(10):
+        assert getstatus(address) is not None
+        time.sleep(0.15)
+    time.sleep(3)
+    assert "knock" not in kube.status_of("GameServer", ns, name)
+    assert game_pods(kube, ns, name) == []
+
+    # A player's connect (the packet that follows getchallenge) wakes it.
+    rn_clock.reset()
+    t_knock = time.monotonic()
+    send(address, M + b'connect "\\protocol\\71\\name\\alice\\qport\\1234"')
+    wait_for("the wake annotation", lambda: "peon.dev/wake" in (
+        kube.get("GameServer", ns, name)["metadata"].get("annotations") or {}), 30, interval=0.2)
+    # After the wake the real server answers at the same address with its real player count.
+    real, on = wait_for("OpenArena's own getstatus again", lambda: (
+        a := getstatus(address)) and "peon" not in a[0] and len(a[1]) == 1 and a, 180,
+        interval=0.5)
+    print(f"connect to OpenArena answering again: {time.monotonic() - t_knock:.1f}s")
+    assert real["sv_hostname"] == "Sleepy Arena" and real["mapname"] == "oa_dm1"
+    assert re.fullmatch(r'-?\d+ \d+ "Sarge"', on[0]), on
+    st = kube.status_of("GameServer", ns, name)
+    assert st["lastKnock"]["outcome"] == "woke" and st["lastKnock"]["address"]
+    assert any(e["reason"] == "WokenByKnock" for e in events_for(kube, ns, name))
+    wait_for("1 player in status again", lambda: players_status(kube, ns, name).get("online") == 1,
+             60)
+    assert kube.get("GameServer", ns, name)["spec"].get("state", "Running") == "Running"
