@@ -1,12 +1,13 @@
 """A lost node (issue 26, item 3): a server whose node has been NotReady or gone for
 `spec.storage.recoverAfter` moves off it.
 
-- Its world on a volume bound to that node (the PersistentVolume has node affinity: local,
-  local-path, a zonal disk): it is rebuilt on a NEW claim, `<server>-data-r<n>`, seeded from the
+- Its world on a volume bound to that node (the PersistentVolume's affinity pins its
+  hostname: local, local-path): it is rebuilt on a NEW claim, `<server>-data-r<n>`, seeded from the
   store's newest snapshot (the seed step of `render.seed_container`, `latest`); the old claim
   is kept, labelled and annotated as left behind, reported in status.recovery and an Event. The
   snapshot's age is the play that was lost, said in status and a Warning.
-- Its world on a volume that can move (no node affinity): the stuck pod is deleted (at once:
+- Its world on a volume that can move (no affinity to one host: a network or zonal disk): the
+  stuck pod is deleted (at once:
   its kubelet cannot confirm) so the Deployment places the server elsewhere.
 - Without a store (or without a snapshot in it) a node-bound world cannot be rebuilt: the
   status says so, and nothing starts on an empty world.
@@ -29,7 +30,7 @@ from typing import Any, Mapping
 
 from kubernetes.client.rest import ApiException
 
-from peon import LABEL_GAMESERVER
+from peon import LABEL_GAMESERVER, LABEL_MANAGED_BY, MANAGED_BY
 from peon.shared import clock
 from peon.shared import status as st
 from peon.shared.model import parse_game
@@ -55,6 +56,11 @@ class Reason:
     NO_SNAPSHOT = "CannotRecoverNoSnapshot"  # True: a store, but no snapshot of this server
     UNREADABLE = "NodeUnreadable"            # True: the operator may not read Nodes or PVs
     LEFT_BEHIND = "ClaimLeftBehind"          # Event: the old claim, kept and unused
+    CLAIM_TAKEN = "RecoveryClaimTaken"       # True: the new claim's name is someone else's
+
+
+class ClaimTaken(Exception):
+    """The recovery's claim name exists and is not a claim a recovery of this server made."""
 
 
 # --- pure facts ----------------------------------------------------------------------------------
@@ -67,10 +73,17 @@ def _ready_condition(obj: Mapping | None) -> Mapping:
 def lost_since(node: Mapping | None, node_name: str, pod: Mapping | None,
                now: dt.datetime) -> dt.datetime | None:
     """Since when the node is lost, or None when it is Ready. A node that is gone counts from
-    when its pod stopped being ready (or now, when that is not known)."""
+    when its pod stopped being ready; a pod that never was (the Deployment's replacement, made
+    after the node and its pods were deleted, waiting for a volume bound to that node) from when
+    it was scheduled or made: later than the loss, so the wait is never shorter than asked, and
+    it ends (now would move with every look: no end, and a message rewritten each time)."""
     if node is None:
-        since = clock.parse(_ready_condition(pod).get("lastTransitionTime"))
-        return since or now
+        meta = (pod or {}).get("metadata") or {}
+        scheduled = next((c for c in ((pod or {}).get("status") or {}).get("conditions") or ()
+                          if c.get("type") == "PodScheduled"), {})
+        return (clock.parse(_ready_condition(pod).get("lastTransitionTime"))
+                or clock.parse(scheduled.get("lastTransitionTime"))
+                or clock.parse(meta.get("creationTimestamp")) or now)
     ready = _ready_condition(node)
     if ready.get("status") == "True":
         return None
@@ -80,17 +93,17 @@ def lost_since(node: Mapping | None, node_name: str, pod: Mapping | None,
 
 
 def pv_bound_node(pv: Mapping | None) -> str | None:
-    """The node a PersistentVolume is bound to ('' for affinity that names no single host),
-    or None for a volume that can move (no node affinity)."""
+    """The node a PersistentVolume is bound to (its affinity pins one host), or None for a
+    volume that can move: no node affinity, or affinity to a zone or anything wider (a zonal
+    network disk attaches to another node of its zone: the pod is rescheduled, and no play is
+    lost to a rebuild from the store)."""
     spec = (pv or {}).get("spec") or {}
     required = ((spec.get("nodeAffinity") or {}).get("required") or {}).get("nodeSelectorTerms")
-    if not required:
-        return None
-    for term in required:
+    for term in required or ():
         for e in term.get("matchExpressions") or ():
             if e.get("key") == HOSTNAME and e.get("operator") == "In" and len(e.get("values") or ()) == 1:
                 return e["values"][0]
-    return ""
+    return None
 
 
 def claim_number(server: str, claim_name: str) -> int | None:
@@ -359,12 +372,16 @@ class LostNodes:
             if out.evict:
                 self.kube.event(body, "Warning", Reason.RESCHEDULED, d.message)
         elif d.action == "rebuild":
-            made = self.rebuild(body, gs, facts, d, claims)
-            claims = self.claims_of(ns, name, base_claim)
-            out = Judged(made, True, status=recovery_status(name, claims),
-                         evict=[p["metadata"]["name"] for p in self.stale_pods(ns, name, claims)])
-            d = Decision("none", Reason.NODE_READY, "")
-        elif d.action == "cannot" and self._said.get((ns, name)) != d.message:
+            try:
+                made = self.rebuild(body, gs, facts, d, claims)
+            except ClaimTaken as e:
+                d = Decision("cannot", Reason.CLAIM_TAKEN, str(e), since=d.since)
+            else:
+                claims = self.claims_of(ns, name, base_claim)
+                out = Judged(made, True, status=recovery_status(name, claims),
+                             evict=[p["metadata"]["name"] for p in self.stale_pods(ns, name, claims)])
+                d = Decision("none", Reason.NODE_READY, "")
+        if d.action == "cannot" and self._said.get((ns, name)) != d.message:
             self._said[(ns, name)] = d.message
             self.kube.event(body, "Warning", d.reason, d.message)
         out.condition = lost_condition(d, gen)
@@ -415,25 +432,34 @@ class LostNodes:
         record = {"fromClaim": facts.claim, "lostNode": facts.node_name,
                   "lostSince": clock.iso(d.since), "recoveredAt": now,
                   "snapshot": facts.snapshot, "snapshotTime": facts.snapshot_time}
+        old = self.cache.children.get(("PersistentVolumeClaim", gs.namespace, facts.claim))
         claim = new_claim(data_claim(gs, parse_game(game)), name, record)
+        asked = (((old or {}).get("spec") or {}).get("resources") or {}).get("requests") or {}
+        if asked.get("storage"):  # the world fit in the old claim (an existingClaim may be larger)
+            claim["spec"] = {**claim["spec"], "resources": {"requests": {"storage": asked["storage"]}}}
         try:
             made = self.kube.create(claim)
         except ApiException as e:
             if e.status != 409:
                 raise
             made = self.kube.get("PersistentVolumeClaim", gs.namespace, name)
+            if not recovered_claims(gs.name, [made]):
+                raise ClaimTaken(f"node {facts.node_name} is lost and the world would be rebuilt "
+                                 f"on a new claim {name}, but a claim of that name exists that "
+                                 "no recovery of this server made: rename or delete it") from None
         self.cache.put(self.cache.children, ("PersistentVolumeClaim", gs.namespace, name), made, False)
-        old = self.cache.children.get(("PersistentVolumeClaim", gs.namespace, facts.claim))
-        if old is not None:
+        ours = ((old or {}).get("metadata", {}).get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY
+        if old is not None and ours:  # a user's existingClaim is not Peon's to label
             left = json.dumps({"node": facts.node_name, "since": clock.iso(d.since),
                                "replacedBy": name}, sort_keys=True)
             patched = self.kube.patch_metadata("PersistentVolumeClaim", gs.namespace, facts.claim, {
                 "labels": {LABEL_LEFT_BEHIND: "true"}, "annotations": {ANNOTATION_LEFT_BEHIND: left}})
             self.cache.put(self.cache.children, ("PersistentVolumeClaim", gs.namespace, facts.claim),
                            patched, False)
-            self.kube.event(body, "Warning", Reason.LEFT_BEHIND,
-                            f"claim {facts.claim} stays on node {facts.node_name}, kept and unused "
-                            f"(labelled {LABEL_LEFT_BEHIND}=true); the server now runs on {name}")
+        self.kube.event(body, "Warning", Reason.LEFT_BEHIND,
+                        f"claim {facts.claim} stays on node {facts.node_name}, kept and unused"
+                        + (f" (labelled {LABEL_LEFT_BEHIND}=true)" if ours else "")
+                        + f"; the server now runs on {name}")
         self.kube.event(body, "Warning", Reason.REBUILT, d.message.replace(
             "a new claim", f"a new claim {name}"))
         log.warning("%s/%s: %s", gs.namespace, gs.name, d.message)

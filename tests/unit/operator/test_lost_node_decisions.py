@@ -81,7 +81,26 @@ def test_a_volume_with_node_affinity_is_bound_and_one_without_can_move():
     assert ln.pv_bound_node(None) is None
     zonal = {"spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
         {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["z1"]}]}]}}}}
-    assert ln.pv_bound_node(zonal) == ""  # bound, to no one host: still cannot move
+    # a zonal network disk (EBS, PD, Azure Disk) attaches to another node of its zone: it moves,
+    # and a rebuild from the store would lose the play since the snapshot for nothing
+    assert ln.pv_bound_node(zonal) is None
+    assert ln.decide(facts(pv=zonal)).action == "reschedule"
+
+
+def test_a_gone_node_whose_replacement_pod_waits_is_lost_since_that_pod_and_the_wait_ends():
+    """The node deleted (its pods with it): the Deployment's new pod never ran, has no Ready
+    condition and no node, only PodScheduled False. The loss counts from then, so the wait ends
+    and the message stays the same from look to look."""
+    waiting = {"metadata": {"name": "odin-new", "creationTimestamp": iso(45)},
+               "spec": {}, "status": {"phase": "Pending", "conditions": [
+                   {"type": "PodScheduled", "status": "False", "lastTransitionTime": iso(44)}]}}
+    assert ln.lost_since(None, "a", waiting, NOW) == NOW - dt.timedelta(seconds=44)
+    d = ln.decide(facts(node=None, pod=waiting))
+    assert d.action == "rebuild"
+    later = ln.decide(facts(node=None, pod=waiting, recover_after=60.0))
+    again = ln.decide(facts(node=None, pod=waiting, recover_after=60.0,
+                            now=NOW + dt.timedelta(seconds=5)))
+    assert later.action == again.action == "wait" and later.message == again.message
 
 
 def facts(**kw):
@@ -288,6 +307,53 @@ def test_a_node_bound_world_is_rebuilt_on_a_new_claim_seeded_from_the_store(worl
     assert rec["claim"] == "odin-data-r2" and rec["leftBehind"][0]["claim"] == "odin-data"
     assert "taken 25m0s before node a was lost" in rec["message"]
     assert cond(kube)["status"] == "False"
+
+
+def test_a_recovery_claim_name_someone_else_holds_is_not_taken_over(world):
+    kube, c = world
+    serve(kube, c)
+    lose_node_a(kube, c)
+    kube.objects[("PersistentVolumeClaim", "games", "odin-data-r2")] = {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "odin-data-r2", "namespace": "games", "labels": {"team": "ops"}},
+        "spec": {"resources": {"requests": {"storage": "1Gi"}}}}
+    kube.calls.clear()
+    c.reconcile(KEY)
+    spec = kube.objects[("Deployment", "games", "odin")]["spec"]["template"]["spec"]
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "odin-data"}} in spec["volumes"]
+    old = kube.objects[("PersistentVolumeClaim", "games", "odin-data")]
+    assert ln.LABEL_LEFT_BEHIND not in old["metadata"].get("labels", {})
+    assert kube.objects[("PersistentVolumeClaim", "games", "odin-data-r2")]["metadata"][
+        "labels"] == {"team": "ops"}
+    assert cond(kube)["status"] == "True" and cond(kube)["reason"] == ln.Reason.CLAIM_TAKEN
+    assert "odin-data-r2" in cond(kube)["message"]
+    assert ln.Reason.REBUILT not in [e[1] for e in kube.events]
+
+
+def test_a_users_existing_claim_is_left_behind_unlabelled_and_its_size_kept(world):
+    kube, c = world
+    mine = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "my-world", "namespace": "games",
+                         "labels": {"peon.dev/gameserver": "odin"}},
+            "spec": {"resources": {"requests": {"storage": "50Gi"}}}}
+    kube.objects[("PersistentVolumeClaim", "games", "my-world")] = mine
+    c.cache.put(c.cache.children, ("PersistentVolumeClaim", "games", "my-world"), mine, False)
+    serve(kube, c, existingClaim="my-world")
+    mine["spec"]["volumeName"] = "pv-a"
+    kube.objects[("PersistentVolume", None, "pv-a")] = local_pv("pv-a", "a")
+    kube.objects[("Node", None, "a")] = node("a", "Unknown", 60)
+    p = pod("odin-abc", "a")
+    kube.objects[("Pod", "games", "odin-abc")] = p
+    c.cache.put(c.cache.pods, ("games", "odin-abc"), p, False)
+    kube.calls.clear()
+    c.reconcile(KEY)
+    new = kube.objects[("PersistentVolumeClaim", "games", "odin-data-r2")]
+    assert new["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    assert kube.objects[("PersistentVolumeClaim", "games", "my-world")]["metadata"]["labels"] == \
+        {"peon.dev/gameserver": "odin"}
+    assert not [x for x in kube.calls if x[1] == "PersistentVolumeClaim" and x[2] == "my-world"
+                and x[0] != "get"]
+    assert ln.Reason.LEFT_BEHIND in [e[1] for e in kube.events]
 
 
 def test_when_the_node_comes_back_nothing_flaps(world):
