@@ -108,6 +108,7 @@ def test_openarena_answers_getstatus_at_its_service_and_the_prober_counts_its_pl
         p := players_status(kube, rns, "frag")) and p.get("name") == "Frag Night" and p, 60)
     assert (st["online"], st["max"], st["map"], st["protocol"]) == (0, 8, "oa_dm1", 71)
     assert st["version"] == info["version"]
+    assert st["game"] == about["gamename"]  # getinfo's, which a browser compares with its own
 
     # The game runs as uid 1000 with its home on the world volume, where it writes.
     pod = server_pod(kube, rns, "frag")
@@ -173,6 +174,7 @@ def test_asleep_openarena_is_answered_by_the_gate_a_connect_wakes_it_and_the_rea
     svc_before = kube.get("Service", ns, name)
     info, players = wait_for("Sarge in getstatus", lambda: (
         a := getstatus(address)) and len(a[1]) == 1 and a, 90, interval=0.5)
+    awake_about, _ = ask(address, "getinfo")
     assert "peon" not in info and info["mapname"] == "oa_dm1"
     # The prober's answer is what the gate will stand in with (name, map, protocol).
     wait_for("status.players", lambda: (p := players_status(kube, ns, name)).get("online") == 1
@@ -195,6 +197,8 @@ def test_asleep_openarena_is_answered_by_the_gate_a_connect_wakes_it_and_the_rea
     assert asleep["sv_maxclients"] == "8"
     about, _ = ask(address, "getinfo")
     assert about["protocol"] == "71" and about["hostname"] == "Sleepy Arena", about
+    # the gamename the real server gave (a browser drops a server whose gamename differs)
+    assert about["gamename"] == awake_about["gamename"], (about, awake_about)
     # Queries wake nothing (at a browser's pace: the gate answers 10 a second per source).
     for _ in range(10):
         assert getstatus(address) is not None

@@ -11,12 +11,12 @@ import time
 import a2s
 import pytest
 
-from conftest import Operator
+from conftest import Operator, fresh_namespace
 from gs_helpers import events_for
 from kube_helpers import wait_for
 from realnode_helpers import (NODE, OPERATOR_IMAGE, TAINT, server_pod, service_address,
                               tg_server, udp)
-from test_realnode import real_node, rn_clock, rns, testgame  # noqa: F401 (fixtures)
+from test_realnode import real_node, rn_clock, testgame  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.timeout(900)]
 GATE_NS = "peon-gate-test"
@@ -126,10 +126,18 @@ def gate(kube, kubectl, kubeconfig, helm, real_node, testgame):  # noqa: F811
     yield pod
 
 
+@pytest.fixture
+def wns(kube):
+    """Namespaces of their own (w-*), watched only by this file's gate-aware operator: the
+    session's real-node operator (test_realnode's, r-*) runs without the gate and would put a
+    sleeping server's Service selector back."""
+    yield from fresh_namespace(kube, "w")
+
+
 @pytest.fixture(scope="module")
 def wake_operator(kubeconfig, crds, real_node, tmp_path_factory, rn_clock, gate):  # noqa: F811
     op = Operator(kubeconfig, tmp_path_factory.mktemp("wake-operator") / "operator.log",
-                  ["--job-image", OPERATOR_IMAGE, "--namespace", "r-*",
+                  ["--job-image", OPERATOR_IMAGE, "--namespace", "w-*",
                    "--gate-namespace", GATE_NS,
                    "--gate-selector", "app.kubernetes.io/component=wake-gate"],
                   clock_file=rn_clock.path)
@@ -161,8 +169,8 @@ def send(address, payload: bytes) -> None:
 
 
 def test_asleep_the_address_answers_from_the_gate_and_a_join_wakes_the_game_there(
-        kube, kubectl, rns, testgame, gate, wake_operator, rn_clock):  # noqa: F811
-    ns, name = rns, "sleeper"
+        kube, kubectl, wns, testgame, gate, wake_operator, rn_clock):  # noqa: F811
+    ns, name = wns, "sleeper"
     t_apply = time.monotonic()
     kubectl("apply", "--server-side", "-f", "-", input=__import__("json").dumps(
         tg_server(name, ns, uptime={"session": {"maxDuration": "2h"}})))
@@ -259,10 +267,10 @@ def test_asleep_the_address_answers_from_the_gate_and_a_join_wakes_the_game_ther
 
 
 def test_outside_its_window_the_gate_says_when_it_opens_and_a_join_wakes_nothing(
-        kube, kubectl, rns, testgame, gate, wake_operator, rn_clock):  # noqa: F811
+        kube, kubectl, wns, testgame, gate, wake_operator, rn_clock):  # noqa: F811
     import datetime as dt
     import json
-    ns, name = rns, "nightowl"
+    ns, name = wns, "nightowl"
     rn_clock.reset()
     opens = rn_clock.now() + dt.timedelta(hours=3)
     closes = opens + dt.timedelta(hours=1)
@@ -345,10 +353,10 @@ def mc_login(address, name: str) -> tuple[int, bytes] | None:
 
 
 def test_minecraft_a_status_ping_wakes_nothing_and_a_login_does(
-        kube, kubectl, rns, testgame, gate, wake_operator, rn_clock):  # noqa: F811
+        kube, kubectl, wns, testgame, gate, wake_operator, rn_clock):  # noqa: F811
     import json
     kubectl("apply", "--server-side", "-f", str(MC_GAME_FILE))
-    ns, name = rns, "blocky"
+    ns, name = wns, "blocky"
     rn_clock.reset()
     server = tg_server(name, ns, gameUid="peon-testgame-mc")
     server["metadata"]["annotations"] = {

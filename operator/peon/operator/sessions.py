@@ -49,7 +49,7 @@ class Sessions:
                     last_seen = clock.iso(now)  # the moment the last player was seen leaving
                 players_status = {"online": probe.online, "max": probe.max}
                 # What it calls itself, for the wake gate's answers while it sleeps.
-                for k in ("name", "map", "version", "protocol"):
+                for k in ("name", "map", "version", "protocol", "game"):
                     if getattr(probe, k) is not None:
                         players_status[k] = getattr(probe, k)
                 if last_seen:

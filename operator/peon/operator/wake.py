@@ -120,13 +120,16 @@ def view_of(gs: GameServer, game: Game, status: Mapping[str, Any], switch: Switc
                 game.ports[0].container_port if game.ports else 0)
     # The server's last answer (status.players, from the prober), else its spec.
     seen = {k: players[k] for k in ("map", "version") if isinstance(players.get(k), str)}
+    # The game it said it is (a Quake 3 browser drops a server whose gamename is not its own).
+    said = players.get("game") if isinstance(players.get("game"), str) and players["game"] \
+        else None
     if type(players.get("protocol")) is int:
         seen["protocol"] = players["protocol"]
     view: dict[str, Any] = {
         **seen,
         "name": players.get("name") if isinstance(players.get("name"), str) and players["name"]
         else gs.server_name or gs.name,
-        "game": game.title or game.uid, "folder": game.uid,
+        "game": said or game.title or game.uid, "folder": game.uid,
         "max_players": int(players.get("max") or 0), "port": port,
         # spec.state Stopped wins over any wake-up: answered, never woken
         "wake_on_connect": switch.enabled and gs.state == "Running", "window_open": open_,

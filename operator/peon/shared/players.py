@@ -57,6 +57,9 @@ class Players:
     version: str | None = field(default=None, compare=False)
     protocol: int | None = field(default=None, compare=False)
     names: tuple[str, ...] = field(default=(), compare=False)
+    # The game it says it is: A2S's game, Quake 3's gamename (getinfo's, which a browser
+    # compares with its own and drops the server when they differ: "Game mismatch").
+    game: str | None = field(default=None, compare=False)
 
 
 TEXT_MAX = 120  # UTF-8 bytes kept of each text a server reports
@@ -182,14 +185,13 @@ def parse_info(payload: bytes) -> Players:
         raise Garbled("not an A2S_INFO answer")
     if at + 2 > len(payload):
         raise Garbled("an A2S_INFO answer cut short")
-    name, rest = payload[first:].split(b"\x00", 1)
-    map_ = rest.split(b"\x00", 1)[0]
+    name, map_, _folder, game = payload[first:].split(b"\x00", 4)[:4]
     version = None
     if kind == b"I" and at + 7 < len(payload):  # bots, type, environment, visibility, VAC
         end = payload.find(b"\x00", at + 7)
         version = payload[at + 7:end] if end >= 0 else None
     return _players(payload[at], payload[at + 1], name=_text(name), map=_text(map_),
-                    version=_text(version))
+                    version=_text(version), game=_text(game))
 
 
 def _text(raw: object) -> str | None:
@@ -303,9 +305,11 @@ def _quake3_info(datagram: bytes, response: bytes,
     return info, lines[1:]
 
 
-def parse_quake3_info(datagram: bytes, challenge: str | None = None) -> int | None:
-    """The protocol number an infoResponse gives (None when it gives none)."""
-    return _quake3_int(_quake3_info(datagram, b"infoResponse", challenge)[0], "protocol")
+def parse_quake3_info(datagram: bytes, challenge: str | None = None
+                      ) -> tuple[int | None, str | None]:
+    """The protocol number and gamename an infoResponse gives (None for what it does not)."""
+    info = _quake3_info(datagram, b"infoResponse", challenge)[0]
+    return _quake3_int(info, "protocol"), _text(info.get("gamename"))
 
 
 def parse_quake3_status(datagram: bytes, challenge: str | None = None) -> Players:
@@ -355,14 +359,13 @@ async def quake3(host: str, port: int) -> Players:
         sock.setblocking(False)
         sock.connect(address)  # only this peer's datagrams are received
         answer = await _quake3_ask(loop, sock, b"getstatus", parse_quake3_status)
-        if answer.protocol is not None:
-            return answer
         try:
             async with asyncio.timeout(QUAKE3_INFO_WAIT):
-                protocol = await _quake3_ask(loop, sock, b"getinfo", parse_quake3_info)
+                protocol, game = await _quake3_ask(loop, sock, b"getinfo", parse_quake3_info)
         except (TimeoutError, Garbled, OSError):
-            return answer  # the count without the protocol number
-        return dataclasses.replace(answer, protocol=protocol)
+            return answer  # the count without getinfo's protocol number and gamename
+        return dataclasses.replace(answer, protocol=answer.protocol if protocol is None
+                                   else protocol, game=game)
 
 
 PROTOCOLS = {"a2s": a2s, "minecraft": minecraft, "quake3": quake3}

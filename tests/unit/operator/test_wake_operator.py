@@ -264,6 +264,10 @@ def test_the_view_is_the_servers_last_answer_and_its_spec_when_never_seen():
                         wake.Switch(), clock.now())
     assert (seen["name"], seen["map"], seen["version"], seen["max_players"]) == \
         ("Odin's Hall", "Meadows", "0.218", 10)
+    assert seen["game"] == never["game"]  # never said: the Game's title
+    said = wake.view_of(gs, g, {"players": {"online": 0, "max": 8, "game": "Quake3Arena"}},
+                        wake.Switch(), clock.now())
+    assert said["game"] == "Quake3Arena"  # a Quake 3 browser drops another gamename
 
 
 def test_the_prober_keeps_what_a2s_and_minecraft_servers_call_themselves():
@@ -275,6 +279,7 @@ def test_the_prober_keeps_what_a2s_and_minecraft_servers_call_themselves():
     p = players.parse_info(info)
     assert (p.online, p.max, p.name, p.map, p.version) == (3, 10, "Odin's Hall", "Meadows",
                                                            "0.218.21")
+    assert p.game == "Valheim"
     status = json.dumps({"version": {"name": "1.21.1", "protocol": 767},
                          "players": {"online": 1, "max": 20},
                          "description": {"text": "Blocky\x07" + "x" * 500}}).encode()

@@ -80,6 +80,8 @@ def test_players_names_map_and_hostname_from_getstatus():
     assert answer.names == ("Sarge", "Grunt", "a ^b")
     assert (answer.name, answer.map, answer.protocol) == ("Frag Night", "oa_dm1", 71)
     assert answer.version == "ioq3 1.36_GIT linux-x86_64"
+    # getinfo's gamename, not getstatus's (baseoa): the one a browser compares with its own
+    assert answer.game == "Quake3Arena"
     # getstatus, then getinfo for the protocol number, each with a challenge of its own.
     assert [r.split(b" ")[0] for r in server.requests] == [M + b"getstatus", M + b"getinfo"]
     assert len({challenge_of(r) for r in server.requests}) == 2
@@ -95,10 +97,12 @@ def test_without_getinfo_s_answer_the_count_stands_without_the_protocol():
     assert garbled == Players(0, 8) and garbled.protocol is None
 
 
-def test_a_protocol_in_the_status_needs_no_getinfo():
+def test_getinfo_is_asked_for_the_gamename_and_a_status_protocol_stands_without_it():
     info = "\\sv_maxclients\\4\\protocol\\68"
-    answer, server = ask(lambda r: [status(challenge_of(r), info=info)])
-    assert answer == Players(0, 4) and answer.protocol == 68 and len(server.requests) == 1
+    answer, server = ask(lambda r: [status(challenge_of(r), info=info)] if b"getstatus" in r
+                         else [])
+    assert answer == Players(0, 4) and answer.protocol == 68 and answer.game is None
+    assert [r.split(b" ")[0] for r in server.requests] == [M + b"getstatus", M + b"getinfo"]
 
 
 def test_an_empty_server_is_zero_players_and_private_slots_are_not_offered():
@@ -113,6 +117,7 @@ def test_the_gate_s_own_answer_reads_as_the_sleeping_server():
     answer, _ = ask(lambda r: [gate_quake3.answer(server, r, gate_quake3.Drops()).reply])
     assert answer == Players(0, 12)
     assert (answer.name, answer.version, answer.protocol) == ("Frag Night", "ioq3 1.36", 71)
+    assert answer.game == "Quake3Arena"  # what the gate was told the server said it is
     assert answer.map.startswith("oa_dm4")
 
 
