@@ -15,6 +15,12 @@ from .runs import RunBase, api_reason, claim_refusal, data_claim, store_target
 log = logging.getLogger(__name__)
 
 
+def namespace_ending(e: ApiException) -> bool:
+    """The API server's refusal of anything new in a namespace being deleted (403, "... because
+    it is being terminated")."""
+    return e.status == 403 and "being terminated" in str(e.body or "")
+
+
 class BackupReconciler(RunBase):
     # --- backups ---------------------------------------------------------------------------------
 
@@ -187,10 +193,23 @@ class BackupReconciler(RunBase):
         job_name = bk.fit(f"{name}-delete")
         job = self.cache.jobs.get((ns, job_name))
         if job is None:
-            job = self.kube.create(bk.run_job(
-                run, "GameServerBackup", action, None, volume, self.job_image, None, True, "delete",
-                self._scheduling(self.cache.gameservers.get((ns, run["spec"]["gameServer"]))),
-                store=store))
+            try:
+                job = self.kube.create(bk.run_job(
+                    run, "GameServerBackup", action, None, volume, self.job_image, None, True,
+                    "delete", self._scheduling(self.cache.gameservers.get(
+                        (ns, run["spec"]["gameServer"]))), store=store))
+            except ApiException as e:
+                if not namespace_ending(e):
+                    raise
+                # The whole namespace is being deleted and takes no new Job: its volumes (and
+                # a local archive with them) go with it, and an off-site snapshot stays in the
+                # store, where a new cluster lists it back. Holding the finalizer would hold
+                # the namespace in Terminating for ever.
+                log.info("%s/%s: its namespace is being deleted: %s, the object released", ns,
+                         name, f"{what} stays in the store" if store else "the archive goes with "
+                         "the namespace's volume")
+                return self._set_finalizer("GameServerBackup", run, bk.FINALIZER_ARCHIVE, False,
+                                           self.cache.backups, (ns, name))
             self.cache.put(self.cache.jobs, (ns, job_name), job, False)
             return
         phase, msg = bk.job_outcome(job)

@@ -189,3 +189,38 @@ def test_a_claim_not_labelled_for_the_server_is_never_backed_up(bed):
     status = kube.objects[("GameServerBackup", "games", "b1")]["status"]
     assert status["phase"] == bk.FAILED and "someone-elses-world" in status["message"]
     assert not [c for c in kube.calls if c[:2] == ("create", "Job")]
+
+
+@pytest.mark.parametrize("offsite", [False, True], ids=["local", "offsite"])
+def test_a_backup_in_a_namespace_being_deleted_is_released_and_its_snapshot_kept(bed, offsite):
+    """The namespace takes no new Job (403 "being terminated"), so no delete Job can run: the
+    finalizer goes (else the namespace stays Terminating for ever); the local archive goes with
+    the namespace's volume, an off-site snapshot stays in the store to be listed back."""
+    from fake_kube import api_error
+    kube, cache, backups = bed
+    run = start_backup(kube, cache)
+    run["status"] = {"phase": bk.SUCCEEDED, "volume": "odin-backups", "archive": "b1.tar.gz"}
+    if offsite:
+        run["status"].update(snapshot="abc123", store="s3:https://s3.example/worlds",
+                             storeSecret="keys")
+    run["metadata"]["deletionTimestamp"] = "2026-11-29T09:00:00Z"
+    cache.put(cache.backups, ("games", "b1"), run, False)
+    kube.objects[("PersistentVolumeClaim", "games", "odin-backups")] = {
+        "metadata": {"name": "odin-backups", "namespace": "games"}}
+    kube.refuse["Job"] = api_error(403, 'jobs.batch "b1-delete" is forbidden: unable to create '
+                                   "new content in namespace games because it is being terminated")
+    backups.reconcile("games", "b1")
+    left = kube.objects.get(("GameServerBackup", "games", "b1"))
+    assert left is None or bk.FINALIZER_ARCHIVE not in left["metadata"].get("finalizers", [])
+    assert not [c for c in kube.calls if c[:2] == ("create", "Job") and c[2] == "b1-delete"
+                and ("Job", "games", "b1-delete") in kube.objects]
+    # Any other refusal is not taken for the namespace's end: the finalizer stays.
+    run2 = start_backup(kube, cache, "b2")
+    run2["status"] = dict(run["status"])
+    run2["metadata"]["deletionTimestamp"] = "2026-11-29T09:00:00Z"
+    cache.put(cache.backups, ("games", "b2"), run2, False)
+    kube.refuse["Job"] = api_error(403, "jobs.batch is forbidden: quota")
+    with pytest.raises(Exception):
+        backups.reconcile("games", "b2")
+    assert bk.FINALIZER_ARCHIVE in kube.objects[("GameServerBackup", "games", "b2")][
+        "metadata"]["finalizers"]
