@@ -114,8 +114,9 @@ def gate(kube, kubectl, kubeconfig, helm, real_node, testgame):  # noqa: F811
     # A fresh pod: the image's tag is the same from run to run, its code is this checkout's.
     old = {p["metadata"]["uid"] for p in kube.list("Pod", GATE_NS,
                                                    "app.kubernetes.io/component=wake-gate")}
+    # ... and the old one gone first: in the node's network both would bind the same ports.
     kubectl("-n", GATE_NS, "delete", "pod", "-l", "app.kubernetes.io/component=wake-gate",
-            "--wait=false")
+            "--wait=true", "--timeout=90s")
     def ready():
         pods = [p for p in kube.list("Pod", GATE_NS, "app.kubernetes.io/component=wake-gate")
                 if p["metadata"]["uid"] not in old and not p["metadata"].get("deletionTimestamp")
@@ -374,7 +375,12 @@ def test_minecraft_a_status_ping_wakes_nothing_and_a_login_does(
     assert game_pods(kube, ns, name) == []
 
     rn_clock.reset()
-    pid, body = mc_login(address, "alice")
+    got = mc_login(address, "alice")
+    if got is None:
+        logs = kubectl("-n", GATE_NS, "logs", gate["metadata"]["name"], check=False)
+        raise AssertionError(f"no answer to a login at {address}; gate log: "
+                             f"{logs.stdout[-3000:]} {logs.stderr[-500:]}")
+    pid, body = got
     assert pid == 0 and b"join again" in body   # Login Disconnect: starting, join again in N s
     told = wait_for("the knock told", lambda: kube.status_of("GameServer", ns, name)
                     .get("lastKnock"), 30, interval=0.5)
@@ -385,7 +391,14 @@ def test_minecraft_a_status_ping_wakes_nothing_and_a_login_does(
                   lambda: (s := mc_status(address)) and "join to wake" not in json.dumps(s) and s,
                   180, interval=0.5)
     assert up["description"]["text"] == name
-    pid, body = mc_login(address, "alice")
+    # The address is the game's alone once the gate's slice is gone (until then kube-proxy may
+    # still send a connection to the gate, which stopped listening: the client joins again).
+    wait_for("the gate's slice gone", lambda: not [
+        s for s in kube.list("EndpointSlice", ns, f"kubernetes.io/service-name={name}")
+        if s["metadata"]["labels"].get("endpointslice.kubernetes.io/managed-by")
+        == "operator.peon.dev"], 30)
+    pid, body = wait_for("the game's Login Success", lambda: mc_login(address, "alice"), 15,
+                         interval=1)
     assert pid == 2 and b"alice" in body        # the game's Login Success: the player is in
 
 

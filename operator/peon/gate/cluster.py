@@ -28,6 +28,7 @@ from .view import Knock, SleepingServer, cut
 log = logging.getLogger(__name__)
 
 MAX_PORTS = 16
+BIND_RETRY_SECONDS = 5
 WATCH_SECONDS = 300
 
 
@@ -97,6 +98,7 @@ class Follower:
         self.address = address
         self.loop: asyncio.AbstractEventLoop | None = None
         self.serving: dict[str, tuple[SleepingServer, list[Binding]]] = {}
+        self.wanted_now: dict[str, Any] = {}  # the last status.gate seen, served or not
         self.skipped = 0
         self._stop = threading.Event()
 
@@ -155,6 +157,9 @@ class Follower:
         return key
 
     def _submit(self, key: str, want) -> None:
+        self.wanted_now[key] = want
+        if want is None:
+            self.wanted_now.pop(key)
         if self.serving.get(key) == want or (want is None and key not in self.serving):
             return
         if want is None:
@@ -174,7 +179,18 @@ class Follower:
                          sorted(p for _, p in self.gate.bound(key).values()))
         except OSError as e:
             self.gate.counts[("error", "bind")] += 1
-            log.warning("gate: %s: cannot listen (%s)", key, e.strerror or type(e).__name__)
+            log.warning("gate: %s: cannot listen (%s); again in %d s", key,
+                        e.strerror or type(e).__name__, BIND_RETRY_SECONDS)
+            # Not served: tried again while still wanted (a port held a moment longer, such as
+            # by the gate pod this one replaces), not only when the status changes.
+            if self.serving.get(key) == want:
+                self.serving.pop(key, None)
+                asyncio.get_running_loop().call_later(
+                    BIND_RETRY_SECONDS, lambda: self._retry(key, want))
+
+    def _retry(self, key: str, want) -> None:
+        if key not in self.serving and self.wanted_now.get(key) == want:
+            self._submit(key, want)
 
 
 class _Relist(Exception):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 
 from .cluster import serve_cluster
 from .server import serve
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     if bool(args.servers) == args.cluster:
         ap.error("give either a servers file or --cluster")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # As a container's PID 1 the default SIGTERM action never applies: without a handler the
+    # gate would hold its listeners for the whole grace period, and its successor (in a node's
+    # network, the same ports) could not bind them.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         if args.cluster:
             asyncio.run(serve_cluster(tuple(args.namespace), args.metrics_port,
@@ -41,6 +46,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"peon-gate: {e}") from None
     except KeyboardInterrupt:
         pass
+
+
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt  # asyncio.run cancels the gate's task and closes its listeners
 
 
 if __name__ == "__main__":

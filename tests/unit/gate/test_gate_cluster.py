@@ -168,3 +168,35 @@ def test_a_gate_in_a_nodes_network_listens_and_answers_on_its_own_address():
         return host, source
     host, source = asyncio.run(run())
     assert host == "127.0.0.2" and source[0] == "127.0.0.2"
+
+
+def test_a_port_that_cannot_be_bound_is_tried_again_while_still_wanted(monkeypatch):
+    """EADDRINUSE (the gate pod this one replaces still holds the port): not given up until the
+    status changes, but tried again every few seconds while the server is still at the gate."""
+    monkeypatch.setattr(cluster, "BIND_RETRY_SECONDS", 0.05)
+
+    class BusyOnce(Gate):
+        tries = 0
+
+        async def set_server(self, key, view, bindings):
+            BusyOnce.tries += 1
+            if BusyOnce.tries == 1:
+                raise OSError(98, "Address already in use")
+            return await super().set_server(key, view, bindings)
+
+    async def run():
+        gate = BusyOnce()
+        follower = cluster.Follower(None, gate, ("games",), address="127.0.0.1")
+        follower.loop = asyncio.get_running_loop()
+        follower._changed(gs({**status_gate(), "ports": [
+            {"name": "query", "gatePort": 0, "protocol": "UDP", "role": "query",
+             "speaks": "a2s"}]}), False)
+        for _ in range(100):
+            if gate.bound("games/odin"):
+                break
+            await asyncio.sleep(0.02)
+        bound = dict(gate.bound("games/odin"))
+        await gate.close()
+        return bound, gate.counts[("error", "bind")]
+    bound, errors = asyncio.run(run())
+    assert BusyOnce.tries == 2 and errors == 1 and len(bound) == 1
