@@ -18,7 +18,7 @@ from gs_helpers import events_for, wait_phase
 from kube_helpers import wait_for
 from realnode_helpers import (ON_REAL_NODE, OPERATOR_IMAGE, ROOT, server_pod, service_address,
                               volume_dir)
-from test_realnode import real_node, rn_clock, rn_operator, rns, testgame  # noqa: F401 (fixtures)
+from test_realnode import real_node, rn_clock, testgame  # noqa: F401 (fixtures)
 from test_wake import GATE_NS, game_pods, gate, send  # noqa: F401 (the gate fixture)
 
 pytestmark = pytest.mark.timeout(900)
@@ -84,12 +84,12 @@ def players_status(kube, ns, name) -> dict:
 
 
 def test_openarena_answers_getstatus_at_its_service_and_the_prober_counts_its_players(
-        kube, kubectl, rns, openarena, rn_operator):  # noqa: F811
+        kube, kubectl, oans, openarena, oa_wake_operator):  # noqa: F811
     t0 = time.monotonic()
     kubectl("apply", "--server-side", "-f", "-", input=json.dumps(
-        oa_server("frag", rns, "Frag Night")))
-    wait_phase(kube, rns, "frag", "Running", timeout=180)
-    address = service_address(kube, rns, "frag")
+        oa_server("frag", oans, "Frag Night")))
+    wait_phase(kube, oans, "frag", "Running", timeout=180)
+    address = service_address(kube, oans, "frag")
     assert address[1] == 27960
     info, players = answered(address)
     print(f"\napply to OpenArena answering getstatus at its Service: {time.monotonic() - t0:.1f}s")
@@ -105,38 +105,38 @@ def test_openarena_answers_getstatus_at_its_service_and_the_prober_counts_its_pl
     assert about["protocol"] == "71" and about["hostname"] == "Frag Night", about
     # The prober asks the same Service: status.players is the server's own answer.
     st = wait_for("status.players from the prober", lambda: (
-        p := players_status(kube, rns, "frag")) and p.get("name") == "Frag Night" and p, 60)
+        p := players_status(kube, oans, "frag")) and p.get("name") == "Frag Night" and p, 60)
     assert (st["online"], st["max"], st["map"], st["protocol"]) == (0, 8, "oa_dm1", 71)
     assert st["version"] == info["version"]
     assert st["game"] == about["gamename"]  # getinfo's, which a browser compares with its own
 
     # The game runs as uid 1000 with its home on the world volume, where it writes.
-    pod = server_pod(kube, rns, "frag")
-    home = volume_dir(kube, rns, "frag-data") / "baseoa"
+    pod = server_pod(kube, oans, "frag")
+    home = volume_dir(kube, oans, "frag-data") / "baseoa"
     cfg = home / "peon-server.cfg"
     assert 'sv_hostname "Frag Night"' in cfg.read_text()
     assert cfg.stat().st_uid == 1000
     # It sends nothing off the machine: no master server is resolved or told of it.
-    log = kubectl("-n", rns, "logs", pod["metadata"]["name"], "-c", "server").stdout
+    log = kubectl("-n", oans, "logs", pod["metadata"]["name"], "-c", "server").stdout
     print(f"server log (tail): {log[-1500:]}")
     assert "Opening IP socket: 0.0.0.0:27960" in log, log[-2000:]
     assert not re.search(r"(?i)resolving|heartbeat|master", log), log[-2000:]
 
 
 def test_bots_on_an_openarena_server_are_counted_as_its_players(
-        kube, kubectl, rns, openarena, rn_operator):  # noqa: F811
+        kube, kubectl, oans, openarena, oa_wake_operator):  # noqa: F811
     kubectl("apply", "--server-side", "-f", "-", input=json.dumps(
-        oa_server("bots", rns, "Bot Night", OA_BOTS="Sarge Grunt")))
-    wait_phase(kube, rns, "bots", "Running", timeout=180)
-    address = service_address(kube, rns, "bots")
+        oa_server("bots", oans, "Bot Night", OA_BOTS="Sarge Grunt")))
+    wait_phase(kube, oans, "bots", "Running", timeout=180)
+    address = service_address(kube, oans, "bots")
     info, players = wait_for("two bots in getstatus", lambda: (
         a := getstatus(address)) and len(a[1]) == 2 and a, 90, interval=0.5)
     names = sorted(re.fullmatch(r'-?\d+ \d+ "(.*)"', p).group(1) for p in players)
     assert names == ["Grunt", "Sarge"], players
     st = wait_for("2 players in status", lambda: (
-        p := players_status(kube, rns, "bots")) and p.get("online") == 2 and p, 60)
+        p := players_status(kube, oans, "bots")) and p.get("online") == 2 and p, 60)
     assert st["max"] == 8 and st["name"] == "Bot Night"
-    out = kubectl("-n", rns, "get", "pgs", "bots").stdout.splitlines()
+    out = kubectl("-n", oans, "get", "pgs", "bots").stdout.splitlines()
     header, row = out[0].split(), out[1].split()
     assert row[header.index("PLAYERS")] == "2"
 
