@@ -110,8 +110,10 @@ def test_players_leaving_drive_an_idle_stop_over_real_a2s(kube, namespace, clock
         g = wait_phase(kube, namespace, "lonely", "Stopped")
         assert g["status"]["uptime"]["reason"] == "Idle"
         assert replicas(kube, namespace, "lonely") == 0
-        assert any(e["reason"] == "AutoStop" and "nobody was on" in e["message"]
-                   for e in events_for(kube, namespace, "lonely"))
+        # Events are posted from the operator's queue, after the status that records the stop.
+        wait_for("the AutoStop Event", lambda: any(
+            e["reason"] == "AutoStop" and "nobody was on" in e["message"]
+            for e in events_for(kube, namespace, "lonely")), 30)
     finally:
         server.close()
 
