@@ -40,7 +40,11 @@ class SleepingServer:
     wake_on_connect: bool = True
     window_open: bool = True   # inside an uptime window, or the server has none
     opens_at: dt.datetime | None = None  # the next window's start, in the server's time zone
-    now: dt.datetime | None = None       # for the "wakes at" text: a day is named when not today
+    # For the "wakes at" text: a day is named when not today. Not part of what the view is: the
+    # gate compares views to know whether a status event changed anything, and a view kept
+    # from an older event names a day a little more often than needed, never wrongly (the
+    # window it names is still ahead, and the clock only moves on).
+    now: dt.datetime | None = field(default=None, compare=False)
     wake_players: frozenset[str] | None = None
     start_seconds: int = 60    # how long it usually takes to start (for "join again in N s")
     info: tuple[tuple[str, str], ...] = ()  # other keys of its last Quake 3 serverinfo

@@ -200,3 +200,32 @@ def test_a_port_that_cannot_be_bound_is_tried_again_while_still_wanted(monkeypat
         return bound, gate.counts[("error", "bind")]
     bound, errors = asyncio.run(run())
     assert BusyOnce.tries == 2 and errors == 1 and len(bound) == 1
+
+
+def test_an_event_that_changes_nothing_but_the_time_changes_nothing_served():
+    """Every GameServer event (the prober's, the session's) reaches the gate; only a changed
+    status.gate may re-apply the server's listeners."""
+    class CountingGate(Gate):
+        sets = 0
+
+        async def set_server(self, key, view, bindings):
+            CountingGate.sets += 1
+            return await super().set_server(key, view, bindings)
+
+    async def run():
+        gate = CountingGate()
+        follower = cluster.Follower(None, gate, ("games",), address="127.0.0.1")
+        follower.loop = asyncio.get_running_loop()
+        query_only = {**status_gate(window_open=False, opens_at="2026-12-08T18:00:00Z"), "ports": [
+            {"name": "query", "gatePort": 0, "protocol": "UDP", "role": "query", "speaks": "a2s"}]}
+        for _ in range(3):  # three events, each read at a later time
+            follower._changed(gs(query_only), False)
+            await asyncio.sleep(0.05)
+        follower._changed(gs({**query_only, "view": {**query_only["view"], "name": "Renamed"}}),
+                          False)
+        await asyncio.sleep(0.05)
+        name = gate.views["games/odin"].name
+        await gate.close()
+        return name
+    assert asyncio.run(run()) == "Renamed"
+    assert CountingGate.sets == 2
