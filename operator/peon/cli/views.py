@@ -142,6 +142,20 @@ def maintenance_fields(m: Mapping[str, Any], now: dt.datetime) -> list[tuple[str
 STATUS_LABEL_WIDTH = 15  # "Next change:" and its value, as describe lines them up
 
 
+def recovery_fields(rec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """status.recovery (a server moved off a lost node) for people: what the move cost in play,
+    and the claims left behind on the lost node (kept for a later look, never deleted)."""
+    out = []
+    if rec.get("claim"):
+        out.append(("Recovered", rec.get("message") or
+                    f"onto claim {rec['claim']} after node {rec.get('lostNode', '?')} was lost"))
+    for i, c in enumerate(rec.get("leftBehind") or []):
+        out.append(("Left behind" if i == 0 else "",
+                    f"claim {c.get('claim', '?')} on node {c.get('node', '?')} (unused; "
+                    f"replaced by {c.get('replacedBy', '?')}): delete it when it is no longer wanted"))
+    return out
+
+
 def status_text(gs: Mapping[str, Any], events: Iterable[Mapping[str, Any]], now: dt.datetime) -> str:
     """`status NAME`: what `kubectl describe` would say of it, in the words players care for."""
     from peon.shared import actions
@@ -184,6 +198,7 @@ def status_text(gs: Mapping[str, Any], events: Iterable[Mapping[str, Any]], now:
         taken, seeded = clock.parse(seed.get("snapshotTime")), clock.parse(seed.get("seededAt"))
         fields.append(("Seeded", f"from snapshot {seed['snapshot'][:8]}" + (
             f", taken {age(taken, seeded)} before it was seeded" if taken and seeded else "")))
+    fields += recovery_fields(st.get("recovery") or {})
     if last.get("nextScheduleTime") and clock.parse(last["nextScheduleTime"]):
         fields.append(("Next backup", until(clock.parse(last["nextScheduleTime"]), now)))
     if st.get("image"):

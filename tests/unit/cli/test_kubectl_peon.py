@@ -255,6 +255,21 @@ def test_status_says_which_snapshot_a_world_was_seeded_from_and_how_old_it_was()
         views.status_text(gs, [], NOW)
 
 
+
+def test_status_says_a_server_was_moved_off_a_lost_node_and_what_it_left_behind():
+    msg = ("rebuilt from snapshot 4f1c2d3e taken 12m before node real-node-0 was lost: play since "
+           "then is not in this world")
+    gs = server(**{**RUNNING, "recovery": {
+        "claim": "vikings-world-r1", "fromClaim": "vikings-world", "lostNode": "real-node-0",
+        "message": msg,
+        "leftBehind": [{"claim": "vikings-world", "node": "real-node-0",
+                        "since": "2026-11-29T04:00:00Z", "replacedBy": "vikings-world-r1"}]}})
+    out = views.status_text(gs, [], NOW)
+    assert f"Recovered:     {msg}\n" in out
+    assert ("Left behind:   claim vikings-world on node real-node-0 (unused; replaced by "
+            "vikings-world-r1): delete it when it is no longer wanted\n") in out
+    assert "Recovered" not in views.status_text(server(**RUNNING), [], NOW)
+
 # --- decisions ----------------------------------------------------------------------------------
 
 def test_a_start_of_a_server_whose_spec_says_stopped_is_refused_with_the_reason():
