@@ -29,6 +29,27 @@ def gs(gate):
     return {"metadata": {"namespace": "games", "name": "odin"}, "status": {"gate": gate}}
 
 
+def query_only(**view):
+    """status.gate with the query port alone, on a port the system picks (gatePort 0)."""
+    return {**status_gate(**view), "ports": [{"name": "query", "gatePort": 0, "protocol": "UDP",
+                                              "role": "query", "speaks": "a2s"}]}
+
+
+async def follow(gate, address, *statuses):
+    """A follower listening on `address`, given these status.gate events one after another;
+    returns once the gate serves the server (or after 2 s)."""
+    follower = cluster.Follower(None, gate, ("games",), address=address)
+    follower.loop = asyncio.get_running_loop()
+    for status in statuses:
+        follower._changed(gs(status), False)
+        await asyncio.sleep(0.02)
+    for _ in range(100):
+        if gate.bound("games/odin"):
+            break
+        await asyncio.sleep(0.02)
+    return follower
+
+
 def test_status_gate_becomes_the_view_and_the_listeners():
     view, bindings = cluster.wanted(gs(status_gate()), NOW)
     assert (view.name, view.game, view.max_players, view.may_wake) == \
@@ -148,15 +169,7 @@ def test_a_gate_in_a_nodes_network_listens_and_answers_on_its_own_address():
 
     async def run():
         gate = Gate()
-        follower = cluster.Follower(None, gate, ("games",), address="127.0.0.2")
-        follower.loop = asyncio.get_running_loop()
-        follower._changed(gs({**status_gate(), "ports": [
-            {"name": "query", "gatePort": 0, "protocol": "UDP", "role": "query",
-             "speaks": "a2s"}]}), False)
-        for _ in range(100):
-            if gate.bound("games/odin"):
-                break
-            await asyncio.sleep(0.01)
+        await follow(gate, "127.0.0.2", query_only())
         (_, (host, port)), = gate.bound("games/odin").items()
         loop = asyncio.get_running_loop()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -186,15 +199,7 @@ def test_a_port_that_cannot_be_bound_is_tried_again_while_still_wanted(monkeypat
 
     async def run():
         gate = BusyOnce()
-        follower = cluster.Follower(None, gate, ("games",), address="127.0.0.1")
-        follower.loop = asyncio.get_running_loop()
-        follower._changed(gs({**status_gate(), "ports": [
-            {"name": "query", "gatePort": 0, "protocol": "UDP", "role": "query",
-             "speaks": "a2s"}]}), False)
-        for _ in range(100):
-            if gate.bound("games/odin"):
-                break
-            await asyncio.sleep(0.02)
+        await follow(gate, "127.0.0.1", query_only())
         bound = dict(gate.bound("games/odin"))
         await gate.close()
         return bound, gate.counts[("error", "bind")]
@@ -214,16 +219,10 @@ def test_an_event_that_changes_nothing_but_the_time_changes_nothing_served():
 
     async def run():
         gate = CountingGate()
-        follower = cluster.Follower(None, gate, ("games",), address="127.0.0.1")
-        follower.loop = asyncio.get_running_loop()
-        query_only = {**status_gate(window_open=False, opens_at="2026-12-08T18:00:00Z"), "ports": [
-            {"name": "query", "gatePort": 0, "protocol": "UDP", "role": "query", "speaks": "a2s"}]}
-        for _ in range(3):  # three events, each read at a later time
-            follower._changed(gs(query_only), False)
-            await asyncio.sleep(0.05)
-        follower._changed(gs({**query_only, "view": {**query_only["view"], "name": "Renamed"}}),
-                          False)
-        await asyncio.sleep(0.05)
+        closed = dict(window_open=False, opens_at="2026-12-08T18:00:00Z")
+        # Three events, each read at a later time, then one that renames the server.
+        await follow(gate, "127.0.0.1", *[query_only(**closed)] * 3,
+                     query_only(**closed, name="Renamed"))
         name = gate.views["games/odin"].name
         await gate.close()
         return name
