@@ -2,6 +2,7 @@
 at), a fresh namespace per test, and the operator running as users run it."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -12,6 +13,7 @@ import uuid
 
 import pytest
 
+import realnode_helpers
 from kube_helpers import K, client_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -108,6 +110,21 @@ class Operator:
         except subprocess.TimeoutExpired:
             self.proc.kill()
 
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, kubeconfig: str, log_path: pathlib.Path, args: list[str],
+                clock_file: pathlib.Path | None = None, tracebacks_allowed: bool = False):
+        """The operator, alive for the `with` body (a fixture's yield) and stopped after it;
+        then its log holds no Traceback unless allowed."""
+        op = cls(kubeconfig, log_path, args, clock_file)
+        time.sleep(0.5)
+        assert op.proc.poll() is None, op.log()
+        try:
+            yield op
+        finally:
+            op.stop()
+        assert tracebacks_allowed or "Traceback" not in op.log(), op.log()[-3000:]
+
 
 class Clock:
     """The operator's clock (PEON_CLOCK_FILE). It starts at the real time and only moves forward."""
@@ -137,18 +154,58 @@ def clock(tmp_path_factory) -> Clock:
     return Clock(tmp_path_factory.mktemp("clock") / "now")
 
 
+# --- the real node (one instance for the whole run: a fixture imported into a test module
+# would be a second instance, paying for the node's bring-up and images again) ---------------
+
+@pytest.fixture(scope="session")
+def real_node(kubeconfig, kube):
+    """real-node-0 joined to the bed, with the operator and test game images imported.
+    On a cluster of the user's (KUBECONFIG), a node labelled testbed.peon.dev/node=real."""
+    if os.environ.get("PEON_REAL_NODE") == "0":
+        pytest.skip("PEON_REAL_NODE=0: the run was asked to go without the real node")
+    if os.environ.get("KUBECONFIG"):
+        nodes = kube.list("Node", None, "testbed.peon.dev/node=real")
+        if not nodes:
+            pytest.skip("KUBECONFIG names a cluster without a node labelled "
+                        "testbed.peon.dev/node=real (tools/cluster up --real-node makes one)")
+        return nodes[0]["metadata"]["name"]
+    t0 = time.monotonic()
+    up = subprocess.run([str(ROOT / "tools/cluster"), "up", "--real-node"],
+                        capture_output=True, text=True)
+    if up.returncode != 0:
+        why = (STATE / "realnode-unavailable")
+        if why.exists():
+            pytest.skip(f"this machine cannot run the real node: {why.read_text()[:500]}")
+        raise AssertionError(up.stderr[-3000:])
+    t_node = time.monotonic() - t0
+    images = subprocess.run([str(ROOT / "tools/images")], capture_output=True, text=True)
+    assert images.returncode == 0, images.stderr[-3000:]
+    print(f"\nreal node: up in {t_node:.1f}s; images built and imported in "
+          f"{time.monotonic() - t0 - t_node:.1f}s")
+    return realnode_helpers.NODE
+
+
+@pytest.fixture(scope="session")
+def testgame(real_node, kubectl, crds):
+    kubectl("apply", "--server-side", "-f", str(realnode_helpers.GAME_FILE))
+    return realnode_helpers.GAME
+
+
+@pytest.fixture(scope="session")
+def rn_clock(tmp_path_factory) -> Clock:
+    return Clock(tmp_path_factory.mktemp("rn-clock") / "now")
+
+
 @pytest.fixture(scope="session")
 def operator(kubeconfig, crds, tmp_path_factory, clock):
-    op = Operator(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
-                  # Test namespaces only (t-*): other tests run operators of their own elsewhere.
-                  # Webhooks may reach the tests' receivers on 127.0.0.1, and only there.
-                  ["--job-image", "peon.invalid/peon-operator:test", "--namespace", "t-*",
-                   "--notify-allow-cidr", "127.0.0.1/32"],
-                  clock_file=clock.path)
-    time.sleep(0.5)
-    assert op.proc.poll() is None, op.log()
-    yield op
-    op.stop()
+    # Test namespaces only (t-*): other tests run operators of their own elsewhere. Webhooks
+    # may reach the tests' receivers on 127.0.0.1, and only there. Tests here feed it bad
+    # input on purpose, so a Traceback alone does not fail the run.
+    with Operator.running(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
+                          ["--job-image", "peon.invalid/peon-operator:test", "--namespace", "t-*",
+                           "--notify-allow-cidr", "127.0.0.1/32"],
+                          clock_file=clock.path, tracebacks_allowed=True) as op:
+        yield op
     # Whatever a test did, the operator must not have printed a password.
     assert "hunter22" not in op.log() and "password123" not in op.log()
 

@@ -2,6 +2,7 @@
 UDP to the game, and the bytes of a world on the machine's disk."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -9,8 +10,11 @@ import os
 import pathlib
 import sys
 import socket
+import subprocess
 import tarfile
 import time
+
+import pytest
 
 from kube_helpers import wait_for
 
@@ -123,3 +127,32 @@ def bed_node(index: int = 0):
     """The bed's real node `index` (real-node-<index>): power_cut() and power_on(kubectl)
     play it losing its power and getting it back. `tools/cluster up --real-nodes N` makes them."""
     return bed_realnode().RealNode.of_bed(STATE, ROOT, index)
+
+
+@contextlib.contextmanager
+def two_real_nodes_joined(kubectl):
+    """real-node-0 and real-node-1 (`tools/cluster up --real-nodes 2`) for the `with` body;
+    after it the second has its power back, and goes again when the body's caller made it."""
+    if os.environ.get("PEON_REAL_NODE") == "0":
+        pytest.skip("PEON_REAL_NODE=0: the run was asked to go without real nodes")
+    if os.environ.get("KUBECONFIG"):
+        pytest.skip("KUBECONFIG names a cluster of the user's: a power cut needs the bed's own "
+                    "nodes (tools/cluster up --real-nodes 2)")
+    had_second = (STATE / "realnode-1").exists()
+    t0 = time.monotonic()
+    up = subprocess.run([str(ROOT / "tools/cluster"), "up", "--real-nodes", "2"],
+                        capture_output=True, text=True)
+    if up.returncode != 0:
+        why = STATE / "realnode-unavailable"
+        if why.exists():
+            pytest.skip(f"this machine cannot run real nodes: {why.read_text()[:500]}")
+        raise AssertionError(up.stderr[-3000:])
+    print(f"\ntwo real nodes: up in {time.monotonic() - t0:.1f}s")
+    nodes = [bed_node(0), bed_node(1)]
+    try:
+        yield nodes
+    finally:
+        if nodes[1].cut():  # whatever happened, the bed goes on with its node powered
+            nodes[1].power_on(lambda *a, **kw: kubectl(*a, **kw).stdout)
+        if not had_second and not os.environ.get("PEON_DEBUG_KEEP"):
+            nodes[1].down(lambda *a, **kw: kubectl(*a, **kw).stdout)

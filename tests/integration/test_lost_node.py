@@ -19,8 +19,8 @@ from conftest import Operator, fresh_namespace
 from gs_helpers import (apply_as_user, backup, condition, events_for, gameserver, run_phase,
                         wait_phase)
 from kube_helpers import api_error, message, wait_for
-from realnode_helpers import (GAME_FILE, OPERATOR_IMAGE, STATE, bed_node, report, server_pod,
-                              service_address, tg_server, tree_digest, udp, volume_dir)
+from realnode_helpers import (GAME_FILE, OPERATOR_IMAGE, report, server_pod, service_address,
+                              tg_server, tree_digest, two_real_nodes_joined, udp, volume_dir)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(900)
@@ -33,31 +33,13 @@ ON_REAL_NODES = {"nodeSelector": {"testbed.peon.dev/node": "real"}}  # either; t
 def two_real_nodes(kubeconfig, kubectl, crds):
     """real-node-0 and real-node-1 with the operator's and the test game's images; the second
     goes again after this module when the module made it."""
-    if os.environ.get("PEON_REAL_NODE") == "0":
-        pytest.skip("PEON_REAL_NODE=0: the run was asked to go without real nodes")
-    if os.environ.get("KUBECONFIG"):
-        pytest.skip("KUBECONFIG names a cluster of the user's: a power cut needs the bed's own "
-                    "nodes (tools/cluster up --real-nodes 2)")
-    had_second = (STATE / "realnode-1").exists()
-    t0 = time.monotonic()
-    up = subprocess.run([str(ROOT / "tools/cluster"), "up", "--real-nodes", "2"],
-                        capture_output=True, text=True)
-    if up.returncode != 0:
-        why = STATE / "realnode-unavailable"
-        if why.exists():
-            pytest.skip(f"this machine cannot run real nodes: {why.read_text()[:500]}")
-        raise AssertionError(up.stderr[-3000:])
-    t_up = time.monotonic() - t0
-    images = subprocess.run([str(ROOT / "tools/images")], capture_output=True, text=True)
-    assert images.returncode == 0, images.stderr[-3000:]
-    print(f"\ntwo real nodes: up in {t_up:.1f}s, images in {time.monotonic() - t0 - t_up:.1f}s")
-    kubectl("apply", "--server-side", "-f", str(GAME_FILE))
-    nodes = [bed_node(0), bed_node(1)]
-    yield nodes
-    if nodes[1].cut():  # whatever happened, the bed goes on with its node powered
-        nodes[1].power_on(lambda *a, **kw: kubectl(*a, **kw).stdout)
-    if not had_second and not os.environ.get("PEON_DEBUG_KEEP"):
-        nodes[1].down(lambda *a, **kw: kubectl(*a, **kw).stdout)
+    with two_real_nodes_joined(kubectl) as nodes:
+        t0 = time.monotonic()
+        images = subprocess.run([str(ROOT / "tools/images")], capture_output=True, text=True)
+        assert images.returncode == 0, images.stderr[-3000:]
+        print(f"images in {time.monotonic() - t0:.1f}s")
+        kubectl("apply", "--server-side", "-f", str(GAME_FILE))
+        yield nodes
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +59,9 @@ def store_s3(two_real_nodes, kube, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lost_operator(kubeconfig, two_real_nodes, tmp_path_factory):
-    op = Operator(kubeconfig, tmp_path_factory.mktemp("lost-operator") / "operator.log",
-                  ["--job-image", OPERATOR_IMAGE, "--namespace", "l-*"])
-    time.sleep(0.5)
-    assert op.proc.poll() is None, op.log()
-    yield op
-    op.stop()
-    assert "Traceback" not in op.log(), op.log()[-3000:]
+    with Operator.running(kubeconfig, tmp_path_factory.mktemp("lost-operator") / "operator.log",
+                          ["--job-image", OPERATOR_IMAGE, "--namespace", "l-*"]) as op:
+        yield op
 
 
 @pytest.fixture

@@ -13,13 +13,11 @@ import time
 
 import pytest
 
-from conftest import Operator, fresh_namespace
+from conftest import fresh_namespace
 from gs_helpers import events_for, wait_phase
 from kube_helpers import wait_for
-from realnode_helpers import (ON_REAL_NODE, OPERATOR_IMAGE, ROOT, server_pod, service_address,
-                              volume_dir)
-from test_realnode import real_node, rn_clock, testgame  # noqa: F401 (fixtures)
-from test_wake import GATE_NS, game_pods, gate, send  # noqa: F401 (the gate fixture)
+from realnode_helpers import ON_REAL_NODE, ROOT, server_pod, service_address, volume_dir
+from test_wake import game_pods, gate, gate_aware_operator, send  # noqa: F401 (the gate fixture)
 
 pytestmark = pytest.mark.timeout(900)
 GAME = "peon-openarena"
@@ -152,16 +150,9 @@ def oans(kube):
 
 @pytest.fixture(scope="module")
 def oa_wake_operator(kubeconfig, crds, real_node, tmp_path_factory, rn_clock, gate):  # noqa: F811
-    op = Operator(kubeconfig, tmp_path_factory.mktemp("oa-wake-operator") / "operator.log",
-                  ["--job-image", OPERATOR_IMAGE, "--namespace", "oa-*",
-                   "--gate-namespace", GATE_NS,
-                   "--gate-selector", "app.kubernetes.io/component=wake-gate"],
-                  clock_file=rn_clock.path)
-    time.sleep(0.5)
-    assert op.proc.poll() is None, op.log()
-    yield op
-    op.stop()
-    assert "Traceback" not in op.log(), op.log()[-3000:]
+    with gate_aware_operator(kubeconfig, tmp_path_factory.mktemp("oa-wake-operator"), "oa-*",
+                             rn_clock) as op:
+        yield op
 
 
 def test_asleep_openarena_is_answered_by_the_gate_a_connect_wakes_it_and_the_real_server_answers(

@@ -178,10 +178,9 @@ def test_a_script_name_is_text_and_nothing_overflows_at_375_pixels(chromium, bed
 
 
 # --- a download on the real node ------------------------------------------------------------------
-# The real node's fixtures are test_realnode's own (the node joined, the images imported, the test
+# The real node's fixtures are conftest's (the node joined, the images imported, the test
 # game's catalogue entry); the operator here watches only pg-* namespaces, with the image its
 # Jobs and the download's pod really run.
-from test_realnode import real_node, testgame  # noqa: E402,F401  (fixtures)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 ValidatingAdmissionPolicy): applied as the chart renders it, and tried by an author who is not
 an admin. Each refusal comes at `kubectl apply`, names the field and the chart value."""
 import pathlib
-import time
 import uuid
 
 import pytest

@@ -27,61 +27,18 @@ from realnode_helpers import (GAME, GAME_FILE, IMAGE, NODE, ON_REAL_NODE, OPERAT
                               tg_server, tree_digest, udp, volume_dir)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-STATE = pathlib.Path(os.environ.get("PEON_CLUSTER_STATE", ROOT / ".cluster"))
 # The first test pays for the node, debootstrap and three image builds and imports.
 pytestmark = pytest.mark.timeout(900)
-
-
-@pytest.fixture(scope="session")
-def real_node(kubeconfig, kube):
-    """real-node-0 joined to the bed, with the operator and test game images imported.
-    On a cluster of the user's (KUBECONFIG), a node labelled testbed.peon.dev/node=real."""
-    if os.environ.get("PEON_REAL_NODE") == "0":
-        pytest.skip("PEON_REAL_NODE=0: the run was asked to go without the real node")
-    if os.environ.get("KUBECONFIG"):
-        nodes = kube.list("Node", None, "testbed.peon.dev/node=real")
-        if not nodes:
-            pytest.skip("KUBECONFIG names a cluster without a node labelled "
-                        "testbed.peon.dev/node=real (tools/cluster up --real-node makes one)")
-        return nodes[0]["metadata"]["name"]
-    t0 = time.monotonic()
-    up = subprocess.run([str(ROOT / "tools/cluster"), "up", "--real-node"],
-                        capture_output=True, text=True)
-    if up.returncode != 0:
-        why = (STATE / "realnode-unavailable")
-        if why.exists():
-            pytest.skip(f"this machine cannot run the real node: {why.read_text()[:500]}")
-        raise AssertionError(up.stderr[-3000:])
-    t_node = time.monotonic() - t0
-    images = subprocess.run([str(ROOT / "tools/images")], capture_output=True, text=True)
-    assert images.returncode == 0, images.stderr[-3000:]
-    print(f"\nreal node: up in {t_node:.1f}s; images built and imported in "
-          f"{time.monotonic() - t0 - t_node:.1f}s")
-    return NODE
-
-
-@pytest.fixture(scope="session")
-def testgame(real_node, kubectl, crds):
-    kubectl("apply", "--server-side", "-f", str(GAME_FILE))
-    return GAME
-
-
-@pytest.fixture(scope="session")
-def rn_clock(tmp_path_factory) -> Clock:
-    return Clock(tmp_path_factory.mktemp("rn-clock") / "now")
 
 
 @pytest.fixture(scope="session")
 def rn_operator(kubeconfig, crds, real_node, tmp_path_factory, rn_clock):
     """The operator as users run it, with the image its Jobs and init steps really run; no
     probe-address override anywhere: it asks game servers through their Services."""
-    op = Operator(kubeconfig, tmp_path_factory.mktemp("rn-operator") / "operator.log",
-                  ["--job-image", OPERATOR_IMAGE, "--namespace", "r-*"], clock_file=rn_clock.path)
-    time.sleep(0.5)
-    assert op.proc.poll() is None, op.log()
-    yield op
-    op.stop()
-    assert "Traceback" not in op.log(), op.log()[-3000:]
+    with Operator.running(kubeconfig, tmp_path_factory.mktemp("rn-operator") / "operator.log",
+                          ["--job-image", OPERATOR_IMAGE, "--namespace", "r-*"],
+                          clock_file=rn_clock.path) as op:
+        yield op
 
 
 @pytest.fixture
@@ -621,6 +578,22 @@ def maintenance_of(kube, ns, name) -> dict:
     return (kube.status_of("GameServer", ns, name) or {}).get("maintenance") or {}
 
 
+def two_players_on(kube, ns, name) -> dict:
+    """alice and bob join the test game at its Service's address; once status counts them
+    both, the pod they play on."""
+    ip, port = service_address(kube, ns, name)
+    for who in ("alice", "bob"):
+        assert udp(ip, port, f"JOIN {who} hunter22") == f"WELCOME {who}"
+    wait_for("2 players in status", lambda: players_online(kube, ns, name) == 2, 60)
+    return server_pod(kube, ns, name)
+
+
+def held_change(kube, ns, name, timeout: float = 60) -> dict:
+    """status.maintenance once a change is pending (held for the players)."""
+    return wait_for("the change held", lambda: (lambda m: m if m.get("pending") else None)(
+        maintenance_of(kube, ns, name)), timeout)
+
+
 def test_a_settings_change_waits_for_the_players_and_they_are_warned_before_the_deadline(
         kube, kubectl, kubeconfig, rns, testgame, rn_operator, rn_clock):
     rn_clock.reset()
@@ -632,15 +605,11 @@ def test_a_settings_change_waits_for_the_players_and_they_are_warned_before_the_
     apply_as_user(kube, spec())
     wait_phase(kube, rns, "keep", "Running", timeout=180)
     ip, port = service_address(kube, rns, "keep")
-    for who in ("alice", "bob"):
-        assert udp(ip, port, f"JOIN {who} hunter22") == f"WELCOME {who}"
-    wait_for("2 players in status", lambda: players_online(kube, rns, "keep") == 2, 60)
-    pod = server_pod(kube, rns, "keep")
+    pod = two_players_on(kube, rns, "keep")
 
     # A settings change with 2 players on: held, no new pod, and status says so.
     apply_as_user(kube, spec(MOTD="two"))
-    m = wait_for("the change held", lambda: (lambda m: m if m.get("pending") else None)(
-        maintenance_of(kube, rns, "keep")), 60)
+    m = held_change(kube, rns, "keep")
     assert m["pending"] == "new settings" and m["reason"] == "PlayersOnline"
     assert "2 players on" in m["message"]
     cond = next(c for c in kube.status_of("GameServer", rns, "keep")["conditions"]
@@ -670,13 +639,9 @@ def test_a_settings_change_waits_for_the_players_and_they_are_warned_before_the_
     # Again with 2 players on; this time they stay: warned at 10, 5 and 1 minutes through the
     # game's RCON console, then the change is applied at the deadline with them on.
     wait_phase(kube, rns, "keep", "Running", timeout=180)
-    for who in ("alice", "bob"):
-        assert udp(ip, port, f"JOIN {who} hunter22") == f"WELCOME {who}"
-    wait_for("2 players in status", lambda: players_online(kube, rns, "keep") == 2, 60)
-    pod = server_pod(kube, rns, "keep")
+    pod = two_players_on(kube, rns, "keep")
     apply_as_user(kube, spec(MOTD="three"))
-    m = wait_for("the change held", lambda: (lambda m: m if m.get("pending") else None)(
-        maintenance_of(kube, rns, "keep")), 60)
+    m = held_change(kube, rns, "keep")
     deadline = kube.status_of("GameServer", rns, "keep")["maintenance"]["deadline"]
     expected = []
     for minutes_before, words in ((10, "10 minutes"), (5, "5 minutes"), (1, "1 minute ")):
@@ -758,11 +723,7 @@ def test_a_scheduled_restart_warns_the_players_at_the_set_times_then_restarts(
     with real_time(rn_clock):
         apply_as_user(kube, tg_server("sched", rns, settings=settings, maintenance=maintenance))
         wait_phase(kube, rns, "sched", "Running", timeout=180)
-        ip, port = service_address(kube, rns, "sched")
-        for who in ("alice", "bob"):
-            assert udp(ip, port, f"JOIN {who} hunter22") == f"WELCOME {who}"
-        wait_for("2 players in status", lambda: players_online(kube, rns, "sched") == 2, 60)
-        pod = server_pod(kube, rns, "sched")
+        pod = two_players_on(kube, rns, "sched")
 
         now = dt.datetime.now(dt.timezone.utc)
         slot = (now + dt.timedelta(minutes=2, seconds=80)).replace(second=0, microsecond=0)
@@ -828,18 +789,13 @@ def test_a_wrong_rcon_password_is_said_and_never_shown(
     got = subprocess.run([plugin, "-n", rns, "rcon", "pw", "say", "right"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert (got.returncode, got.stdout) == (0, "say right\n"), got.stderr  # the right one works
-    ip, port = service_address(kube, rns, "pw")
-    for who in ("alice", "bob"):
-        assert udp(ip, port, f"JOIN {who} hunter22") == f"WELCOME {who}"
-    wait_for("2 players in status", lambda: players_online(kube, rns, "pw") == 2, 60)
-    pod = server_pod(kube, rns, "pw")
+    pod = two_players_on(kube, rns, "pw")
 
     # The Secret changed: a change held with players on; the pod keeps the right password.
     kube.raw("PATCH", f"/api/v1/namespaces/{rns}/secrets/rcon-keys",
              {"stringData": {"RCON_PASSWORD": wrong}},
              content_type="application/merge-patch+json")
-    wait_for("the change held", lambda: (lambda m: m if m.get("pending") else None)(
-        maintenance_of(kube, rns, "pw")), 90)
+    held_change(kube, rns, "pw", 90)
     deadline = maintenance_of(kube, rns, "pw")["deadline"]
     try:
         rn_clock.set(clock_parse(deadline) - dt_minutes(10))
@@ -984,10 +940,7 @@ def test_an_update_with_players_on_is_backed_up_when_they_leave_just_before_the_
         apply_as_user(kube, tg_server("upd3", rns, image=reg.image, maintenance={"maxDelay": "1h"}))
         wait_phase(kube, rns, "upd3", "Running", timeout=180)
         ip, port = service_address(kube, rns, "upd3")
-        for who in ("alice", "bob"):
-            assert udp(ip, port, f"JOIN {who} hunter22") == f"WELCOME {who}"
-        wait_for("2 players in status", lambda: players_online(kube, rns, "upd3") == 2, 60)
-        pod = server_pod(kube, rns, "upd3")
+        pod = two_players_on(kube, rns, "upd3")
         got = subprocess.run([str(pathlib.Path(os.sys.executable).parent / "kubectl-peon"), "-n",
                               rns, "update", "upd3"], env={**os.environ, "KUBECONFIG": kubeconfig},
                              capture_output=True, text=True, timeout=60)
@@ -1035,13 +988,9 @@ def test_a_game_without_a_console_still_holds_and_says_players_cannot_be_warned(
         apply_as_user(kube, spec("one"))
         wait_phase(kube, rns, "mute", "Running", timeout=180)
         ip, port = service_address(kube, rns, "mute")
-        for who in ("alice", "bob"):
-            assert udp(ip, port, f"JOIN {who} hunter22") == f"WELCOME {who}"
-        wait_for("2 players in status", lambda: players_online(kube, rns, "mute") == 2, 60)
-        pod = server_pod(kube, rns, "mute")
+        pod = two_players_on(kube, rns, "mute")
         apply_as_user(kube, spec("two"))
-        m = wait_for("the change held", lambda: (lambda m: m if m.get("pending") else None)(
-            maintenance_of(kube, rns, "mute")), 60)
+        m = held_change(kube, rns, "mute")
         assert m["reason"] == "PlayersOnline"
         assert m["console"] == "players cannot be warned: the Game declares no console"
         # At the first warning's time nothing is said, and nothing fails: still held.

@@ -2,7 +2,6 @@
 two real nodes, one pod network across them and a node that loses its power."""
 
 import ipaddress
-import os
 import pathlib
 import socket
 import subprocess
@@ -11,7 +10,7 @@ import time
 import pytest
 
 from kube_helpers import api_error, client_for, message, wait_for, K
-from realnode_helpers import NETCHECK_IMAGE, STATE, TAINT, bed_node
+from realnode_helpers import NETCHECK_IMAGE, TAINT, two_real_nodes_joined
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -152,25 +151,8 @@ NODES = ("real-node-0", "real-node-1")
 def two_real_nodes(kubeconfig, kubectl):
     """real-node-0 and real-node-1 (`tools/cluster up --real-nodes 2`); the second goes again
     after this module when the module made it."""
-    if os.environ.get("PEON_REAL_NODE") == "0":
-        pytest.skip("PEON_REAL_NODE=0: the run was asked to go without real nodes")
-    if os.environ.get("KUBECONFIG"):
-        pytest.skip("KUBECONFIG names a cluster of the user's: a power cut needs the bed's own "
-                    "nodes (tools/cluster up --real-nodes 2)")
-    had_second = (STATE / "realnode-1").exists()
-    t0 = time.monotonic()
-    up = subprocess.run([str(ROOT / "tools/cluster"), "up", "--real-nodes", "2"],
-                        capture_output=True, text=True)
-    if up.returncode != 0:
-        why = STATE / "realnode-unavailable"
-        if why.exists():
-            pytest.skip(f"this machine cannot run real nodes: {why.read_text()[:500]}")
-        raise AssertionError(up.stderr[-3000:])
-    print(f"\ntwo real nodes: up in {time.monotonic() - t0:.1f}s")
-    nodes = [bed_node(0), bed_node(1)]
-    yield nodes
-    if not had_second and not os.environ.get("PEON_DEBUG_KEEP"):
-        nodes[1].down(lambda *a, **kw: kubectl(*a, **kw).stdout)
+    with two_real_nodes_joined(kubectl) as nodes:
+        yield nodes
 
 
 def ready(node: dict) -> bool:
