@@ -18,9 +18,10 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterator
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import kubernetes
+import urllib3
 from kubernetes.client import ApiClient
 from kubernetes.dynamic import DynamicClient
 from kubernetes.client.rest import ApiException
@@ -157,15 +158,32 @@ class Kube:
 
     def _call(self, method: str, url: str, body: Any = None, query: list | None = None,
               content_type: str = "application/json") -> Any:
-        # DynamicClient.request is the client's public call for a path of one's own (it
-        # serialises, authenticates and raises ApiException on an error status).
-        # serialize=False: the JSON is ours to read (no ResourceInstance wrapping).
-        resp = self.dynamic.request(method, url, body=body, query_params=list(query or []),
-                                    content_type=content_type,
-                                    header_params={"Accept": "application/json"},
-                                    _request_timeout=60, serialize=False)
-        data = resp.data
-        return json.loads(data) if data else None
+        """One request and its JSON answer (None when empty); an error status raises
+        ApiException (status, reason, body, headers), as the client's own calls do.
+
+        Sent through the client's connection pool with its authentication and user agent,
+        but without its serialisation layers (param_serialize, sanitize_for_serialization:
+        a recursive copy of every body before json.dumps): a Deployment's apply took 2.2 ms
+        of CPU through them and 1.8 ms without (against a local TLS server), and the operator
+        makes about 7 writes per new server. Bodies are plain JSON (no datetime objects)."""
+        api, cfg = self.api, self.api.configuration
+        headers = {**api.default_headers, "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body, separators=(",", ":")).encode()
+            headers["Content-Type"] = content_type
+        # As ApiClient.update_params_for_auth: the bearer token, through the configuration's
+        # refresh hook (a service account's token file is read again as it rotates).
+        for auth in cfg.auth_settings().values():
+            if auth.get("in") == "header" and auth.get("value"):
+                headers[auth["key"]] = auth["value"]
+        full = cfg.host + url + ("?" + urlencode(query, quote_via=quote) if query else "")
+        resp = api.rest_client.pool_manager.request(method, full, body=data, headers=headers,
+                                                    timeout=urllib3.Timeout(total=60))
+        if not 200 <= resp.status <= 299:
+            raise ApiException(http_resp=resp)
+        raw = resp.data
+        return json.loads(raw) if raw else None
 
     field_manager = FIELD_MANAGER
 
