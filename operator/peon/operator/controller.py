@@ -35,6 +35,7 @@ from peon.shared.kube import Kube, refusal, with_kind
 from .namespaces import Scope
 from peon.shared.model import STATE_STOPPED, InvalidSpec, is_env_name, parse_game, parse_gameserver
 from peon.shared.render import ReferencedSecrets, child_names, claim_name, first_build_order, render
+from .log_players import api_read_log
 from .prober import Prober
 from .backup_reconciler import BackupReconciler
 from .restore_reconciler import RestoreReconciler
@@ -103,7 +104,8 @@ class Controller:
         self.restores = RestoreReconciler(kube, self.cache, self.queue, job_image)
         # snapshots in a server's store with no backup object (a former cluster's)
         self.listing = StoreListing(kube, self.cache, self.queue, job_image, store_list_interval)
-        self.prober = Prober(lambda key: self.queue.add(("GameServer", *key)))
+        self.prober = Prober(lambda key: self.queue.add(("GameServer", *key)),
+                             read_log=api_read_log(kube))  # a Game's log lines (query log)
         self.sessions = Sessions(self.cache, self.prober)
         self.maintenance = Maintenance(kube, self.cache, self.runs)  # changes that wait for players
         self.games = GameReconciler(kube, self.cache, whole_cluster)

@@ -15,17 +15,26 @@ from dataclasses import dataclass
 from typing import Callable, Hashable
 
 from peon.shared import players
-from peon.shared.players import Players
+from peon.shared.players import LogRules, Players
+from .log_players import LogPlayers, ReadLog
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Target:
-    protocol: str  # a2s or minecraft
-    host: str
-    port: int
+    protocol: str  # a2s, minecraft, quake3, or log
+    host: str  # log: the pod
+    port: int  # log: 0
     interval: float  # seconds between queries
+    # log: the pod's namespace, the game's container and its id (a new id is a new log)
+    namespace: str = ""
+    container: str = ""
+    container_id: str = ""
+    rules: LogRules | None = None
+
+    def reading(self) -> tuple:
+        return (self.namespace, self.host, self.container, self.container_id, self.rules)
 
 
 async def query(target: Target) -> Players | None:
@@ -34,8 +43,9 @@ async def query(target: Target) -> Players | None:
 
 class Prober:
     def __init__(self, on_change: Callable[[Hashable], None], concurrency: int = 32,
-                 tick: float = 0.25, ask: Callable = query):
+                 tick: float = 0.25, ask: Callable = query, read_log: ReadLog | None = None):
         self.on_change, self.tick, self.ask = on_change, tick, ask
+        self.logs = LogPlayers(read_log)  # protocol log: the game container's log
         self._limit = asyncio.Semaphore(concurrency)
         # Written by reconcile threads (want/forget), read by the loop: plain dict operations.
         self._targets: dict[Hashable, Target] = {}
@@ -46,13 +56,21 @@ class Prober:
 
     def want(self, key: Hashable, target: Target) -> None:
         if self._targets.get(key) != target:
+            old = self._targets.get(key)
             self._targets[key] = target
             self._next[key] = 0.0  # a new or moved target is asked at once
+            if old is not None and old.protocol == "log":
+                self._answers.pop(key, None)  # a new container's log: nothing known of it yet
+                self._forget_logs()
 
     def forget(self, key: Hashable) -> None:
         self._targets.pop(key, None)
         self._answers.pop(key, None)
         self._next.pop(key, None)
+        self._forget_logs()
+
+    def _forget_logs(self) -> None:
+        self.logs.forget({t.reading() for t in list(self._targets.values()) if t.protocol == "log"})
 
     def latest(self, key: Hashable) -> Players | None:
         """The last answer: None while unknown (not asked yet, or no answer)."""
@@ -85,13 +103,21 @@ class Prober:
         try:
             async with self._limit:
                 try:
-                    answer = await self.ask(target)
+                    if target.protocol == "log":
+                        answer = await self.logs.ask(target.namespace, target.host,
+                                                     target.container, target.container_id,
+                                                     target.rules)
+                    else:
+                        answer = await self.ask(target)
                 except Exception as e:  # whatever a game answers, the prober keeps asking
                     log.debug("player query for %s failed: %s", key, type(e).__name__)
                     answer = None  # unknown, never "nobody is on"
             if self._targets.get(key) != target:
                 return  # forgotten or moved meanwhile
-            changed = key not in self._answers or self._answers[key] != answer
+            old = self._answers.get(key)
+            # News: another count, or (the same count) other names, as status.players shows them
+            changed = key not in self._answers or old != answer or (
+                old is not None and answer is not None and old.names != answer.names)
             self._answers[key] = answer
             if changed:
                 self.on_change(key)

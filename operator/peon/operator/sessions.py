@@ -9,6 +9,8 @@ from peon import ANNOTATION_SLEEP, ANNOTATION_WAKE
 from peon.shared import clock, uptime
 from .cache import Cache
 from peon.shared.model import Game, GameServer
+from peon.shared.pods import log_pod
+from peon.shared.render import CONTAINER
 from .prober import Prober, Target
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,8 @@ class Sessions:
                 for k in ("name", "map", "version", "protocol", "game"):
                     if getattr(probe, k) is not None:
                         players_status[k] = getattr(probe, k)
+                if game.query.protocol in NAMING:  # always: a merge patch keeps what it omits
+                    players_status["names"] = list(probe.names[:NAMES_SHOWN])
                 if last_seen:
                     players_status["lastSeen"] = last_seen
         else:
@@ -79,6 +83,8 @@ class Sessions:
         """Where to ask: the override address, else the Service's cluster IP on the Game's
         query port; None while the Service has no address."""
         interval = min(gs.uptime.probe_interval, max(1.0, clock.requeue_cap()))
+        if game.query.protocol == "log":
+            return self.log_target(gs, game, interval)
         if gs.uptime.probe_address:
             host, port = gs.uptime.probe_address
             return Target(game.query.protocol, host, port, interval)
@@ -88,6 +94,25 @@ class Sessions:
         if not ip or ip == "None" or port is None:
             return None
         return Target(game.query.protocol, ip, port.container_port, interval)
+
+
+    def log_target(self, gs: GameServer, game: Game, interval: float) -> Target | None:
+        """The server's pod and its game container, running; None while there is none."""
+        pod = log_pod(self.cache.pods_of(gs.namespace, gs.name), gs.name)
+        if pod is None or pod["metadata"].get("deletionTimestamp"):
+            return None
+        status = next((c for c in (pod.get("status") or {}).get("containerStatuses") or ()
+                       if c.get("name") == CONTAINER), None)
+        if not status or "running" not in (status.get("state") or {}) \
+                or not status.get("containerID") or game.query.log is None:
+            return None
+        return Target("log", pod["metadata"]["name"], 0, interval, namespace=gs.namespace,
+                      container=CONTAINER, container_id=status["containerID"],
+                      rules=game.query.log)
+
+
+NAMES_SHOWN = 64  # names status.players lists at most (the CRD's maxItems)
+NAMING = ("log", "quake3")  # the protocols whose answer names the players on
 
 
 def transition_event(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, str] | None:

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from kubernetes.utils import parse_quantity
 
-from . import backup as bk, clock, maintenance as mt, notify as nt, uptime as up
+from . import backup as bk, clock, maintenance as mt, notify as nt, players as pl, uptime as up
 
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
@@ -60,8 +60,9 @@ class GameEnv:
 
 @dataclass(frozen=True)
 class Query:
-    protocol: str = "none"  # a2s | minecraft | none
+    protocol: str = "none"  # a2s | minecraft | quake3 | log | none
     port: str | None = None  # name of the port to ask
+    log: pl.LogRules | None = None  # protocol log: the lines a join and a leave print
 
 
 CONNECT_PROTOCOLS = {"minecraft": "TCP", "quake3": "UDP", "a2s": "UDP", "generic": None}
@@ -247,6 +248,14 @@ def check_game(uid: str, spec: Mapping[str, Any]) -> None:
                              {p.get("name"): p.get("protocol", "UDP") for p in spec.get("ports") or []})
     if wrong:
         raise InvalidSpec("InvalidGame", f"{where}.{wrong}")
+    q = spec.get("query") or {}
+    if q.get("protocol") == "log" or q.get("log"):
+        if q.get("protocol") != "log" or not isinstance(q.get("log"), dict):
+            raise InvalidSpec("InvalidGame", f"{where}.query: protocol log and query.log go "
+                              "together (the log lines a join and a leave print)")
+        wrong = pl.log_rules_problem(log_rules(q["log"]))
+        if wrong:
+            raise InvalidSpec("InvalidGame", f"{where}.query.log: {wrong}")
     c = spec.get("connect") or {}
     if c:
         ports = {p.get("name"): p.get("protocol", "UDP") for p in spec.get("ports") or []}
@@ -257,6 +266,11 @@ def check_game(uid: str, spec: Mapping[str, Any]) -> None:
         if CONNECT_PROTOCOLS[proto] not in (None, ports[c["port"]]):
             raise InvalidSpec("InvalidGame", f"{where}.connect: {proto} is spoken over "
                               f"{CONNECT_PROTOCOLS[proto]}, port {c['port']!r} is {ports[c['port']]}")
+
+
+def log_rules(spec: Mapping[str, Any]) -> pl.LogRules:
+    return pl.LogRules(*(v if isinstance(v := spec.get(k), str) and v else None
+                         for k in ("join", "leave", "count")))
 
 
 def parse_game(obj: Mapping[str, Any]) -> Game:
@@ -279,7 +293,8 @@ def parse_game(obj: Mapping[str, Any]) -> Game:
         storage_size=(spec.get("storage") or {}).get("size", "10Gi"),
         security_context=spec.get("securityContext") or {},
         readiness_probe=spec.get("readinessProbe"),
-        query=Query(q.get("protocol", "none"), q.get("port")),
+        query=Query(q.get("protocol", "none"), q.get("port"),
+                    log_rules(q["log"]) if q.get("protocol") == "log" else None),
         connect=Connect((spec.get("connect") or {}).get("port"),
                         (spec.get("connect") or {}).get("protocol", "generic")),
         aliases=tuple(spec.get("aliases", [])),

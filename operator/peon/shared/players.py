@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as _dt
 import json
 import logging
 import re
@@ -382,3 +383,191 @@ async def query(protocol: str, host: str, port: int, timeout: float = 2.0) -> Pl
     except Exception as e:  # timeouts, refused connections, garbled answers: unknown
         log.debug("player query %s %s:%s failed: %s", protocol, host, port, type(e).__name__)
     return None
+
+
+# --- Players from the server's log ------------------------------------------------------------
+# Where a game's query breaks (Valheim with crossplay answers no A2S: LinuxGSM #4888), a Game
+# may name the log lines a join and a leave print (`spec.query.protocol: log`): the operator
+# reads the game container's log and counts the players joined and not left, by name. A line
+# that states the count itself ("now 2 player(s)") may be named too, and then is the count.
+# The patterns are Python regular expressions that are also RE2 (the CRD's CEL compiles them at
+# admission); a pattern that backtracks without bound is refused (below), and every line is cut
+# to LOG_LINE_MAX bytes before it is matched.
+
+LOG_LINE_MAX = 1024      # bytes of a log line matched (a longer line is matched on its start)
+LOG_NAMES_MAX = 1024     # players tracked by name; a join beyond is not counted
+LOG_PATTERN_MAX = 512    # characters of a pattern (the CRD's maxLength too)
+
+
+def nested_repeat(pattern: str) -> str | None:
+    """The first group that holds a quantifier and is itself repeated, such as (\\w+)+ or
+    ((a|b)*c)*: Python's re may take exponential time on a line that nearly matches it."""
+    stack: list[list] = []  # [start, holds a quantifier]
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":  # a class: to its closing bracket (a first ] or ^] is literal)
+            j = i + 1 + (pattern[i + 1:i + 2] == "^")
+            j += pattern[j:j + 1] == "]"
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            i = j + 1
+            continue
+        repeat = c in "+*" or (c == "{" and pattern[i + 1:i + 2].isdigit())
+        if c == "(":
+            stack.append([i, False])
+        elif c == ")" and stack:
+            start, holds = stack.pop()
+            after = pattern[i + 1:i + 2]
+            if holds and (after in ("+", "*") or (after == "{" and pattern[i + 2:i + 3].isdigit())):
+                return pattern[start:i + 2]
+            if holds and stack:
+                stack[-1][1] = True
+        elif repeat and stack:
+            stack[-1][1] = True
+        i += 1
+    return None
+
+
+@dataclass(frozen=True)
+class LogRules:
+    """A Game's log lines: `join` and `leave` with a group named `player`, and/or `count`
+    with a group named `count` (digits)."""
+    join: str | None = None
+    leave: str | None = None
+    count: str | None = None
+
+    def compiled(self) -> tuple[re.Pattern | None, re.Pattern | None, re.Pattern | None]:
+        return tuple(_compile(p) if p else None for p in (self.join, self.leave, self.count))
+
+
+_COMPILED: dict[str, re.Pattern] = {}
+
+
+def _compile(pattern: str) -> re.Pattern:
+    got = _COMPILED.get(pattern)
+    if got is None:
+        if len(_COMPILED) > 256:
+            _COMPILED.clear()
+        got = _COMPILED[pattern] = re.compile(pattern)
+    return got
+
+
+def log_rules_problem(rules: LogRules) -> str | None:
+    """What is wrong with a Game's log lines, said for its status; None when they can be used."""
+    if bool(rules.join) != bool(rules.leave):
+        return "join and leave go together (a join nobody leaves counts for ever)"
+    if not rules.count and not rules.join:
+        return "name join and leave (or count)"
+    for field_, pattern, group in (("join", rules.join, "player"), ("leave", rules.leave, "player"),
+                                   ("count", rules.count, "count")):
+        if not pattern:
+            continue
+        if len(pattern) > LOG_PATTERN_MAX:
+            return f"{field_} is longer than {LOG_PATTERN_MAX} characters"
+        try:
+            compiled = re.compile(pattern)
+        except re.error as e:
+            return f"{field_} is not a regular expression: {e}"
+        if group not in compiled.groupindex:
+            return f"{field_} names no group (?P<{group}>...) for the {group}"
+        if (nested := nested_repeat(pattern)) is not None:
+            return (f"{field_} repeats a group that repeats ({nested!r}): it may backtrack "
+                    "for ever on a player's line; write it without")
+    return None
+
+
+@dataclass
+class LogTally:
+    """Joined minus left, by name, as the lines come; and the last count a line stated."""
+    rules: LogRules
+    names: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
+    stated: int | None = None
+
+    def feed(self, line: str) -> None:
+        line = line.encode("utf-8")[:LOG_LINE_MAX].decode("utf-8", "ignore")
+        join, leave, count = self.rules.compiled()
+        if count is not None and (m := count.search(line)):
+            n = m.group("count")
+            if n is not None and n.isdigit() and len(n) < 10:
+                self.stated = int(n)
+        if join is not None and (m := join.search(line)):
+            name = _text(m.group("player"))
+            if name and len(self.names) < LOG_NAMES_MAX:
+                self.names.setdefault(name, None)
+        if leave is not None and (m := leave.search(line)):
+            name = _text(m.group("player"))
+            if name:
+                self.names.pop(name, None)  # a leave of someone never seen joining: nothing
+
+    def players(self) -> Players:
+        """The count (the stated one where the Game names a count line and one was seen) and
+        the names on; the log tells no player limit (max 0)."""
+        online = self.stated if self.rules.count and self.stated is not None else len(self.names)
+        return Players(max(0, online), 0, names=tuple(self.names))
+
+
+def parse_log_timestamp(stamp: bytes) -> int | None:
+    """Nanoseconds since the epoch of the kubelet's RFC 3339 timestamp (timestamps=true puts
+    one before each line: 2026-12-07T04:01:02.123456789Z); None when it is not one."""
+    m = re.fullmatch(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", stamp)
+    if m is None:
+        return None
+    try:
+        whole = _dt.datetime.fromisoformat(m[1].decode() + (
+            "+00:00" if m[3] == b"Z" else m[3].decode()))
+    except ValueError:
+        return None
+    return int(whole.timestamp()) * 1_000_000_000 + int((m[2] or b"0").ljust(9, b"0"))
+
+
+@dataclass
+class LogPosition:
+    """How far a container's log has been read: the last line's timestamp (ns) and how many
+    lines carried exactly that timestamp (a read from that second sees them again)."""
+    last: int | None = None
+    at_last: int = 0
+
+    def since(self) -> str | None:
+        """The sinceTime to read from: the last line's whole second (the API takes seconds)."""
+        if self.last is None:
+            return None
+        return _dt.datetime.fromtimestamp(self.last // 1_000_000_000, _dt.timezone.utc
+                                          ).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def pass_second(self) -> None:
+        """Go on from the next second: a read from the last one held nothing new within its
+        limit (a second of more log than the limit; the rest of that second is not read)."""
+        if self.last is not None:
+            self.last += 1_000_000_000 - self.last % 1_000_000_000
+            self.at_last = 0
+
+    def new_lines(self, chunk: bytes, full: bool) -> list[str]:
+        """The lines of a read from since() not seen before, in order, and the position moved
+        past them. `full`: the read stopped at its byte limit, so its last line may be cut
+        (left for the next read, unless it is the only one: a line longer than the limit is
+        taken cut)."""
+        raw = chunk.split(b"\n")
+        if raw and raw[-1] == b"":
+            raw.pop()
+        elif full and len(raw) > 1:
+            raw.pop()  # cut by the limit: read again next time
+        out, seen_at = [], {}
+        for item in raw:
+            stamp, _, text = item.partition(b" ")
+            t = parse_log_timestamp(stamp)
+            if t is None:
+                continue  # not a kubelet line (never so with timestamps=true)
+            seen_at[t] = seen_at.get(t, 0) + 1
+            if self.last is not None and (t < self.last or (
+                    t == self.last and seen_at[t] <= self.at_last)):
+                continue
+            if t == self.last:
+                self.at_last += 1
+            else:
+                self.last, self.at_last = t, 1
+            out.append(text.decode("utf-8", "replace").rstrip("\r"))
+        return out
