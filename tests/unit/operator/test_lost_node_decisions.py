@@ -476,3 +476,13 @@ def test_a_maintenance_hold_does_not_hold_the_move_off_a_lost_node(world):
     spec = kube.objects[dep_key]["spec"]["template"]["spec"]
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "odin-data-r2"}} in spec["volumes"]
     assert ("delete", "Pod", "odin-abc", 0) in kube.calls
+
+
+def test_a_recovery_claims_number_is_read_from_its_name_and_nothing_else():
+    assert ln.claim_number("odin", "odin-data-r2") == 2
+    assert ln.claim_number("odin", "odin-data-r17") == 17
+    assert ln.claim_number("a.b", "a.b-data-r3") == 3
+    assert ln.claim_number("a.b", "axb-data-r3") is None  # a dot is a dot, not any character
+    for other in ("odin-data", "odin-data-r", "odin-data-rx", "odin-data-r2b", "thor-data-r2",
+                  "aodin-data-r2", "odin-data-r\u00b2"):
+        assert ln.claim_number("odin", other) is None, other
