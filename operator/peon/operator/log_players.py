@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import quote, urlencode
+
+import urllib3
+from kubernetes.client.rest import ApiException
 from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
@@ -37,20 +41,35 @@ ReadLog = Callable[[str, str, str, "str | None", int, float], bytes]
 
 
 def api_read_log(kube) -> ReadLog:
-    """pods/log through the operator's client: (namespace, pod, container, sinceTime, limit,
-    timeout) -> at most `limit` bytes."""
+    """pods/log through the operator's client (its pool, its bearer token, as Kube._call sends):
+    (namespace, pod, container, sinceTime, limit, timeout) -> at most `limit` bytes, read as
+    they come (never more held), within `timeout` seconds a read. The client's
+    read_namespaced_pod_log takes no sinceTime."""
     def read(ns: str, pod: str, container: str, since: str | None, limit: int,
              timeout: float) -> bytes:
+        api, cfg = kube.api, kube.api.configuration
         query = [("container", container), ("timestamps", "true"), ("limitBytes", str(limit))]
         if since:
             query.append(("sinceTime", since))
-        resp = kube.api.call_api(
-            f"/api/v1/namespaces/{ns}/pods/{pod}/log", "GET", query_params=query,
-            header_params={"Accept": "*/*"}, auth_settings=["BearerToken"],
-            _preload_content=False, _return_http_data_only=True,
-            _request_timeout=(min(5.0, timeout), timeout))
+        headers = {**api.default_headers, "Accept": "*/*"}
+        for auth in cfg.auth_settings().values():
+            if auth.get("in") == "header" and auth.get("value"):
+                headers[auth["key"]] = auth["value"]
+        url = (f"{cfg.host}/api/v1/namespaces/{quote(ns)}/pods/{quote(pod)}/log?"
+               + urlencode(query, quote_via=quote))
+        resp = api.rest_client.pool_manager.request(
+            "GET", url, headers=headers, preload_content=False,
+            timeout=urllib3.Timeout(connect=min(5.0, timeout), read=timeout))
         try:
-            return resp.read(limit)
+            if not 200 <= resp.status <= 299:
+                raise ApiException(status=resp.status, reason=resp.reason)
+            out = b""
+            while len(out) < limit:
+                piece = resp.read(limit - len(out))
+                if not piece:
+                    break
+                out += piece
+            return out
         finally:
             resp.release_conn()
     return read

@@ -147,3 +147,49 @@ def test_sessions_ask_the_running_game_container_and_status_shows_count_and_name
     _, _, players, _ = sessions.decide(body, gs, gm)
     # the names written empty (a merge patch would keep names it omits), when the last left
     assert players["names"] == [] and players["online"] == 0
+
+
+def test_the_api_reader_asks_pods_log_bounded_and_reads_no_more_than_its_limit():
+    import http.server
+    import threading
+    import pytest
+    from kubernetes.client import ApiClient, Configuration
+    from kubernetes.client.rest import ApiException
+
+    seen = []
+
+    class PodsLog(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization")))
+            if "/pods/gone/" in self.path:
+                self.send_response(404)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"2026-12-07T04:00:00Z player x joined\n" * 10_000)  # more than asked
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), PodsLog)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = Configuration()
+        cfg.host = f"http://127.0.0.1:{server.server_port}"
+        cfg.api_key, cfg.api_key_prefix = {"authorization": "t0k"}, {"authorization": "Bearer"}
+
+        class Kube:
+            api = ApiClient(cfg)
+        read = log_players.api_read_log(Kube())
+        got = read("games", "odin-1", "server", "2026-12-07T04:00:00Z", 4096, 5.0)
+        assert len(got) == 4096 and got.startswith(b"2026-12-07T04:00:00Z player x joined\n")
+        assert seen[-1] == ("/api/v1/namespaces/games/pods/odin-1/log?container=server&timestamps=true"
+                            "&limitBytes=4096&sinceTime=2026-12-07T04%3A00%3A00Z", "Bearer t0k")
+        assert len(read("games", "odin-1", "server", None, 10, 5.0)) == 10 and \
+            "sinceTime" not in seen[-1][0]
+        with pytest.raises(ApiException) as e:
+            read("games", "gone", "server", None, 10, 5.0)
+        assert e.value.status == 404
+    finally:
+        server.shutdown()
