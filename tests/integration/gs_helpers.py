@@ -47,6 +47,21 @@ def events_for(kube, ns: str, name: str) -> list[dict]:
     return [e for e in kube.list("Event", ns) if e["involvedObject"]["name"] == name]
 
 
+def wait_event(kube, ns: str, name: str, reason: str | None, *texts: str,
+               timeout: float = 30) -> dict:
+    """The object's first Event with this reason (any, when None) and every one of `texts` in
+    its message, waited for: the operator posts Events from a queue, after the status that
+    records what they tell, so an Event may arrive a moment after the phase a test waited for."""
+    def found():
+        return next((e for e in events_for(kube, ns, name) if reason in (None, e["reason"])
+                     and all(t in (e.get("message") or "") for t in texts)), None)
+    try:
+        return wait_for(f"the {reason or texts} Event of {ns}/{name}", found, timeout)
+    except AssertionError as e:
+        seen = [(ev["reason"], ev.get("message")) for ev in events_for(kube, ns, name)]
+        raise AssertionError(f"{e}; its Events: {seen}") from None
+
+
 def operator_writes(ns: str | None = None) -> list[dict]:
     """Writes the operator made, read from the test bed's apiserver audit log."""
     out = []

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from gs_helpers import (apply_as_user, backup, condition, events_for, gameserver, restore,
-                        run_phase, wait_phase)
+                        run_phase, wait_event, wait_phase)
 from kube_helpers import api_error, message, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -42,8 +42,8 @@ def test_manual_backup_runs_a_job_beside_the_server(kube, namespace):
     gs = wait_for("status.backup", lambda: kube.status_of("GameServer", namespace, "odin").get("backup"))
     assert gs["lastSuccessful"] == "odin-manual"
     assert "peon.dev/archive" in kube.get("GameServerBackup", namespace, "odin-manual")["metadata"]["finalizers"]
-    reasons = {e["reason"] for e in events_for(kube, namespace, "odin")}
-    assert {"BackupStarted", "BackupSucceeded"} <= reasons
+    wait_event(kube, namespace, "odin", "BackupStarted")
+    wait_event(kube, namespace, "odin", "BackupSucceeded")
     # Its outcome recorded, the Job goes, so no finished pod keeps the world's claim in use.
     wait_for("the Job to be removed", lambda: kube.get("Job", namespace, "odin-manual-backup") is None)
 
@@ -65,8 +65,7 @@ def test_failed_backup_is_visible_and_the_server_keeps_running(kube, namespace):
     st = run_phase(kube, "GameServerBackup", namespace, "doomed", "Failed")
     assert "the Job failed" in st["message"]
     assert kube.status_of("GameServer", namespace, "odin")["phase"] == "Running"
-    assert any(e["reason"] == "BackupFailed" and e["type"] == "Warning"
-               for e in events_for(kube, namespace, "odin"))
+    assert wait_event(kube, namespace, "odin", "BackupFailed")["type"] == "Warning"
 
 
 def test_backup_of_a_missing_server_fails_clearly(kube, namespace, crds):
@@ -128,7 +127,7 @@ def test_retention_deletes_exactly_the_expected_runs(kube, namespace):
     left = lambda: sorted(b["metadata"]["name"] for b in kube.list("GameServerBackup", namespace))
     # The names left are the failure's message (a string is never "done" to wait_for).
     wait_for("retention", lambda: left() == ["r2-pinned", "r4", "r5"] or str(left()))
-    assert any(e["reason"] == "BackupExpired" for e in events_for(kube, namespace, "kept"))
+    wait_event(kube, namespace, "kept", "BackupExpired")
 
 
 def test_update_waits_for_a_backup_and_a_failed_one_holds_it(kube, namespace):
@@ -208,8 +207,8 @@ def test_restore_stops_restores_and_starts_the_server_again(kube, namespace):
     st = run_phase(kube, "GameServerRestore", namespace, "undo", "Succeeded")
     assert st["wasRunning"] is True
     wait_phase(kube, namespace, "phoenix", "Running")
-    reasons = {e["reason"] for e in events_for(kube, namespace, "phoenix")}
-    assert {"RestoreStarted", "RestoreSucceeded"} <= reasons
+    wait_event(kube, namespace, "phoenix", "RestoreStarted")
+    wait_event(kube, namespace, "phoenix", "RestoreSucceeded")
 
 
 def test_restore_of_a_failed_backup_is_refused_and_the_server_keeps_running(kube, namespace):

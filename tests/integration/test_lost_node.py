@@ -17,7 +17,7 @@ import pytest
 
 from conftest import Operator, fresh_namespace
 from gs_helpers import (apply_as_user, backup, condition, events_for, gameserver, run_phase,
-                        wait_phase)
+                        wait_event, wait_phase)
 from kube_helpers import api_error, message, wait_for
 from realnode_helpers import (GAME_FILE, OPERATOR_IMAGE, report, server_pod, service_address,
                               tg_server, tree_digest, two_real_nodes_joined, udp, volume_dir)
@@ -211,6 +211,8 @@ def test_a_server_on_a_lost_node_comes_back_on_another_from_the_newest_snapshot_
         assert rec["leftBehind"] == [{"claim": "lost-data", "node": NODE_A, "since": rec["lostSince"],
                                       "replacedBy": "lost-data-r2"}]
         assert gs["status"]["seed"]["snapshot"] == snapshot
+        wait_event(kube, lns, "lost", "RebuiltFromStore")
+        wait_event(kube, lns, "lost", "ClaimLeftBehind")
         reasons = {e["reason"]: e for e in events_for(kube, lns, "lost")}
         assert "RebuiltFromStore" in reasons and "ClaimLeftBehind" in reasons
         assert reasons["RebuiltFromStore"]["type"] == "Warning"

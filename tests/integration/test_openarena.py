@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import fresh_namespace
-from gs_helpers import events_for, wait_phase
+from gs_helpers import wait_event, wait_phase
 from kube_helpers import wait_for
 from realnode_helpers import ON_REAL_NODE, ROOT, server_pod, service_address, volume_dir
 from test_wake import game_pods, gate, gate_aware_operator, send  # noqa: F401 (the gate fixture)
@@ -213,7 +213,7 @@ def test_asleep_openarena_is_answered_by_the_gate_a_connect_wakes_it_and_the_rea
     assert re.fullmatch(r'-?\d+ \d+ "Sarge"', on[0]), on
     st = kube.status_of("GameServer", ns, name)
     assert st["lastKnock"]["outcome"] == "woke" and st["lastKnock"]["address"]
-    assert any(e["reason"] == "WokenByKnock" for e in events_for(kube, ns, name))
+    wait_event(kube, ns, name, "WokenByKnock")
     wait_for("1 player in status again", lambda: players_status(kube, ns, name).get("online") == 1,
              60)
     assert kube.get("GameServer", ns, name)["spec"].get("state", "Running") == "Running"

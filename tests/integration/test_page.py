@@ -15,7 +15,7 @@ import pytest
 
 from api_helpers import PeonApi
 from conftest import fresh_namespace
-from gs_helpers import apply_as_user, events_for, gameserver, run_phase, wait_phase
+from gs_helpers import apply_as_user, events_for, gameserver, run_phase, wait_event, wait_phase
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -109,6 +109,7 @@ def test_the_right_key_lists_servers_and_stop_and_start_reach_the_cluster_live(c
     assert page.evaluate("window.notReloaded") is True  # the same page all along
     left = odin.locator(".left").inner_text()
     assert left.endswith(" h") and 2.5 <= float(left.split()[0]) <= 3.0, left
+    wait_event(kube, bed.ns, "odin", None, "pal (player) stopped the server through peon-api")
     messages = [e["message"] for e in events_for(kube, bed.ns, "odin")]
     assert "pal (player) stopped the server through peon-api" in messages, messages
     assert any(m.startswith("pal (player) started the server (hours 3)") for m in messages), messages

@@ -20,7 +20,8 @@ import yaml
 
 from api_helpers import PeonApi
 from conftest import Clock, Operator, fresh_namespace
-from gs_helpers import apply_as_user, backup, events_for, restore, run_phase, wait_phase
+from gs_helpers import (apply_as_user, backup, events_for, restore, run_phase, wait_event,
+                        wait_phase)
 from kube_helpers import wait_for
 from realnode_helpers import (GAME, GAME_FILE, IMAGE, NODE, ON_REAL_NODE, OPERATOR_IMAGE, TAINT,
                               archive_digest, report, server_pod, service_address,
@@ -228,8 +229,7 @@ def test_a_failing_backup_hook_fails_the_backup_with_its_message_and_saving_resu
         rep = report(kubectl, kube, rns, "hooks")
         assert [c["command"] for c in rep["console"]] == ["save-off", "save-all", "save-on"]
         assert rep["world"]["saving"] is True
-        assert any(e["reason"] == "BackupFailed" and "explode" in e["message"]
-                   for e in events_for(kube, rns, "hooks"))
+        wait_event(kube, rns, "hooks", "BackupFailed", "explode")
         assert kube.get("Job", rns, "hooks-b1-backup") is None  # nothing archived mid-write
     finally:
         kube.delete("GameServer", rns, "hooks")
@@ -357,7 +357,7 @@ def test_players_seen_through_the_service_drive_an_idle_stop_and_a_wake_brings_t
     rn_clock.advance(minutes=6)
     g = wait_phase(kube, rns, "lobby", "Stopped", timeout=120)
     assert g["status"]["uptime"]["reason"] == "Idle"
-    assert any(e["reason"] == "AutoStop" for e in events_for(kube, rns, "lobby"))
+    wait_event(kube, rns, "lobby", "AutoStop")
 
     rn_clock.advance(minutes=1)  # friends come back later
     kubectl("-n", rns, "annotate", "pgs", "lobby", "--overwrite",
@@ -615,7 +615,7 @@ def test_a_settings_change_waits_for_the_players_and_they_are_warned_before_the_
     cond = next(c for c in kube.status_of("GameServer", rns, "keep")["conditions"]
                 if c["type"] == "ChangePending")
     assert cond["status"] == "True"
-    assert any(e["reason"] == "ChangeHeld" for e in events_for(kube, rns, "keep"))
+    wait_event(kube, rns, "keep", "ChangeHeld")
     time.sleep(8)
     pods = kube.list("Pod", rns, "peon.dev/gameserver=keep")
     assert [p["metadata"]["uid"] for p in pods] == [pod["metadata"]["uid"]]  # no new pod
@@ -632,8 +632,7 @@ def test_a_settings_change_waits_for_the_players_and_they_are_warned_before_the_
     rep = wait_for("MOTD two", lambda: (lambda r: r if r["env"].get("MOTD") == "two" else None)(
         report(kubectl, kube, rns, "keep")), 180)
     assert rep["pid"] and server_pod(kube, rns, "keep")["metadata"]["uid"] != pod["metadata"]["uid"]
-    assert any(e["reason"] == "ChangeApplied" and "nobody is on" in e["message"]
-               for e in events_for(kube, rns, "keep"))
+    wait_event(kube, rns, "keep", "ChangeApplied", "nobody is on")
     assert said_in_game(kubectl, kube, rns, "keep") == []  # nobody was warned: nobody was on
 
     # Again with 2 players on; this time they stay: warned at 10, 5 and 1 minutes through the
@@ -651,12 +650,11 @@ def test_a_settings_change_waits_for_the_players_and_they_are_warned_before_the_
             kubectl, kube, rns, "keep")) >= len(expected), 30)
         assert said_in_game(kubectl, kube, rns, "keep") == expected
     assert server_pod(kube, rns, "keep")["metadata"]["uid"] == pod["metadata"]["uid"]
-    assert any(e["reason"] == "PlayersWarned" for e in events_for(kube, rns, "keep"))
+    wait_event(kube, rns, "keep", "PlayersWarned")
     rn_clock.set(clock_parse(deadline))
     wait_for("MOTD three", lambda: (lambda r: r if r["env"].get("MOTD") == "three" else None)(
         report(kubectl, kube, rns, "keep")), 180)
-    assert any(e["reason"] == "ChangeApplied" and "deadline" in e["message"]
-               and "2 players on" in e["message"] for e in events_for(kube, rns, "keep"))
+    wait_event(kube, rns, "keep", "ChangeApplied", "deadline", "2 players on")
     # kubectl peon rcon: one command through a port-forward to the pod, over the API server.
     wait_phase(kube, rns, "keep", "Running", timeout=180)
     plugin = str(pathlib.Path(os.sys.executable).parent / "kubectl-peon")
@@ -757,12 +755,13 @@ def test_a_scheduled_restart_warns_the_players_at_the_set_times_then_restarts(
             server_pod(kube, rns, "sched", timeout=240)), 240, interval=1)
     started = clock_parse(new["metadata"]["creationTimestamp"])
     assert slot <= started <= slot + dt.timedelta(seconds=20), (started, slot)
+    wait_event(kube, rns, "sched", "ScheduledRestart")
     restarted = [e for e in events_for(kube, rns, "sched") if e["reason"] == "ScheduledRestart"]
     assert len(restarted) == 1 and "2 players on" in restarted[0]["message"], restarted
     m = maintenance_of(kube, rns, "sched")
     assert clock_parse(m["lastRestart"]) == slot
     assert clock_parse(m["nextRestart"]) == slot + dt.timedelta(days=1)  # the same local time
-    assert any(e["reason"] == "PlayersWarned" for e in events_for(kube, rns, "sched"))
+    wait_event(kube, rns, "sched", "PlayersWarned")
     # The new pod runs; nobody was left to warn, and nothing more was said.
     wait_phase(kube, rns, "sched", "Running", timeout=180)
     assert [c for c in report(kubectl, kube, rns, "sched")["console"]
@@ -878,6 +877,7 @@ def test_an_update_of_an_empty_server_backs_up_then_pulls_the_image_again(
     pulls = reg.manifest_requests(since=asked)
     assert pulls, f"no pull after the update: {reg.requests[-5:]}"
     assert min(t for t, _, _ in pulls) >= done.timestamp() - 1, (pulls, done)
+    wait_event(kube, rns, "upd2", "Updated")
     events = [e for e in events_for(kube, rns, "upd2") if e["reason"] == "Updated"]
     assert len(events) == 1 and f"{reg.image} pulled again" in events[0]["message"], events
     assert len([b for b in kube.list("GameServerBackup", rns)
@@ -925,6 +925,7 @@ def test_the_api_console_route_reaches_the_game_for_an_admin_only(
     assert refused[0] == 403, refused
     assert players[0] == 200 and players[1]["answer"].startswith("players (0/10)"), players
     assert said_in_game(kubectl, kube, rns, "apic") == ["say from the api"]  # not the player's
+    wait_event(kube, rns, "apic", None, "console command")
     ran = [e for e in events_for(kube, rns, "apic") if "console command" in e["message"]]
     assert ran and not any("from the api" in e["message"] for e in ran)  # the command unsaid
     assert password not in log + json.dumps([res, refused, players]) and "Traceback" not in log

@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from gs_helpers import apply_as_user, condition, events_for, gameserver, wait_phase
+from gs_helpers import apply_as_user, condition, events_for, gameserver, wait_event, wait_phase
 from kube_helpers import wait_for
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -50,8 +50,8 @@ def test_window_stops_outside_and_starts_inside_without_touching_spec(kube, name
     assert g["status"]["uptime"]["reason"] == "InWindow"
     clock.set(end + dt.timedelta(minutes=1))
     wait_phase(kube, namespace, "win", "Stopped")
-    reasons = [e["reason"] for e in events_for(kube, namespace, "win")]
-    assert "AutoStart" in reasons and "AutoStop" in reasons
+    wait_event(kube, namespace, "win", "AutoStart")
+    wait_event(kube, namespace, "win", "AutoStop")
     assert spec_of(kube, namespace, "win") == before  # the operator never wrote spec
 
 
@@ -73,8 +73,7 @@ def test_wake_up_runs_one_session_then_the_timer_stops_it(kube, namespace, clock
     up = wait_for("the standing reason", lambda: (lambda u: u if u.get("reason") == "OutsideWindow"
                                                    else None)(uptime_of(kube, namespace, "sleepy")))
     assert up["endReason"] == "SessionTimer"
-    assert any(e["reason"] == "AutoStop" and "session timer" in e["message"]
-               for e in events_for(kube, namespace, "sleepy"))
+    wait_event(kube, namespace, "sleepy", "AutoStop", "session timer")
     # The same wake-up does not start it again.
     clock.advance(minutes=5)
     assert uptime_of(kube, namespace, "sleepy")["running"] is False

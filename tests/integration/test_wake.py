@@ -12,7 +12,7 @@ import a2s
 import pytest
 
 from conftest import Operator, fresh_namespace
-from gs_helpers import events_for
+from gs_helpers import wait_event
 from kube_helpers import wait_for
 from realnode_helpers import (NODE, OPERATOR_IMAGE, TAINT, server_pod, service_address,
                               tg_server, udp)
@@ -257,7 +257,7 @@ def test_asleep_the_address_answers_from_the_gate_and_a_join_wakes_the_game_ther
     st = kube.status_of("GameServer", ns, name)
     assert st["lastKnock"]["outcome"] == "woke" and st["lastKnock"]["address"]
     assert st["uptime"]["reason"] == "WokenUp"
-    assert any(e["reason"] == "WokenByKnock" for e in events_for(kube, ns, name))
+    wait_event(kube, ns, name, "WokenByKnock")
     svc_after = kube.get("Service", ns, name)
     assert svc_after["spec"]["selector"] == {"peon.dev/gameserver": name}
     assert svc_after["spec"]["clusterIP"] == svc_before["spec"]["clusterIP"]
@@ -292,7 +292,7 @@ def test_outside_its_window_the_gate_says_when_it_opens_and_a_join_wakes_nothing
                                    .get("annotations") or {})
     time.sleep(3)
     assert game_pods(kube, ns, name) == []
-    assert any(e["reason"] == "KnockIgnored" for e in events_for(kube, ns, name))
+    wait_event(kube, ns, name, "KnockIgnored")
 
 
 # --- Minecraft: the test game's Minecraft mode ---------------------------------------------------
@@ -386,8 +386,7 @@ def test_minecraft_a_status_ping_wakes_nothing_and_a_login_does(
     told = wait_for("the knock told", lambda: kube.status_of("GameServer", ns, name)
                     .get("lastKnock"), 30, interval=0.5)
     assert told["outcome"] == "woke" and told["player"] == "alice"
-    assert any(e["reason"] == "WokenByKnock" and "alice" in e["message"]
-               for e in events_for(kube, ns, name))
+    wait_event(kube, ns, name, "WokenByKnock", "alice")
     up = wait_for("the game's own status at the same address",
                   lambda: (s := mc_status(address)) and "join to wake" not in json.dumps(s) and s,
                   180, interval=0.5)
