@@ -50,8 +50,8 @@ from peon.shared.kube import path
 from conftest import Operator
 from gs_helpers import backup, events_for, restore, run_phase, wait_phase
 from kube_helpers import wait_for
-from realnode_helpers import (GAME, GAME_FILE, NODE, OPERATOR_IMAGE, ON_REAL_NODE, STATE, report,
-                              server_pod, service_address, udp, volume_dir)
+from realnode_helpers import (GAME, GAME_FILE, OPERATOR_IMAGE, ON_REAL_NODE, report, server_pod,
+                              service_address, udp, volume_dir)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -68,24 +68,13 @@ WORLD = "worlds/Dedicated/"
 # --- the bed: its real node, a store on the node's bridge, restic on this machine ----------------
 
 @pytest.fixture(scope="module")
-def nc_real_node(kubeconfig, kube, crds):
-    """real-node-0 with the operator's and the test game's images (this module's own fixture:
-    a session fixture imported from another module would be a second instance)."""
-    if os.environ.get("PEON_REAL_NODE") == "0":
-        pytest.skip("PEON_REAL_NODE=0: the run was asked to go without the real node")
+def nc_real_node(real_node, crds):
+    """conftest's real-node-0 (the operator's and the test game's images imported), on the bed
+    only: the old cluster's volumes are checked on this machine's disk."""
     if os.environ.get("KUBECONFIG"):
         pytest.skip("the store runs on this machine's side of the bed's bridge, and the old "
                     "cluster's volumes are checked on this machine's disk: the bed's own only")
-    up = subprocess.run([str(ROOT / "tools/cluster"), "up", "--real-node"],
-                        capture_output=True, text=True)
-    if up.returncode != 0:
-        why = STATE / "realnode-unavailable"
-        if why.exists():
-            pytest.skip(f"this machine cannot run the real node: {why.read_text()[:500]}")
-        raise AssertionError(up.stderr[-3000:])
-    images = subprocess.run([str(ROOT / "tools/images")], capture_output=True, text=True)
-    assert images.returncode == 0, images.stderr[-3000:]
-    return NODE
+    return real_node
 
 
 @pytest.fixture(scope="module")
