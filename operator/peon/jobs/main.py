@@ -47,7 +47,7 @@ def cmd_store(args) -> int:
             line = store.backup(args.source, args.host, args.name, args.reason, args.game,
                                 args.image).json()
         elif args.action == "restore":
-            line = store.restore(args.snapshot, args.path, args.target).json()
+            line = store.restore(args.snapshot, args.path, args.target, args.size).json()
         elif args.action == "export":
             line = store.export(args.snapshot, args.path, args.archive).json()
         elif args.action == "seed":
@@ -118,6 +118,9 @@ def build_parser(prog: str = "peon") -> argparse.ArgumentParser:
     sr.add_argument("snapshot")
     sr.add_argument("path", help="the folder inside the snapshot (the world's, /data)")
     sr.add_argument("target")
+    sr.add_argument("--size", type=int, help="the world's size in bytes as the backup recorded "
+                    "it, for the space check (without it restic's stats reads it: a second "
+                    "longer)")
     se = ssub.add_parser("export", help="write PATH as the snapshot holds it into ARCHIVE, "
                          "a Peon archive (for a download)")
     se.add_argument("snapshot")

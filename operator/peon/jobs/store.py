@@ -119,27 +119,74 @@ def _probe() -> str:
 
 
 def _watched(*command: str, what: str = "cannot open the repository") -> tuple[str, str]:
+    """Run restic COMMAND, watching all of it (see _run_watched). Returns ("ok", its stdout) or
+    ("missing", ""); raises StoreError for anything else. A read that opens the repository
+    anyway (the size of a snapshot) is its own probe: each restic run derives the key again
+    (about 0.7 s)."""
+    run = _run_watched(list(command))
+    if run.verdict is None and run.code == 0:
+        return "ok", run.stdout
+    return _judged(run, what), ""
+
+
+@dataclass
+class Watched:
+    verdict: str | None  # what the watch decided: unreachable, refused, password, missing, silent
+    code: int
+    stdout: str          # less restic's --json progress lines
+    stderr: str
+
+
+STDERR_KEPT = 64 << 10  # the tail of restic's stderr kept for a message
+
+
+def _run_watched(command: list[str], until_output: bool = False) -> Watched:
     """Run restic COMMAND, watching its stderr: an unreachable store, refused keys, a wrong
     password or a missing repository end it at once (restic would retry for minutes), and no
-    answer within probe_seconds() is unreachable. Returns ("ok", its stdout) or ("missing", "");
-    raises StoreError for anything else. A read that opens the repository anyway (the size of
-    a snapshot) is its own probe: each restic run derives the key again (about 0.7 s)."""
+    answer within probe_seconds() is unreachable ("silent"). With UNTIL_OUTPUT (a command run
+    with --json, which prints its progress many times a second once the repository is open
+    and the work has begun), the watch ends at restic's first line on stdout: from then on the
+    run takes as long as the world needs, and what restic says is only kept for the message.
+    So a backup or a restore is its own probe, and no run of restic is spent on asking first."""
     import threading
     try:
         proc = subprocess.Popen(["restic", "--no-cache", *command], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
     except FileNotFoundError as e:
         raise StoreError("restic is not installed in this image") from e
-    timer = threading.Timer(probe_seconds(), proc.kill)
+    silent: list[bool] = []
+
+    def kill_silent() -> None:
+        silent.append(True)
+        proc.kill()
+
+    timer = threading.Timer(probe_seconds(), kill_silent)
+    watching = threading.Event()
+    watching.set()
+    kept: list[str] = []
+
+    def read_stdout() -> None:
+        for line in proc.stdout:
+            if until_output and watching.is_set():
+                watching.clear()
+                timer.cancel()
+            if not line.startswith('{"message_type":"status"'):
+                kept.append(line)
+
     timer.start()
-    out: list[str] = []
-    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+    reader = threading.Thread(target=read_stdout, daemon=True)
     reader.start()
     seen: list[str] = []
+    held = 0
     verdict = None
     try:
         for line in proc.stderr:
             seen.append(line)
+            held += len(line)
+            while held > STDERR_KEPT and len(seen) > 1:
+                held -= len(seen.pop(0))
+            if not watching.is_set():
+                continue
             low = line.lower()
             if any(s in low for s in _UNREACHABLE):
                 verdict = "unreachable"
@@ -156,23 +203,36 @@ def _watched(*command: str, what: str = "cannot open the repository") -> tuple[s
         reader.join(10)
     finally:
         timer.cancel()
-    text = "".join(seen)
-    if verdict is None and code == 0:
-        return "ok", "".join(out)
-    if verdict == "missing" or (verdict is None and code == EXIT_NO_REPOSITORY):
-        return "missing", ""
-    if verdict is None and code < 0:  # killed by the timer
-        raise StoreError(f"the store cannot be reached: no answer within {probe_seconds():.0f} s")
-    if verdict is None:
-        raise StoreError(explain(code, text, what))
-    raise StoreError(explain(1, text, "cannot open the repository"))
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if verdict is None and silent and code < 0:
+        verdict = "silent"
+    return Watched(verdict, code, "".join(kept), "".join(seen))
+
+
+def _judged(run: Watched, what: str, opening: str = "cannot open the repository") -> str:
+    """A watched run that did not succeed: "missing" (no repository, or an object of it the
+    command needs), else StoreError with the reason (OPENING leads what the watch decided)."""
+    if run.verdict == "missing" or (run.verdict is None and run.code == EXIT_NO_REPOSITORY):
+        return "missing"
+    if run.verdict == "silent":
+        raise StoreError(f"{opening}: the store cannot be reached: no answer within "
+                         f"{probe_seconds():.0f} s")
+    if run.verdict is None:
+        raise StoreError(explain(run.code, run.stderr, what))
+    raise StoreError(explain(1, run.stderr, opening))
 
 
 def ensure_repository() -> None:
-    """The server's repository, created at its first backup (restic creates the bucket too
-    when the credentials may)."""
+    """The server's repository, created when it is not there yet (restic creates the bucket
+    too when the credentials may)."""
     if _probe() == "ok":
         return
+    _init()
+
+
+def _init() -> None:
     made = _restic("init", "--quiet", timeout=probe_seconds())
     if made.returncode != 0:
         raise StoreError(explain(made.returncode, made.stderr, "cannot create the repository"))
@@ -194,13 +254,21 @@ def tags(name: str, reason: str | None = None, game: str | None = None,
 def backup(source: str, host: str, name: str, reason: str | None = None,
            game: str | None = None, image: str | None = None) -> Result:
     """Snapshot SOURCE (the world) into the repository, tagged with the backup's name (and its
-    reason, Game and image, when given)."""
-    ensure_repository()
-    run = _restic("backup", source, "--json", "--host", host, *tags(name, reason, game, image),
-                  # Peon's own folders at the top of a world (a restore's staging) are not the world.
-                  "--exclude", os.path.join(source, archive.RESERVED + "*"))
+    reason, Game and image, when given). The backup is its own probe (watched until restic
+    starts on the world); at a server's first backup it finds no repository, which is then
+    created, and the backup runs again."""
+    command = ["backup", source, "--json", "--host", host, *tags(name, reason, game, image),
+               # Peon's own folders at the top of a world (a restore's staging) are not the world.
+               "--exclude", os.path.join(source, archive.RESERVED + "*")]
+    run = _run_watched(command, until_output=True)
+    if _not_started(run):
+        if _judged(run, "the backup failed") == "missing":  # anything else raised
+            _init()
+            run = _run_watched(command, until_output=True)
+            if _not_started(run) and _judged(run, "the backup failed") == "missing":
+                raise StoreError("the repository was created, yet restic does not find it")
     summary = _summary(run.stdout)
-    if run.returncode == EXIT_INCOMPLETE and summary.get("snapshot_id"):
+    if run.code == EXIT_INCOMPLETE and summary.get("snapshot_id"):
         # Some files could not be read: a snapshot that silently misses a file is worse than
         # none, so it is removed and the run fails (as the local archive does).
         _restic("forget", summary["snapshot_id"])
@@ -208,8 +276,8 @@ def backup(source: str, host: str, name: str, reason: str | None = None,
         first = errors[0].get("item") if errors else "some files"
         raise StoreError(f"cannot read {first} (and {max(0, len(errors) - 1)} more): "
                          "the snapshot was removed")
-    if run.returncode != 0 or not summary.get("snapshot_id"):
-        raise StoreError(explain(run.returncode, run.stderr, "the backup failed"))
+    if run.code != 0 or not summary.get("snapshot_id"):
+        raise StoreError(explain(run.code, run.stderr, "the backup failed"))
     return Result(snapshot=summary["snapshot_id"], files=int(summary.get("total_files_processed", 0)),
                   size=int(summary.get("total_bytes_processed", 0)),
                   # What the store grew by: compressed and encrypted (restic 0.17 and later
@@ -217,9 +285,21 @@ def backup(source: str, host: str, name: str, reason: str | None = None,
                   added=int(summary.get("data_added_packed", summary.get("data_added", 0))))
 
 
-def restore(snapshot: str, source: str, target: str) -> Result:
-    """Replace TARGET's contents with SOURCE as the snapshot holds it: verify, stage, swap."""
-    need = _restore_size(snapshot)  # the probe too: the store answers, the snapshot is there
+def _not_started(run: Watched) -> bool:
+    """Did the watch end the run, or restic find no repository, before the work began?"""
+    return run.verdict is not None or run.code == EXIT_NO_REPOSITORY
+
+
+def restore(snapshot: str, source: str, target: str, size: int | None = None) -> Result:
+    """Replace TARGET's contents with SOURCE as the snapshot holds it: check the space, stage,
+    swap. SIZE is the world's size as the backup recorded it (the operator passes its
+    status.size); without it restic's stats reads it first (one run of restic more, with
+    its key derivation: about a second)."""
+    what = f"restoring snapshot {snapshot} failed; the world is as it was"
+    if size is not None and size < 0:
+        raise StoreError(f"a world's size cannot be {size} bytes")
+    # Without a size, the stats run is the probe: the store answers, the snapshot is there.
+    need = _restore_size(snapshot) if size is None else size
     target = os.path.abspath(target)
     os.makedirs(target, exist_ok=True)
     warnings = archive.clear_leftovers(target)
@@ -227,11 +307,14 @@ def restore(snapshot: str, source: str, target: str) -> Result:
     staging = tempfile.mkdtemp(prefix=archive.STAGING_PREFIX, dir=target)
     try:
         # restic checks every blob it reads against its MAC and its hash (StreamPack); a
-        # --verify would read the whole world back from the disk again (docs/design.md).
-        run = _restic("restore", f"{snapshot}:{source}", "--target", staging)
-        if run.returncode != 0:
-            raise StoreError(explain(run.returncode, run.stderr,
-                                     f"restoring snapshot {snapshot} failed; the world is as it was"))
+        # --verify would read the whole world back from the disk again (docs/design.md). The
+        # restore is its own probe, watched until restic starts writing.
+        run = _run_watched(["restore", f"{snapshot}:{source}", "--target", staging, "--json"],
+                           until_output=True)
+        if _not_started(run) and _judged(run, what, what) == "missing":  # anything else raised
+            raise StoreError(_lacking(snapshot))
+        if run.code != 0:
+            raise StoreError(explain(run.code, run.stderr, what))
         archive.sync_volume(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -241,6 +324,11 @@ def restore(snapshot: str, source: str, target: str) -> Result:
     except archive.ArchiveError as e:
         raise StoreError(str(e)) from e
     return Result(snapshot=snapshot, size=need, warnings=warnings)
+
+
+def _lacking(snapshot: str) -> str:
+    return (f"the repository at {os.environ.get('RESTIC_REPOSITORY', '?')} is not there, or "
+            f"lacks what snapshot {snapshot} needs; the world is as it was")
 
 
 # What a fresh volume may hold that is not a world: the file system's own folder, and Peon's
@@ -271,7 +359,11 @@ def seed(ref: str, target: str, host: str) -> dict[str, Any]:
     snap = pick_snapshot(_snapshots(host), ref, host)
     paths = snap.get("paths") or []
     source = paths[0] if len(paths) == 1 else "/data"
-    restore(snap["id"], source, target)
+    # The world's size as the snapshot recorded it (restic 0.17 and later), for the space
+    # check: no stats run first.
+    summary = snap.get("summary") if isinstance(snap.get("summary"), dict) else {}
+    size = summary.get("total_bytes_processed")
+    restore(snap["id"], source, target, size if isinstance(size, int) and size >= 0 else None)
     return {"seeded": snap["id"], "time": snapshot_time(snap.get("time", ""))}
 
 
@@ -391,8 +483,7 @@ def _restore_size(snapshot: str) -> int:
     verdict, out = _watched("stats", snapshot, "--mode", "restore-size", "--json", "--quiet",
                             what=f"cannot read snapshot {snapshot}; the world is as it was")
     if verdict == "missing":  # the repository, or an object of it the snapshot needs
-        raise StoreError(f"the repository at {os.environ.get('RESTIC_REPOSITORY', '?')} is not "
-                         f"there, or lacks what snapshot {snapshot} needs; the world is as it was")
+        raise StoreError(_lacking(snapshot))
     try:
         return int(json.loads(out.strip().splitlines()[-1])["total_size"])
     except (ValueError, KeyError, IndexError) as e:

@@ -57,9 +57,13 @@ class RestoreReconciler(RunBase):
                 return
             src = source["status"]
             if src.get("snapshot") and src.get("store"):  # from the off-site store
+                action = ["restore", src["snapshot"], bk.DATA_MOUNT, bk.DATA_MOUNT]
+                size = src.get("size")
+                if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+                    # for the space check: the Job skips restic's stats (a second, issue 26)
+                    action += ["--size", str(size)]
                 job = self.kube.create(bk.run_job(
-                    run, "GameServerRestore",
-                    ["restore", src["snapshot"], bk.DATA_MOUNT, bk.DATA_MOUNT], data_claim(gs, self.cache),
+                    run, "GameServerRestore", action, data_claim(gs, self.cache),
                     None, self.job_image, None, False, "restore", self._scheduling(gs),
                     store=store_target(src)))
             else:

@@ -19,7 +19,8 @@ def no_restic(monkeypatch):
 
 
 SNAPS = [{"id": "aa" * 32, "time": "2026-12-01T10:00:00.123456789Z", "paths": ["/data"]},
-         {"id": "bb" * 32, "time": "2026-12-05T09:30:00.5+01:00", "paths": ["/data"]},
+         {"id": "bb" * 32, "time": "2026-12-05T09:30:00.5+01:00", "paths": ["/data"],
+          "summary": {"total_bytes_processed": 123456, "total_files_processed": 7}},
          {"id": "cc" * 32, "time": "2026-12-03T10:00:00Z", "paths": ["/data"]},
          # later as written, earlier as an instant (another zone)
          {"id": "dd" * 32, "time": "2026-12-05T09:45:00+02:00",
@@ -31,7 +32,8 @@ def fake_store(monkeypatch):
     restored = []
     monkeypatch.setattr(store, "_probe", lambda: "ok")
     monkeypatch.setattr(store, "_snapshots", lambda host: SNAPS)
-    monkeypatch.setattr(store, "restore", lambda snap, src, target: restored.append((snap, src, target)))
+    monkeypatch.setattr(store, "restore", lambda snap, src, target, size=None:
+                        restored.append((snap, src, target, size)))
     return restored
 
 
@@ -46,11 +48,13 @@ def test_an_empty_world_is_seeded_from_the_newest_snapshot(tmp_path, fake_store)
     (tmp_path / ".peon-staging-x").mkdir()  # a seed cut off half-way: restore clears it
     got = store.seed("latest", str(tmp_path), "games/odin")
     assert got == {"seeded": "bb" * 32, "time": "2026-12-05T08:30:00Z"}
-    assert fake_store == [("bb" * 32, "/data", str(tmp_path))]
+    # the world's size as the snapshot recorded it: the restore runs no `stats` first
+    assert fake_store == [("bb" * 32, "/data", str(tmp_path), 123456)]
 
 
 def test_a_named_snapshot_is_seeded_and_a_missing_one_fails(tmp_path, fake_store):
     assert store.seed("aaaaaaaa", str(tmp_path), "games/odin")["seeded"] == "aa" * 32
+    assert fake_store[-1][3] is None  # no summary (restic before 0.17): stats reads the size
     with pytest.raises(store.StoreError, match="snapshot eeeeeeee of games/odin is not in the repository"):
         store.seed("eeeeeeee", str(tmp_path), "games/odin")
 

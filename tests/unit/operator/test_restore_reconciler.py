@@ -98,3 +98,21 @@ def test_a_claim_not_labelled_for_the_server_is_never_restored_over(bed):
     restores.reconcile("games", "r1")
     assert status(kube)["phase"] == bk.FAILED and "someone-elses-world" in status(kube)["message"]
     assert not [c for c in kube.calls if c[:2] == ("create", "Job")]
+
+
+@pytest.mark.parametrize("size,told", [(1 << 30, ["--size", str(1 << 30)]), (None, []), (-1, [])])
+def test_a_restore_from_the_store_tells_the_job_the_worlds_size(bed, size, told):
+    """The backup's recorded size goes to `peon store restore --size` (its space check then
+    runs no restic stats first); without a usable one the Job reads it from the store."""
+    kube, cache, restores = bed
+    backup = kube.objects[("GameServerBackup", "games", "b1")]
+    backup["status"] = {"phase": bk.SUCCEEDED, "snapshot": "5f3c" * 16,
+                        "store": "s3:http://store.example:9000/worlds/games/odin",
+                        "storeSecret": "odin-store", **({"size": size} if size is not None else {})}
+    cache.put(cache.backups, ("games", "b1"), backup, False)
+    restore(kube, cache)
+    restores.reconcile("games", "r1")
+    cache.put(cache.restores, ("games", "r1"), kube.objects[("GameServerRestore", "games", "r1")], False)
+    restores.reconcile("games", "r1")  # no server pod: the Job starts
+    command = kube.objects[("Job", "games", "r1-restore")]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command == ["peon", "store", "restore", "5f3c" * 16, bk.DATA_MOUNT, bk.DATA_MOUNT, *told]
