@@ -432,7 +432,9 @@ def pick_snapshot(snapshots: list[dict[str, Any]], ref: str, host: str) -> dict[
         if not snapshots:
             raise StoreError(f"the repository holds no snapshot of {host} to seed the world from")
         # restic writes each snapshot's time in its host's zone: compare them as instants.
-        return max(snapshots, key=lambda s: snapshot_time(s.get("time", "")))
+        # (to the microsecond: two backups may fall in one second)
+        return max(snapshots, key=lambda s: (clock.parse(str(s.get("time") or "")) or
+                                             clock.parse("1970-01-01T00:00:00Z")))
     found = [s for s in snapshots if str(s.get("id", "")).startswith(ref)]
     if len(found) != 1:
         raise StoreError(f"snapshot {ref} of {host} is not in the repository" if not found else

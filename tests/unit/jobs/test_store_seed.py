@@ -78,3 +78,10 @@ def test_a_wrong_password_fails_with_the_reason_in_the_termination_message(tmp_p
     said = json.loads(written[0])
     assert "encryption password" in said["error"] and "s3cret-pass" not in written[0]
     assert "s3cret-pass" not in capsys.readouterr().err
+
+
+def test_latest_is_the_newest_to_the_microsecond():
+    snaps = [{"id": "aa" * 32, "time": "2026-12-05T09:30:00.9Z"},
+             {"id": "bb" * 32, "time": "2026-12-05T09:30:00.1Z"}]
+    assert store.pick_snapshot(snaps, "latest", "h")["id"] == "aa" * 32
+    assert store.pick_snapshot(snaps[::-1], "latest", "h")["id"] == "aa" * 32
