@@ -8,6 +8,7 @@ import pathlib
 import re
 import time
 import uuid
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -260,8 +261,11 @@ def test_the_operator_needs_exactly_the_charts_rbac(kube, kubectl, kubeconfig, h
     # RBAC cannot grant a label selector: the operator asks for one. It lists and watches its
     # own Secrets only; the users' that a server names are read by name (get).
     reads = secret_reads(account)
-    selector = "labelSelector=app.kubernetes.io/managed-by%3Dpeon-operator"
-    assert reads and all(selector in uri for uri in reads), [u for u in reads if selector not in u]
+
+    def selector(uri: str) -> list[str]:  # as the API server reads it, however it is escaped
+        return parse_qs(urlsplit(uri).query).get("labelSelector", [])
+    assert reads and all(selector(uri) == ["app.kubernetes.io/managed-by=peon-operator"]
+                         for uri in reads), reads
 
 
 def gameserver_pod(kube, ns: str, name: str) -> str:

@@ -59,7 +59,7 @@ def test_a_query_is_encoded_and_a_get_sends_no_body():
     (sent,) = pool.sent
     assert sent["method"] == "GET" and sent["body"] is None and "Content-Type" not in sent["headers"]
     assert sent["url"] == ("https://127.0.0.1:6443/api/v1/namespaces/games/pods?labelSelector="
-                           "peon.dev%2Fgameserver%3Dodin%2Capp%20in%20%28a%20b%29&limit=500")
+                           "peon.dev/gameserver%3Dodin%2Capp%20in%20%28a%20b%29&limit=500")
 
 
 def test_an_error_status_raises_with_the_api_servers_status_and_message():
