@@ -7,6 +7,8 @@ import subprocess
 import pytest
 import yaml
 
+from kube_helpers import wait_for
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples" / "flux").glob("*.yaml"))
 
@@ -26,7 +28,11 @@ def flux_crds(kube, kubectl):
         name = yaml.safe_load(crd.read_text())["metadata"]["name"]
         if kube.get("CustomResourceDefinition", None, name) is None:
             ok("apply", "--server-side", "-f", str(crd))
-        ok("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+        # Just created, a CRD may have no status yet, and kubectl wait then fails at once
+        # (".status.conditions accessor error: <nil>"): asked again until it answers.
+        wait_for(f"crd/{name} established", lambda: kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}",
+            check=False).returncode == 0, 90, interval=1)
     if kube.get("Namespace", None, "flux-system") is None:
         ok("create", "namespace", "flux-system")
     return out
