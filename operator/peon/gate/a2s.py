@@ -14,14 +14,22 @@ than the request (INFO without a challenge is 25 bytes, PLAYER and RULES 9). A v
 proves the asker receives datagrams at its source address, so the full answers then go only to
 askers who are who they say.
 
-Challenges without per-client state: a challenge is HMAC-SHA256(key of the period, source address,
-source port, server port), cut to 4 bytes. The key of a period is HMAC(secret, period number); a
-challenge of this period or the one before is valid, so one lives 1 to 2 periods. 0 and 0xFFFFFFFF
-are never issued: python-a2s sends no challenge when it holds 0, and -1 means "none" to Valve.
+Challenges without per-client state: a challenge is keyed BLAKE2s (a MAC; RFC 7693 section 2.9:
+its keyed mode "can be used as a MAC or PRF") with the key of the period over the source address,
+source port and server port, 4 bytes long. The key of a period is keyed BLAKE2s(secret, period
+number); a challenge of this period or the one before is valid, so one lives 1 to 2 periods. 0
+and 0xFFFFFFFF are never issued: python-a2s sends no challenge when it holds 0, and -1 means
+"none" to Valve. (It was HMAC-SHA256: a quarter of the gate's time per datagram went to it.)
+
+Speed (issue 25, bench/wake.py (c)): `answer` takes the two INFO requests (with and without a
+challenge) on a fast path of plain byte compares before the general `parse`, and a `Prepared`
+holds a server's INFO and RULES answers encoded once per view (the gate builds one when a view
+changes); without one they come from the lru caches below.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 import os
 import struct
@@ -77,21 +85,27 @@ class Challenges:
 
     def __init__(self, secret: bytes | None = None, period: float = CHALLENGE_PERIOD,
                  clock: Callable[[], float] = time.monotonic):
-        self.secret = secret or os.urandom(32)
+        secret = secret or os.urandom(32)
+        # BLAKE2s takes a key of at most 32 bytes: a longer secret is hashed down to one.
+        self.secret = secret if len(secret) <= 32 else hashlib.blake2s(secret).digest()
         self.period, self.clock = period, clock
-        self._keys: dict[int, bytes] = {}  # the last few periods' keys: bounded, not per client
+        # The last few periods' keyed hashers (copied per challenge): bounded, not per client.
+        self._keys: dict[int, hashlib.blake2s] = {}
 
-    def _key(self, epoch: int) -> bytes:
-        key = self._keys.get(epoch)
-        if key is None:
-            key = hmac.digest(self.secret, epoch.to_bytes(8, "big", signed=True), "sha256")
-            self._keys = {e: k for e, k in self._keys.items() if e >= epoch - 2}
-            self._keys[epoch] = key
-        return key
+    def _hasher(self, epoch: int) -> hashlib.blake2s:
+        hasher = self._keys.get(epoch)
+        if hasher is None:
+            key = hashlib.blake2s(epoch.to_bytes(8, "big", signed=True), key=self.secret,
+                                  digest_size=32).digest()
+            hasher = hashlib.blake2s(key=key, digest_size=4)
+            self._keys = {e: h for e, h in self._keys.items() if e >= epoch - 2}
+            self._keys[epoch] = hasher
+        return hasher
 
     def _for(self, epoch: int, source: tuple[str, int], server_port: int) -> bytes:
-        message = f"{source[0]}|{source[1]}|{server_port}".encode()
-        value = hmac.digest(self._key(epoch), message, "sha256")[:4]
+        hasher = self._hasher(epoch).copy()
+        hasher.update(f"{source[0]}|{source[1]}|{server_port}".encode())
+        value = hasher.digest()
         return b"\x01\x00\x00\x00" if value in (b"\x00" * 4, b"\xff" * 4) else value
 
     def _epoch(self) -> int:
@@ -102,8 +116,8 @@ class Challenges:
 
     def valid(self, challenge: bytes, source: tuple[str, int], server_port: int) -> bool:
         epoch = self._epoch()
-        return any(hmac.compare_digest(challenge, self._for(e, source, server_port))
-                   for e in (epoch, epoch - 1))
+        return hmac.compare_digest(challenge, self._for(epoch, source, server_port)) or \
+            hmac.compare_digest(challenge, self._for(epoch - 1, source, server_port))
 
 
 def _cstr(text: str) -> bytes:
@@ -141,9 +155,32 @@ def rules_answer(server: SleepingServer) -> bytes:
         _cstr(k) + _cstr(v) for k, v in rules.items())
 
 
+class Prepared:
+    """A server's INFO and RULES answers, encoded once for one view (the gate keeps one per
+    sleeping server and builds a new one when its view changes)."""
+    __slots__ = ("server", "info", "rules")
+
+    def __init__(self, server: SleepingServer):
+        self.server = server
+        self.info = info_answer(server)
+        self.rules = rules_answer(server)
+
+
+INFO_REQUEST = HEADER + INFO + INFO_PAYLOAD       # 25 bytes: INFO without a challenge
+_INFO_LONG = INFO_LENGTHS[1]
+
+
 def answer(server: SleepingServer, datagram: bytes, source: tuple[str, int],
-           challenges: Challenges, drops: Drops) -> bytes | None:
-    """The answer to send back to `source`, or None (dropped and counted)."""
+           challenges: Challenges, drops: Drops, prepared: Prepared | None = None) -> bytes | None:
+    """The answer to send back to `source`, or None (dropped and counted). `prepared`: the
+    answers for `server` encoded before (Prepared(server)); without it they are built here."""
+    # The fast path: INFO with a challenge (29 bytes) or without one (25), the bulk of queries.
+    if len(datagram) == _INFO_LONG and datagram.startswith(INFO_REQUEST):
+        if challenges.valid(datagram[25:], source, server.port):
+            return prepared.info if prepared is not None else info_answer(server)
+        return HEADER + b"A" + challenges.issue(source, server.port)
+    if datagram == INFO_REQUEST:
+        return HEADER + b"A" + challenges.issue(source, server.port)
     try:
         request = parse(datagram)
     except Refused as e:
@@ -152,10 +189,10 @@ def answer(server: SleepingServer, datagram: bytes, source: tuple[str, int],
     if request.challenge is None or not challenges.valid(request.challenge, source, server.port):
         return HEADER + b"A" + challenges.issue(source, server.port)
     if request.kind == INFO:
-        return info_answer(server)
+        return prepared.info if prepared is not None else info_answer(server)
     if request.kind == PLAYER:
         return PLAYER_ANSWER
-    return rules_answer(server)
+    return prepared.rules if prepared is not None else rules_answer(server)
 
 
 def is_query(datagram: bytes) -> bool:

@@ -104,6 +104,8 @@ class Gate:
                  clock: Callable[[], float] = time.monotonic):
         self.on_knock, self.limits, self.clock = on_knock, limits, clock
         self.views: dict[str, SleepingServer] = {}
+        # Each server's A2S answers, encoded once per view (set_server), not per datagram.
+        self.prepared: dict[str, a2s.Prepared] = {}
         self.listeners: dict[str, dict[Binding, _Listener]] = {}
         self.counts: collections.Counter = collections.Counter()
         self.drops = Drops()
@@ -131,6 +133,8 @@ class Gate:
             for listener in opened.values():
                 await listener.close()
             raise
+        if self.views.get(key) is not view:
+            self.prepared[key] = a2s.Prepared(view)
         self.views[key] = view
         self.listeners[key] = {b: current.get(b) or opened[b] for b in wanted}
         for binding, listener in current.items():
@@ -141,6 +145,7 @@ class Gate:
         for listener in self.listeners.pop(key, {}).values():
             await listener.close()
         self.views.pop(key, None)
+        self.prepared.pop(key, None)
         self.last_knock = {k: t for k, t in self.last_knock.items() if k[0] != key}
 
     async def close(self) -> None:
@@ -163,7 +168,8 @@ class Gate:
     # --- what every packet and connection goes through ------------------------------------
 
     def admit(self, key: str, protocol: str, source: Source) -> bool:
-        if not self.per_source.allow((source[0], key)) or not self.overall.allow(None):
+        now = self.clock()
+        if not self.per_source.allow((source[0], key), now) or not self.overall.allow(None, now):
             self.drops.add(protocol, "rate limited")
             return False
         return True
@@ -203,16 +209,16 @@ class Gate:
 
     def datagram(self, key: str, binding: Binding, data: bytes, source: Source) -> bytes | None:
         """The reply to one datagram (None: nothing), the knock handed on."""
-        view = self.views.get(key)
-        if view is None or not self.admit(key, binding.protocol, source):
+        prepared = self.prepared.get(key)
+        if prepared is None or not self.admit(key, binding.protocol, source):
             return None
-        protocol = binding.protocol
+        view, protocol = prepared.server, binding.protocol
         if binding.role == "query":
             if protocol != "a2s":
                 self.drops.add(protocol, "unknown request")
                 return None
             return self._answered(protocol, a2s.answer(view, data, source, self.challenges,
-                                                            self.drops))
+                                                       self.drops, prepared))
         if protocol == "quake3":
             outcome = quake3.answer(view, data, self.drops)
             if outcome.knock is not None:
@@ -220,7 +226,7 @@ class Gate:
             return self._answered(protocol, outcome.reply)
         if protocol == "a2s" and a2s.is_query(data):
             return self._answered(protocol, a2s.answer(view, data, source, self.challenges,
-                                                            self.drops))
+                                                       self.drops, prepared))
         if protocols.is_wake_attempt(protocol, "game", data):
             self.knocked(key, protocol, knock(view, "datagram"), source)
         else:

@@ -152,15 +152,26 @@ class RateLimiter:
         if rate <= 0 or burst < 1 or max_sources < 1:
             raise ValueError("rate must be > 0, burst >= 1, max_sources >= 1")
         self.rate, self.burst, self.clock, self.max_sources = rate, burst, clock, max_sources
-        self.buckets: collections.OrderedDict[Hashable, tuple[float, float]] = \
-            collections.OrderedDict()
+        # source -> [tokens, last seen]: a list changed in place (no tuple built per packet)
+        self.buckets: collections.OrderedDict[Hashable, list[float]] = collections.OrderedDict()
 
-    def allow(self, source: Hashable) -> bool:
-        now = self.clock()
-        tokens, last = self.buckets.pop(source, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
-        allowed = tokens >= 1.0
-        self.buckets[source] = (tokens - 1.0 if allowed else tokens, now)
-        while len(self.buckets) > self.max_sources:
-            self.buckets.popitem(last=False)
-        return allowed
+    def allow(self, source: Hashable, now: float | None = None) -> bool:
+        """A token for `source` at `now` (the clock's time when None)."""
+        if now is None:
+            now = self.clock()
+        bucket = self.buckets.get(source)
+        if bucket is None:
+            bucket = self.buckets[source] = [self.burst, now]
+            if len(self.buckets) > self.max_sources:
+                self.buckets.popitem(last=False)
+        else:
+            self.buckets.move_to_end(source)
+            elapsed = now - bucket[1]
+            if elapsed > 0:
+                tokens = bucket[0] + elapsed * self.rate
+                bucket[0] = tokens if tokens < self.burst else self.burst
+            bucket[1] = now
+        if bucket[0] >= 1.0:
+            bucket[0] -= 1.0
+            return True
+        return False

@@ -400,6 +400,51 @@ def test_a_server_removed_at_run_time_stops_answering_while_others_go_on():
     assert renamed.server_name == "Renamed"  # updated in place, on the same port
 
 
+def test_a_changed_view_changes_the_answers_encoded_for_it():
+    """The gate encodes a server's INFO and RULES once per view: a new view (renamed, its window
+    closed) is what the next query reads, on the same port."""
+    query = udp("a2s", "query")
+    closed = SleepingServer(name="Friday Valheim (closed)", map="Meadows", folder="valheim",
+                            game="Valheim", app_id=892970, version="0.219.1", max_players=10,
+                            port=2456, window_open=False)
+
+    async def scenario():
+        gate, _ = await gate_with(v=(VALHEIM, [query]))
+        address = (LOCAL, port(gate, "v", query))
+        before = await a2s.ainfo(address, timeout=2), await a2s.arules(address, timeout=2)
+        await gate.set_server("v", closed, [query])
+        after = await a2s.ainfo(address, timeout=2), await a2s.arules(address, timeout=2)
+        await gate.set_server("v", VALHEIM, [query])  # and back
+        again = await a2s.ainfo(address, timeout=2)
+        await gate.close()
+        return before, after, again
+
+    (info, rules), (info2, rules2), again = run(scenario())
+    assert info.server_name == "Friday Valheim" and rules["peon_wake"] == "on join"
+    assert info2.server_name == "Friday Valheim (closed)" and info2.version == "0.219.1"
+    assert info2.map_name == "Meadows (asleep: outside its hours)"
+    assert rules2["peon_wake"] == "no" and rules2["version"] == "0.219.1"
+    assert again.server_name == "Friday Valheim" and again.map_name == VALHEIM.shown_map
+
+
+def test_the_global_limit_drops_what_is_over_it_whatever_the_source():
+    query = udp("a2s", "query")
+    limits = Limits(source_rate=10000, source_burst=10000, global_rate=1, global_burst=3)
+
+    async def scenario():
+        gate, _ = await gate_with(limits=limits, clock=Clock(), a=(VALHEIM, [query]),
+                                  b=(RUST, [query]))
+        ports = [port(gate, "a", query), port(gate, "b", query)]
+        answers = [await udp_ask(ports[i % 2], b"\xff\xff\xff\xffU\xff\xff\xff\xff", 0.1)
+                   for i in range(6)]  # the clock stands still: no token comes back
+        await gate.close()
+        return answers, gate.stats()
+
+    answers, stats = run(scenario())
+    assert [a is not None for a in answers] == [True] * 3 + [False] * 3
+    assert stats[("drop", "a2s", "rate limited")] == 3
+
+
 def test_a_port_that_cannot_be_bound_changes_nothing():
     query = udp("a2s", "query")
 
