@@ -378,12 +378,15 @@ def list_snapshots(host: str, limit: int = LIST_LIMIT) -> dict[str, Any]:
     the operator takes that for no word at all: it removes nothing on it."""
     if _probe() != "ok":
         return {"host": host, "snapshots": [], "complete": False, "missing": True}
-    entries = []
+    dated = []
     for snap in _snapshots(host):
         entry = listed(snap)
         if entry is not None:
-            entries.append(entry)
-    entries.sort(key=lambda e: (e["time"], e["id"]), reverse=True)
+            # Ordered by restic's own time, not the listed one (whole seconds): two backups in
+            # one second are still newest first.
+            dated.append((clock.parse(str(snap.get("time"))), entry["id"], entry))
+    dated.sort(key=lambda d: d[:2], reverse=True)
+    entries = [entry for _, _, entry in dated]
     return {"host": host, "snapshots": entries[:limit], "complete": len(entries) <= limit}
 
 

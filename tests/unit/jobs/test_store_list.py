@@ -38,6 +38,18 @@ def test_the_listing_is_peons_snapshots_newest_first_with_their_tags(monkeypatch
     assert "size" not in got["snapshots"][0]  # a snapshot without restic's summary
 
 
+def test_two_backups_in_one_second_are_still_newest_first(monkeypatch):
+    # The listing shows whole seconds; the order is restic's own time (the suite once saw
+    # these two the wrong way round, ordered by their ids within the second).
+    snaps = [restic_snap(0xf0, "2026-12-07T07:29:11.100000001Z"),
+             restic_snap(0x01, "2026-12-07T07:29:11.950247805Z")]
+    monkeypatch.setattr(store, "_probe", lambda: "ok")
+    monkeypatch.setattr(store, "_snapshots", lambda host: snaps)
+    got = store.list_snapshots("games/odin")["snapshots"]
+    assert [e["id"][:2] for e in got] == ["01", "f0"]
+    assert got[0]["time"] == got[1]["time"] == "2026-12-07T07:29:11Z"
+
+
 def test_a_long_listing_is_cut_to_the_newest_and_says_so(monkeypatch):
     monkeypatch.setattr(store, "_probe", lambda: "ok")
     monkeypatch.setattr(store, "_snapshots", lambda host: SNAPS)
