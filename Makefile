@@ -36,8 +36,10 @@ unit: venv
 integration: venv testbed
 	$(BIN)/pytest tests/integration -q
 
+# The new-cluster test brings the bed down and makes a new one: a session of its own, after the rest.
 test: venv testbed docker-deps browser-deps
 	$(BIN)/pytest tests -q
+	$(BIN)/pytest tests/integration/test_new_cluster.py -q
 
 # As root, the real node's packages (docker-deps) too; tools/run says why when it goes without.
 run: venv testbed

@@ -55,7 +55,14 @@ class SeaweedFS:
         config.write_text(json.dumps({"identities": [{
             "name": "peon", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
             "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
-        self.log = open(data / "weed.log", "wb")
+        self.weed, self.config = weed, config
+        self.start()
+
+    def start(self) -> None:
+        """The server on its data and ports (again after stop(): the same store, the same
+        endpoint)."""
+        weed, data, ip, config = self.weed, self.data, self.ip, self.config
+        self.log = open(data / "weed.log", "ab")
         self.proc = subprocess.Popen(
             [weed, "server", f"-ip={ip}", f"-ip.bind={ip}", f"-dir={data}", "-s3",
              f"-s3.config={config}", f"-master.port={self.master}", f"-volume.port={self.volume}",

@@ -24,6 +24,14 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+    # A test that brings the bed down and makes a new one runs in a session of its own: after
+    # it, the session's clients, operators and real node would be the old bed's.
+    alone = [item for item in items if item.get_closest_marker("rebuilds_bed")]
+    if alone and len(alone) < len(items):
+        skip = pytest.mark.skip(reason="it brings the bed down and makes a new one, so it runs in "
+                                "a pytest session of its own (`make test` runs it after the suite)")
+        for item in alone:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import os
 import pathlib
 import sys
 import socket
+import stat
 import subprocess
 import tarfile
 import time
@@ -100,6 +101,53 @@ def tree_digest(root: pathlib.Path) -> dict[str, str]:
     """Every regular file under root, by relative path, to its sha256."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def fingerprint(root: pathlib.Path, full_mode: bool = False) -> dict[str, tuple]:
+    """Every entry under root: its content's SHA-256 (a file), its link target or "dir", its
+    mode (the permission bits, or with full_mode st_mode whole) and owner. lost+found at the top
+    and Peon's own .peon- leftovers are not the world."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".peon-")
+                       and not (d == "lost+found" and pathlib.Path(dirpath) == root)]
+        for name in dirnames + filenames:
+            if name.startswith(".peon-"):
+                continue
+            p = pathlib.Path(dirpath) / name
+            st = p.lstat()
+            if p.is_symlink():
+                what = "->" + os.readlink(p)
+            elif p.is_file():
+                what = hashlib.sha256(p.read_bytes()).hexdigest()
+            else:
+                what = "dir"
+            mode = st.st_mode if full_mode else stat.S_IMODE(st.st_mode)
+            out[str(p.relative_to(root))] = (what, mode, st.st_uid, st.st_gid)
+    return out
+
+
+def node_ip(kube, node: str) -> str:
+    obj = kube.get("Node", None, node)
+    return next(a["address"] for a in obj["status"]["addresses"] if a["type"] == "InternalIP")
+
+
+@contextlib.contextmanager
+def store_on_node(kube, node: str, data: pathlib.Path):
+    """SeaweedFS on a real node's InternalIP (the bed's bridge gateway, an address of this
+    machine), which the node's pods reach: the off-site store. The bed's own only (a cluster of
+    the user's has no side of its bridge here)."""
+    if os.environ.get("KUBECONFIG"):
+        pytest.skip("the store runs on this machine's side of the bed's bridge; a cluster of "
+                    "the user's has none")
+    from seaweedfs import SeaweedFS, build
+    weed = build("seaweedfs")
+    assert weed, "SeaweedFS could not be built (tools/testbed/build-gotool seaweedfs)"
+    server = SeaweedFS(weed, data, ip=node_ip(kube, node))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def archive_digest(path: pathlib.Path) -> dict[str, bytes]:

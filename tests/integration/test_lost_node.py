@@ -9,7 +9,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 
@@ -20,6 +19,7 @@ from gs_helpers import (apply_as_user, backup, condition, events_for, gameserver
                         wait_event, wait_phase)
 from kube_helpers import api_error, message, wait_for
 from realnode_helpers import (GAME_FILE, OPERATOR_IMAGE, report, server_pod, service_address,
+                              store_on_node,
                               tg_server, tree_digest, two_real_nodes_joined, udp, volume_dir)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -44,17 +44,10 @@ def two_real_nodes(kubeconfig, kubectl, crds):
 
 @pytest.fixture(scope="module")
 def store_s3(two_real_nodes, kube, tmp_path_factory):
-    """SeaweedFS on real-node-0's InternalIP (the bed's bridge gateway, an address of this
-    machine), which pods on both nodes reach, and which a power cut of node A leaves alone."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from seaweedfs import SeaweedFS, build
-    node = kube.get("Node", None, NODE_B)
-    ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
-    weed = build("seaweedfs")
-    assert weed, "SeaweedFS could not be built (tools/testbed/build-gotool seaweedfs)"
-    server = SeaweedFS(weed, tmp_path_factory.mktemp("lost-s3"), ip=ip)
-    yield server
-    server.stop()
+    """The store on real-node-0's (node B's) InternalIP, which pods on both nodes reach, and which a power
+    cut of node A leaves alone."""
+    with store_on_node(kube, NODE_B, tmp_path_factory.mktemp("lost-s3")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -5,37 +5,30 @@ separately through a backup listed back from the store and a restore. On the bed
 real game process (tests/realnode/testgame) writes the world, and bytes are compared by hash
 against the snapshot as restic itself restores it on this machine.
 
-THIS IS THE FALLBACK, not the literal check. The literal one (a bed A with its own etcd, API
-server and real node, brought down with `tools/cluster down`, then a bed B the same) cannot run
-beside the suite's bed as the bed is today: tools/testbed/realnode.py allows one bed's real nodes
-per machine (RealNode.up refuses while /run/peon-testbed/owner names another running bed, and
-RealNode.down and machine_down leave another bed's nodes alone), because what they share is
-machine-wide: the bridge peonbr0 and its pod range 10.89.0.0/16, /run/peon-testbed and
-/var/lib/peon-testbed, one kube-proxy for the machine (a second one would rewrite the first's
-KUBE-* iptables chains), and the Service range 10.96.0.0/16 every bed allocates from. A bed
-without a real node runs no container (kwok only marks pods Succeeded), so a listing, a seed or
-a restore would not really run on it. Making room for guest real nodes of a second bed (an index
-of the shared bridge, no kube-proxy of their own, their own cgroup root and folders) is a change
-to realnode.py and tools/cluster larger than this check's time allowed.
+The literal check: the old cluster is the bed with its real node; `tools/cluster down` takes
+all of it (etcd and its data, the API server, the controllers, the real node's kubelet and
+containerd, every object), and the old volumes' folders go too, as the disk of a dead machine
+does. `tools/cluster up --real-node` then makes a new bed (new certificates, a new etcd: the test
+checks that the `default` namespace's uid is not the old one), Peon's CRDs are installed, a new
+operator starts, and the very same manifest files (the namespace, the Game, the store's Secret,
+the GameServers) are applied. The store is SeaweedFS on this machine, outside the bed: it outlives
+the cluster, and it is stopped while the bed is rebuilt and started again on its own data (the
+bed's bridge, its address, goes with the old bed).
 
-So on the one bed, the old "cluster" goes as a dead cluster goes: its operator is stopped first
-(no clean-up of its runs: no forget, no final backup), then the namespace is deleted with its
-GameServers, backups, Secret, claims and volumes (finalizers cleared by hand, as nothing of a
-dead cluster would run them) and the Game's catalogue entry; the test checks the volumes and
-their bytes on the machine are gone and the snapshots are still in the store. Then a new operator
-process, which remembers nothing, and the very same manifest files (the namespace, the Game, the
-store's Secret, the GameServers) applied again: the new claims are bound to new volumes.
+Because it takes the bed down, this module runs in a pytest session of its own: in a session
+with other tests its items are skipped with that reason (conftest.py), and `make test` runs it
+after the suite. On a cluster of the user's (KUBECONFIG) it is skipped: it would bring that
+cluster down.
 
-The repository of a server is <bucket>/<namespace>/<server>, so the new "cluster" uses the same
+The repository of a server is <bucket>/<namespace>/<server>, so the new cluster uses the same
 namespace name, as a new cluster given the same Git repository would.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
-import stat
+import shutil
 import subprocess
 import sys
 import time
@@ -49,15 +42,15 @@ from peon.shared.kube import path
 
 from conftest import Operator
 from gs_helpers import backup, events_for, restore, run_phase, wait_phase
-from kube_helpers import wait_for
-from realnode_helpers import (GAME, GAME_FILE, OPERATOR_IMAGE, ON_REAL_NODE, report, server_pod,
-                              service_address, udp, volume_dir)
+from kube_helpers import K, client_for, wait_for
+from realnode_helpers import (GAME, GAME_FILE, OPERATOR_IMAGE, ON_REAL_NODE, fingerprint, report,
+                              server_pod, service_address, store_on_node, udp, volume_dir)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, build  # noqa: E402
+from seaweedfs import ACCESS_KEY, SECRET_KEY, build  # noqa: E402
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.rebuilds_bed]
 
 PASSWORD = "the new cluster's store password"
 BUCKET = "peon-backups"
@@ -70,24 +63,18 @@ WORLD = "worlds/Dedicated/"
 @pytest.fixture(scope="module")
 def nc_real_node(real_node, crds):
     """conftest's real-node-0 (the operator's and the test game's images imported), on the bed
-    only: the old cluster's volumes are checked on this machine's disk."""
+    only: this test brings the cluster down and makes a new one."""
     if os.environ.get("KUBECONFIG"):
-        pytest.skip("the store runs on this machine's side of the bed's bridge, and the old "
-                    "cluster's volumes are checked on this machine's disk: the bed's own only")
+        pytest.skip("this test brings its cluster down and makes a new one: the bed's own only, "
+                    "never a cluster KUBECONFIG names")
     return real_node
 
 
 @pytest.fixture(scope="module")
 def nc_s3(nc_real_node, kube, tmp_path_factory):
-    """SeaweedFS on the real node's InternalIP (the bed's bridge gateway, an address of this
-    machine): the off-site store, which outlives the cluster."""
-    node = kube.get("Node", None, nc_real_node)
-    ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
-    weed = build("seaweedfs")
-    assert weed, "SeaweedFS could not be built (tools/testbed/build-gotool seaweedfs)"
-    server = SeaweedFS(weed, tmp_path_factory.mktemp("nc-s3"), ip=ip)
-    yield server
-    server.stop()
+    """The off-site store, on the real node's InternalIP, which outlives the cluster."""
+    with store_on_node(kube, nc_real_node, tmp_path_factory.mktemp("nc-s3")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -102,29 +89,6 @@ def restic_run(exe: str, repo: str, *args: str) -> subprocess.CompletedProcess:
            "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "RESTIC_PASSWORD": PASSWORD}
     return subprocess.run([exe, "--no-cache", *args], env=env, capture_output=True, text=True,
                           timeout=300)
-
-
-def fingerprint(root: pathlib.Path) -> dict[str, tuple]:
-    """Every entry under root: its content's SHA-256 (a file), its link target or "dir", its
-    mode and owner. lost+found and Peon's own .peon- leftovers are not the world."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".peon-")
-                       and not (d == "lost+found" and pathlib.Path(dirpath) == root)]
-        for name in dirnames + filenames:
-            if name.startswith(".peon-"):
-                continue
-            p = pathlib.Path(dirpath) / name
-            rel = str(p.relative_to(root))
-            st = p.lstat()
-            if p.is_symlink():
-                what = "->" + os.readlink(p)
-            elif p.is_file():
-                what = hashlib.sha256(p.read_bytes()).hexdigest()
-            else:
-                what = "dir"
-            out[rel] = (what, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
-    return out
 
 
 def assert_world_is_the_snapshot(world: pathlib.Path, snap: pathlib.Path) -> None:
@@ -220,6 +184,30 @@ def gone(kube, kubectl, ns: str, timeout: float = 240) -> None:
     wait_for(f"namespace {ns} gone", cleared, timeout, interval=1)
 
 
+def tool(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    res = subprocess.run([str(ROOT / "tools" / args[0]), *args[1:]], capture_output=True,
+                         text=True, timeout=timeout)
+    assert res.returncode == 0, f"tools/{' '.join(args)}: {res.stderr[-3000:]}"
+    return res
+
+
+def new_bed(kubeconfig: str, kubectl) -> K:
+    """A new bed where the old one was, as on a new machine: its control plane, its real node
+    joined, the images imported; Peon's CRDs installed. A client for it (the session's is the
+    old cluster's: its certificates and API server are gone)."""
+    tool("cluster", "up", "--real-node")
+    tool("images")
+    kube = K(client_for(kubeconfig))
+    kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    for crd in sorted((ROOT / "crds").glob("*.yaml")):
+        name = yaml.safe_load(crd.read_text())["metadata"]["name"]
+        # Just created, a CRD may have no status yet, and kubectl wait then fails at once.
+        wait_for(f"crd/{name} established", lambda: kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}",
+            check=False).returncode == 0, 90, interval=1)
+    return kube
+
+
 # --- the old cluster, backed up and gone; the new one given the same manifests --------------------
 
 @pytest.fixture(scope="module")
@@ -229,7 +217,7 @@ def new_cluster(kubeconfig, kube, kubectl, nc_real_node, nc_s3, restic, tmp_path
     tmp = tmp_path_factory.mktemp("new-cluster")
     v1 = manifests(tmp / "git-v1", ns, game, nc_s3.endpoint, seed=False)
     v2 = manifests(tmp / "git", ns, game, nc_s3.endpoint, seed=True)
-    facts: dict = {"ns": ns, "game": game, "t": {}}
+    facts: dict = {"ns": ns, "game": game, "t": {}, "kube": kube}
     old_op = start_operator(kubeconfig, tmp / "operator-old.log")
     new_op = None
     try:
@@ -291,26 +279,38 @@ def new_cluster(kubeconfig, kube, kubectl, nc_real_node, nc_s3, restic, tmp_path
             assert meta["world_id"] == old[name]["world_id"]
             old[name]["ref"], old[name]["ticks"] = ref, meta["ticks"]
 
-        # The old cluster goes: its operator first (nothing of it runs again), then every
-        # object a world could come back from, and the volumes' bytes on the machine.
+        # The old cluster goes, all of it: its operator first (nothing of it runs again), then
+        # `tools/cluster down` (etcd and its data, the API server, the real node), and the old
+        # volumes' folders, as a dead machine's disk goes. The store is stopped meanwhile: the
+        # bridge its address is on goes with the bed.
         t2 = time.monotonic()
         stop_operator(old_op)
         old_op = None
-        gone(kube, kubectl, ns)
-        kube.delete("Game", None, game)
+        old_uid = kube.get("Namespace", None, "default")["metadata"]["uid"]
+        nc_s3.stop()
+        tool("cluster", "down")
+        assert subprocess.run([str(ROOT / "tools/cluster"), "status"],
+                              capture_output=True).returncode != 0
         for name in (SEEDED, TOME):
-            pv, root = old[name]["pv"], old[name]["root"]
-            wait_for(f"volume {pv} gone", lambda: kube.get("PersistentVolume", None, pv) is None, 120)
-            wait_for(f"{root} gone from the machine", lambda: not root.exists(), 120)
-        assert kube.get("Game", None, game) is None
-        facts["t"]["old cluster gone"] = time.monotonic() - t2
-        # The store outlives it: both snapshots are still there.
+            shutil.rmtree(old[name]["root"])
+        facts["t"]["old cluster down"] = time.monotonic() - t2
+
+        # The new cluster, on a new bed: nothing of the old one's objects.
+        t3 = time.monotonic()
+        kube = new_bed(kubeconfig, kubectl)
+        facts["kube"] = kube
+        assert kube.get("Namespace", None, "default")["metadata"]["uid"] != old_uid
+        assert kube.get("Namespace", None, ns) is None and kube.get("Game", None, game) is None
+        assert kube.list("PersistentVolume", None) == []
+        facts["t"]["new bed up"] = time.monotonic() - t3
+        nc_s3.start()
+        # The store outlived the cluster: both snapshots are still there.
         for name in (SEEDED, TOME):
             got = restic_run(restic, old[name]["repo"], "snapshots", "--json")
             assert got.returncode == 0, got.stderr[-2000:]
             assert [s["id"] for s in json.loads(got.stdout)] == [old[name]["snapshot"]]
 
-        # The new cluster: an operator that remembers nothing, the same manifest files.
+        # An operator that remembers nothing, and the same manifest files.
         t3 = time.monotonic()
         new_op = start_operator(kubeconfig, tmp / "operator-new.log")
         apply(kubectl, v2)
@@ -323,16 +323,16 @@ def new_cluster(kubeconfig, kube, kubectl, nc_real_node, nc_s3, restic, tmp_path
                 old_op.stop()
             # Deleted while the new operator runs: it releases its backups' finalizers (the
             # namespace takes no Job), so nothing is left Terminating; the store is this module's.
-            gone(kube, kubectl, ns)
+            gone(facts["kube"], kubectl, ns)
         finally:
-            kube.delete("Game", None, game)
+            facts["kube"].delete("Game", None, game)
             if new_op:
                 stop_operator(new_op)
 
 
 def test_a_new_cluster_given_the_same_manifests_seeds_the_world_from_the_store_bit_exact(
-        kube, kubectl, new_cluster):
-    ns, old = new_cluster["ns"], new_cluster["old"][SEEDED]
+        kubectl, new_cluster):
+    kube, ns, old = new_cluster["kube"], new_cluster["ns"], new_cluster["old"][SEEDED]
     gs = wait_phase(kube, ns, SEEDED, "Running", timeout=300)
     new_cluster["t"]["new cluster: seeded server Running"] = time.monotonic() - new_cluster["t3"]
     # A new claim on a new volume, not the old one's bytes.
@@ -357,8 +357,8 @@ def test_a_new_cluster_given_the_same_manifests_seeds_the_world_from_the_store_b
 
 
 def test_a_new_cluster_lists_the_backup_back_from_the_store_and_restores_it_bit_exact(
-        kube, kubectl, kubeconfig, new_cluster):
-    ns, old = new_cluster["ns"], new_cluster["old"][TOME]
+        kubectl, kubeconfig, new_cluster):
+    kube, ns, old = new_cluster["kube"], new_cluster["ns"], new_cluster["old"][TOME]
     # Without a seed the server starts on a new, empty world on a new volume.
     wait_phase(kube, ns, TOME, "Running", timeout=300)
     pvc = kube.get("PersistentVolumeClaim", ns, f"{TOME}-data")

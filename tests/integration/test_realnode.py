@@ -24,7 +24,7 @@ from gs_helpers import (apply_as_user, backup, events_for, restore, run_phase, w
                         wait_phase)
 from kube_helpers import wait_for
 from realnode_helpers import (GAME, GAME_FILE, IMAGE, NODE, ON_REAL_NODE, OPERATOR_IMAGE, TAINT,
-                              archive_digest, report, server_pod, service_address,
+                              archive_digest, report, server_pod, service_address, store_on_node,
                               tg_server, tree_digest, udp, volume_dir)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -241,21 +241,9 @@ def test_a_failing_backup_hook_fails_the_backup_with_its_message_and_saving_resu
 
 @pytest.fixture(scope="module")
 def node_s3(real_node, kube, tmp_path_factory):
-    """SeaweedFS listening on the real node's InternalIP (the bed's bridge gateway, an address
-    of this machine), where the node's pods reach it; nothing else listens for it."""
-    import sys
-    sys.path.insert(0, str(ROOT / "tests"))
-    from seaweedfs import SeaweedFS, build
-    node = kube.get("Node", None, real_node)
-    ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
-    if os.environ.get("KUBECONFIG"):
-        pytest.skip("the store runs on this machine's side of the bed's bridge; a cluster of "
-                    "the user's has none")
-    weed = build("seaweedfs")
-    assert weed, "SeaweedFS could not be built (tools/testbed/build-gotool seaweedfs)"
-    server = SeaweedFS(weed, tmp_path_factory.mktemp("node-s3"), ip=ip)
-    yield server
-    server.stop()
+    """The store on the real node's InternalIP, where the node's pods reach it."""
+    with store_on_node(kube, real_node, tmp_path_factory.mktemp("node-s3")) as server:
+        yield server
 
 
 def store_for(kube, rns, node_s3, secret: str, password: str) -> dict:

@@ -4,7 +4,6 @@ message and the world left as it was. No Kubernetes here: the GameServer side is
 test_realnode.py."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -20,6 +19,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, build  # noqa: E402
 
 from peon.jobs import store  # noqa: E402
+import realnode_helpers  # noqa: E402
 
 PASSWORD = "correct horse battery staple"
 MARKER = b"PLAINTEXT-WORLD-MARKER-7f3a"  # written into the world; must never reach the bucket
@@ -92,23 +92,8 @@ def make_world(root: pathlib.Path, files: int = 60, seed: int = 1) -> None:
 
 
 def fingerprint(root: pathlib.Path) -> dict[str, tuple]:
-    """Every entry's content hash (or link target), mode and owner."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = pathlib.Path(dirpath) / name
-            st = p.lstat()
-            rel = str(p.relative_to(root))
-            if rel.startswith(".peon-"):
-                continue
-            if p.is_symlink():
-                what = "->" + os.readlink(p)
-            elif p.is_file():
-                what = hashlib.sha256(p.read_bytes()).hexdigest()
-            else:
-                what = "dir"
-            out[rel] = (what, st.st_mode, st.st_uid, st.st_gid)
-    return out
+    """Every entry's content hash (or link target), whole mode and owner."""
+    return realnode_helpers.fingerprint(root, full_mode=True)
 
 
 def test_a_world_goes_to_the_store_encrypted_and_comes_back_bit_exact(repo, s3, tmp_path):
