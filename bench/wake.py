@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import pathlib
 import socket
@@ -52,6 +53,7 @@ MIB = 1024 * 1024
 TARGET_RATE = 5000
 MAX_DATAGRAMS = 2_000_000
 CHILD_SECONDS = 120
+LOSS_SECONDS = 0.2  # a query unanswered this long is lost
 
 
 def rss() -> int:
@@ -156,34 +158,55 @@ async def until_stdin_closes() -> None:
 
 def drive(ports: list[int], seconds: float, window: int, a2s: bool) -> dict:
     """Queries round robin with `window` in flight until `seconds` pass; a2s: INFO, challenge,
-    INFO with it (as python-a2s asks); else one datagram echoed."""
+    INFO with it (as python-a2s asks); else one datagram echoed. A query unanswered after
+    LOSS_SECONDS is lost (counted, its place in the window given to a new one; an answer after
+    that is not counted): a datagram the gate drops (its global limit) must not shrink the
+    window for the rest of the run."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     sock.bind((LOCAL, 0))
-    sock.settimeout(0.2)
+    sock.settimeout(LOSS_SECONDS / 4)
     request = INFO if a2s else INFO  # the echo server sends back the same 25 bytes
     sent = replies = answers = lost = 0
     next_port = 0
     in_flight = 0
-    deadline = time.perf_counter() + seconds
-    start = time.perf_counter()
-    while time.perf_counter() < deadline and sent < MAX_DATAGRAMS:
+    waiting: dict[int, collections.deque] = {}  # port -> when its queries in flight were sent
+    start = now = next_check = time.perf_counter()
+    deadline = start + seconds
+    while now < deadline and sent < MAX_DATAGRAMS:
         while in_flight < window:
-            sock.sendto(request, (LOCAL, ports[next_port]))
+            port = ports[next_port]
+            sock.sendto(request, (LOCAL, port))
+            waiting.setdefault(port, collections.deque()).append(now)
             next_port = (next_port + 1) % len(ports)
             sent += 1
             in_flight += 1
+        if now >= next_check:
+            for port, sent_at in list(waiting.items()):
+                while sent_at and sent_at[0] < now - LOSS_SECONDS:
+                    sent_at.popleft()
+                    lost += 1
+                    in_flight -= 1
+                if not sent_at:
+                    del waiting[port]
+            next_check = now + LOSS_SECONDS / 4
         try:
             reply, (_, port) = sock.recvfrom(2048)
         except TimeoutError:
-            lost += in_flight
-            in_flight = 0
+            now = time.perf_counter()
             continue
+        now = time.perf_counter()
         replies += 1
         if a2s and reply[4:5] == b"A":  # the challenge: ask again with it, same query in flight
             sock.sendto(INFO + reply[5:9], (LOCAL, port))
             sent += 1
             continue
+        sent_at = waiting.get(port)
+        if not sent_at:
+            continue  # the answer to a query already counted lost
+        sent_at.popleft()
+        if not sent_at:
+            del waiting[port]
         answers += 1
         in_flight -= 1
     took = time.perf_counter() - start

@@ -48,6 +48,7 @@ import asyncio
 import collections
 import inspect
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -60,6 +61,10 @@ log = logging.getLogger(__name__)
 TRANSPORTS = ("udp", "tcp")
 GENERIC_TCP_PEEK = 256   # bytes of a generic TCP game's first message looked at
 READ_CHUNK = 4096
+# A datagram is read up to one byte past the largest any protocol here takes (Quake 3's
+# MAX_MSGLEN): a longer one is cut, and is still too long where a length is checked.
+UDP_READ = quake3.MAX_MSGLEN + 1
+UDP_BATCH = 16           # datagrams read from one socket in one readiness callback, at most
 Source = tuple  # (address, port) as asyncio gives it
 
 
@@ -346,24 +351,36 @@ class Collector:
         yield from families.values()
 
 
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, gate: Gate, key: str, binding: Binding):
-        self.gate, self.key, self.binding = gate, key, binding
-        self.transport: asyncio.DatagramTransport | None = None
+class _Udp:
+    """One UDP port of a server: its socket read in the loop's readiness callback, each datagram
+    answered in the same call. Not asyncio's datagram transport: that reads every datagram into
+    a 256 KiB buffer (an mmap and munmap in the kernel a datagram: three quarters of the gate's
+    time, bench/wake.py (c)) and queues answers a full send buffer refuses; here a read takes at
+    most UDP_READ bytes, and an answer the socket cannot take now is dropped and counted (UDP)."""
 
-    def connection_made(self, transport):
-        self.transport = transport
+    def __init__(self, gate: Gate, key: str, binding: Binding, sock: socket.socket):
+        self.gate, self.key, self.binding, self.sock = gate, key, binding, sock
 
-    def datagram_received(self, data, addr):
-        try:
-            reply = self.gate.datagram(self.key, self.binding, data, addr)
-            if reply is not None:
-                self.transport.sendto(reply, addr)
-        except Exception as e:
-            self.gate._error(self.binding.protocol, e)
-
-    def error_received(self, exc):  # e.g. ICMP port unreachable from a spoofed source
-        self.gate.counts[("error", "udp socket")] += 1
+    def ready(self) -> None:
+        gate, sock = self.gate, self.sock
+        for _ in range(UDP_BATCH):
+            try:
+                data, source = sock.recvfrom(UDP_READ)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # e.g. ICMP port unreachable from a spoofed source's address
+                gate.counts[("error", "udp socket")] += 1
+                continue
+            try:
+                reply = gate.datagram(self.key, self.binding, data, source)
+                if reply is not None:
+                    sock.sendto(reply, source)
+            except (BlockingIOError, InterruptedError):
+                gate.counts[("error", "udp send buffer full")] += 1
+            except OSError:
+                gate.counts[("error", "udp socket")] += 1
+            except Exception as e:
+                gate._error(self.binding.protocol, e)
 
 
 class _Listener:
@@ -371,7 +388,7 @@ class _Listener:
 
     def __init__(self, binding: Binding):
         self.binding = binding
-        self.transport: asyncio.DatagramTransport | None = None
+        self.udp: socket.socket | None = None
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task] = set()
         self.sockname: tuple[str, int] = (binding.address, binding.port)
@@ -381,9 +398,18 @@ class _Listener:
         listener = cls(binding)
         loop = asyncio.get_running_loop()
         if binding.transport == "udp":
-            listener.transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Udp(gate, key, binding), local_addr=(binding.address, binding.port))
-            listener.sockname = listener.transport.get_extra_info("sockname")[:2]
+            family, _, proto, _, address = (await loop.getaddrinfo(
+                binding.address, binding.port, type=socket.SOCK_DGRAM))[0]
+            sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+            try:
+                sock.setblocking(False)
+                sock.bind(address)
+                loop.add_reader(sock.fileno(), _Udp(gate, key, binding, sock).ready)
+            except BaseException:
+                sock.close()
+                raise
+            listener.udp = sock
+            listener.sockname = sock.getsockname()[:2]
         else:
             async def handle(reader, writer):
                 task = asyncio.current_task()
@@ -400,8 +426,10 @@ class _Listener:
         return listener
 
     async def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        if self.udp is not None:
+            asyncio.get_running_loop().remove_reader(self.udp.fileno())
+            self.udp.close()
+            self.udp = None
         if self.server is not None:
             self.server.close()
             for task in list(self.tasks):  # Python 3.11's Server.close leaves connections open

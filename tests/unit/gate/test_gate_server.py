@@ -356,7 +356,7 @@ def test_a_flood_of_garbage_wakes_nothing_and_the_gate_keeps_answering():
             if i % 3 == 0:  # starting as the protocols do, to get past their first checks
                 data = rng.choice((b"\xff\xff\xff\xff", b"\xff\xff\xff\xffget")) + data
             transport.sendto(data, (LOCAL, targets[i % 2]))
-            await asyncio.sleep(0)  # the gate reads one datagram a turn: no loss in the buffer
+            await asyncio.sleep(0)  # a turn for the gate: no loss in the socket's buffer
         for scan in scans:
             transport.sendto(scan, (LOCAL, port(gate, "gen", generic)))
         transport.close()
@@ -375,6 +375,40 @@ def test_a_flood_of_garbage_wakes_nothing_and_the_gate_keeps_answering():
     drops = sum(n for k, n in stats.items() if k[0] == "drop")
     assert drops > 1000  # most of it, counted by reason (some random 9 bytes are a PLAYER ask)
     assert info.server_name == "Friday Valheim" and status == players.Players(0, 20)
+
+
+def test_a_burst_is_answered_whole_and_a_datagram_over_any_protocols_size_is_dropped():
+    """The gate reads its UDP sockets itself (a batch a readiness callback, at most one byte
+    past Quake 3's MAX_MSGLEN a datagram): datagrams sent back to back without a turn for the
+    gate are all answered, and one of 60,000 bytes is dropped, not read whole or answered."""
+    query, q3 = udp("a2s", "query"), udp("quake3")
+    ask = b"\xff\xff\xff\xffTSource Engine Query\x00"
+
+    async def scenario():
+        gate, knocks = await gate_with(valheim=(VALHEIM, [query]), frags=(FRAGS, [q3]))
+        got = []
+
+        class Client(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                got.append((addr[1], data))
+
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(Client, local_addr=(LOCAL, 0))
+        a2s_port, q3_port = port(gate, "valheim", query), port(gate, "frags", q3)
+        transport.sendto(ask + b"\x00" * 60000, (LOCAL, a2s_port))
+        transport.sendto(b"\xff\xff\xff\xffgetstatus " + b"x" * 60000, (LOCAL, q3_port))
+        for _ in range(50):
+            transport.sendto(ask, (LOCAL, a2s_port))  # no turn for the gate in between
+        await settle(gate)
+        transport.close()
+        await gate.close()
+        return got, knocks, gate.stats()
+
+    got, knocks, stats = run(scenario())
+    assert len(got) == 50 and {len(data) for _, data in got} == {9}  # each a challenge
+    assert all(data[4:5] == b"A" for _, data in got)
+    assert knocks == [] and not any(k[0] == "error" for k in stats)
+    assert sum(n for k, n in stats.items() if k[0] == "drop") == 2
 
 
 def test_a_server_removed_at_run_time_stops_answering_while_others_go_on():
