@@ -22,11 +22,15 @@ restore syncs its volume before the swap, and syncfs(2) would otherwise also wri
 the transfers before it left (the floor's unpacked world, the store's objects) on the same
 file system. The floor's own writes are not synced; the time a sync after it takes is printed.
 
+With --rounds N every transfer is measured N times, floor and peon back to back in each round
+(peon first in odd rounds), and the medians are printed with each round's ratios: the floor
+itself moves by a quarter from one run to the next here, so one round's ratio says little.
+
 The world (default 1 GiB): half random bytes, half compressible text, in 1 MiB files, plus
 small files; "1% of the files changed" rewrites 1% of the 1 MiB files. Prints MB/s for each
 transfer and the ratio peon / floor (above 1 is slower).
 
-    bench/store.py [--mib 1024] [--no-size]
+    bench/store.py [--mib 1024] [--rounds 1] [--no-size]
 
 Needs restic and SeaweedFS (built by tools/testbed/build-gotool, as the tests build them) and
 curl; SeaweedFS runs on loopback. Traffic: loopback only.
@@ -40,6 +44,7 @@ import os
 import pathlib
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -136,9 +141,59 @@ def peon(*args: str, repository: str | None = None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def one_round(r: int, world: pathlib.Path, endpoint: str, tmp: pathlib.Path,
+              no_size: bool) -> dict:
+    """Each transfer once, floor and peon back to back (peon first in odd rounds, so neither
+    side always meets the page cache the other left), each into objects of its own."""
+    url = f"{endpoint}/floor/world{r}.tar"
+    out: dict = {"first": {}}
+
+    def up() -> tuple[float, float]:
+        return timed(lambda: floor_up(world, url))
+
+    def peon_up() -> float:
+        return timed(lambda: out["first"].update(
+            peon("backup", str(world), "--host", "bench/world", "--name", "b1",
+                 repository=f"s3:{endpoint}/peon/bench{r}")))
+
+    if r % 2:
+        t_peon_up = peon_up()
+        t_floor_up = up()
+    else:
+        t_floor_up = up()
+        t_peon_up = peon_up()
+    out["up"] = (t_floor_up, t_peon_up)
+    made = f"s3:{endpoint}/peon/made{r}"  # made beforehand, as the floor's bucket is
+    out["init"] = timed(lambda: subprocess.run(["restic", "init", "--quiet", "--repo", made],
+                                               check=True, capture_output=True))
+    out["up'"] = (t_floor_up, timed(lambda: peon("backup", str(world), "--host", "bench/world",
+                                                 "--name", "b1", repository=made)))
+    target = tmp / f"restore{r}"
+    target.mkdir()
+    size = [] if no_size else ["--size", str(out["first"]["size"])]
+
+    def peon_down() -> float:
+        return timed(lambda: peon("restore", out["first"]["snapshot"], str(world), str(target),
+                                  *size, repository=f"s3:{endpoint}/peon/bench{r}"))
+
+    t_peon_down = peon_down() if r % 2 else None
+    t_floor_down, out["floor sync"] = floor_down_then_sync(url, tmp / f"floor-restore{r}")
+    if t_peon_down is None:
+        t_peon_down = peon_down()
+    out["down"] = (t_floor_down, t_peon_down)
+    out["target"] = target
+    if r:  # only the first round's restore is kept, for the bit-exact check
+        shutil.rmtree(target)
+    shutil.rmtree(tmp / f"floor-restore{r}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mib", type=int, default=1024, help="the world's size")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="rounds of every transfer; medians are printed (the floor moves by "
+                         "a quarter between runs on this machine)")
     ap.add_argument("--no-size", action="store_true",
                     help="restore without --size (restic's stats reads the size first)")
     args = ap.parse_args()
@@ -154,10 +209,8 @@ def main() -> None:
         total = size_of(world)
         os.environ.update(PATH=f"{os.path.dirname(restic)}:{os.environ['PATH']}",
                           AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-                          RESTIC_PASSWORD="bench password", TMPDIR=str(tmp),
-                          RESTIC_REPOSITORY=f"s3:{s3.endpoint}/peon/bench")
+                          RESTIC_PASSWORD="bench password", TMPDIR=str(tmp))
         curl("-X", "PUT", f"{s3.endpoint}/floor")
-        url = f"{s3.endpoint}/floor/world.tar"
         # SeaweedFS gives a bucket its first volumes at its first write (seconds): a cost of
         # this store, paid once, and by neither side here. Both buckets are made and written
         # to beforehand; a repository is a folder in a bucket the store already has.
@@ -166,25 +219,10 @@ def main() -> None:
         curl("-X", "PUT", f"{s3.endpoint}/peon")
         for bucket in ("floor", "peon"):
             curl("-T", str(warm), f"{s3.endpoint}/{bucket}/warm")
-        rows = []
-        t_floor_up = timed(lambda: floor_up(world, url))
-        first: dict = {}
-        t_peon_up = timed(lambda: first.update(peon("backup", str(world), "--host", "bench/world",
-                                                    "--name", "b1")))
-        rows.append(("up", t_floor_up, t_peon_up))
-        made = f"s3:{s3.endpoint}/peon/made"  # made beforehand, as the floor's bucket is
-        t_init = timed(lambda: subprocess.run(["restic", "init", "--quiet", "--repo", made],
-                                              check=True, capture_output=True))
-        t_peon_up2 = timed(lambda: peon("backup", str(world), "--host", "bench/world",
-                                        "--name", "b1", repository=made))
-        rows.append(("up'", t_floor_up, t_peon_up2))
-        floor_target = tmp / "floor-restore"
-        t_floor_down, t_floor_sync = floor_down_then_sync(url, floor_target)
-        target = tmp / "restore"
-        target.mkdir()
-        size = [] if args.no_size else ["--size", str(first["size"])]
-        t_peon_down = timed(lambda: peon("restore", first["snapshot"], str(world), str(target), *size))
-        rows.append(("down", t_floor_down, t_peon_down))
+        rounds = []
+        for r in range(args.rounds):
+            rounds.append(one_round(r, world, s3.endpoint, tmp, args.no_size))
+        first, target = rounds[0]["first"], rounds[0]["target"]
         same = all((target / p.relative_to(world)).read_bytes() == p.read_bytes() for p in files)
         # 1% of the files change (whole new contents), then a second backup.
         region = [p for p in files if p.parent.name == "region"]
@@ -194,13 +232,26 @@ def main() -> None:
             data = rng.randbytes(p.stat().st_size)
             p.write_bytes(data)
             changed_bytes += len(data)
-        second = peon("backup", str(world), "--host", "bench/world", "--name", "b2")
+        second = peon("backup", str(world), "--host", "bench/world", "--name", "b2",
+                      repository=f"s3:{s3.endpoint}/peon/bench0")
         mb = total / 1e6
         print(f"world: {total / 2**20:.0f} MiB in {len(files)} files (half random, half text); "
               f"store: SeaweedFS S3 on loopback; 2 cores")
-        print(f"{'transfer':<8} {'floor s':>8} {'floor MB/s':>11} {'peon s':>8} {'peon MB/s':>10} {'ratio':>6}")
-        for what, f, p in rows:
-            print(f"{what:<8} {f:8.1f} {mb / f:11.1f} {p:8.1f} {mb / p:10.1f} {p / f:6.2f}")
+        print(f"{'transfer':<8} {'floor s':>8} {'floor MB/s':>11} {'peon s':>8} {'peon MB/s':>10} {'ratio':>6}"
+              + ("  (rounds: peon / floor each)" if args.rounds > 1 else ""))
+        for what in ("up", "up'", "down"):
+            f = statistics.median(r[what][0] for r in rounds)
+            p = statistics.median(r[what][1] for r in rounds)
+            each = "  ".join(f"{r[what][1] / r[what][0]:.2f}" for r in rounds)
+            print(f"{what:<8} {f:8.1f} {mb / f:11.1f} {p:8.1f} {mb / p:10.1f} {p / f:6.2f}"
+                  + (f"  ({each})" if args.rounds > 1 else ""))
+        if args.rounds > 1:
+            print(f"medians of {args.rounds} rounds, the ratio of the medians; each round "
+                  f"measures floor and peon back to back (the order swapped every other round)")
+        t_init = statistics.median(r["init"] for r in rounds)
+        t_floor_down = statistics.median(r["down"][0] for r in rounds)
+        t_peon_down = statistics.median(r["down"][1] for r in rounds)
+        t_floor_sync = statistics.median(r["floor sync"] for r in rounds)
         print(f"up: a new repository (restic init, its key calibration, at a server's first "
               f"backup); up': one made beforehand (its init took {t_init:.1f} s untimed); down: "
               f"{'without' if args.no_size else 'with'} --size")

@@ -60,9 +60,11 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import threading
 import unicodedata
 import zlib
 from dataclasses import dataclass, field
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 MANIFEST = ".peon-manifest.json"
@@ -986,6 +988,33 @@ def sync_volume(path: str) -> None:
     finally:
         os.close(fd)
     os.sync()
+
+
+BACKGROUND_SYNC_SECONDS = 0.5
+
+
+@contextmanager
+def syncing_in_the_background(path: str, every: float = BACKGROUND_SYNC_SECONDS) -> Iterator[None]:
+    """While the body writes a world under PATH, flush PATH's volume every EVERY seconds, so the
+    sync that must follow (before a swap) finds little left: the disk writes while the store is
+    still being read, not after it (bench/store.py: the final sync of a 1 GiB restore went from
+    0.6 s to nothing). A flush that fails here is left to that final sync to report."""
+    stop = threading.Event()
+
+    def flush() -> None:
+        while not stop.wait(every):
+            try:
+                sync_volume(path)
+            except OSError:
+                pass
+
+    flusher = threading.Thread(target=flush, name="background-sync", daemon=True)
+    flusher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        flusher.join()
 
 
 def delete(archive: str) -> bool:

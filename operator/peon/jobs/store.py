@@ -309,8 +309,9 @@ def restore(snapshot: str, source: str, target: str, size: int | None = None) ->
         # restic checks every blob it reads against its MAC and its hash (StreamPack); a
         # --verify would read the whole world back from the disk again (docs/design.md). The
         # restore is its own probe, watched until restic starts writing.
-        run = _run_watched(["restore", f"{snapshot}:{source}", "--target", staging, "--json"],
-                           until_output=True)
+        with archive.syncing_in_the_background(staging):
+            run = _run_watched(["restore", f"{snapshot}:{source}", "--target", staging,
+                                "--json"], until_output=True)
         if _not_started(run) and _judged(run, what, what) == "missing":  # anything else raised
             raise StoreError(_lacking(snapshot))
         if run.code != 0:

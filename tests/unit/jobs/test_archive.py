@@ -3,6 +3,7 @@ import hashlib
 import io
 import json
 import os
+import time
 import stat
 import subprocess
 import sys
@@ -204,3 +205,32 @@ def test_delete_removes_archive_and_sidecar(world, tmp_path):
     assert archive.delete(str(arc)) is True
     assert sorted(os.listdir(tmp_path)) == ["world"]
     assert archive.delete(str(arc)) is False
+
+
+def test_a_world_being_written_is_flushed_in_the_background_until_the_body_ends(monkeypatch,
+                                                                                  tmp_path):
+    flushed = []
+    monkeypatch.setattr(archive, "sync_volume", flushed.append)
+    with archive.syncing_in_the_background(str(tmp_path), every=0.01):
+        deadline = time.monotonic() + 5
+        while len(flushed) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    after = len(flushed)
+    time.sleep(0.05)
+    assert after >= 3 and set(flushed) == {str(tmp_path)}
+    assert len(flushed) == after  # no flush once the body has ended
+
+
+def test_a_background_flush_that_fails_is_tried_again_not_the_end_of_flushing(monkeypatch,
+                                                                               tmp_path):
+    tries = []
+
+    def failing(path):
+        tries.append(path)
+        raise OSError(5, "Input/output error")  # reported by the final sync before the swap
+    monkeypatch.setattr(archive, "sync_volume", failing)
+    with archive.syncing_in_the_background(str(tmp_path), every=0.01):
+        deadline = time.monotonic() + 5
+        while len(tries) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert len(tries) >= 3
