@@ -147,11 +147,18 @@ class Clock:
 
     def set(self, when) -> None:
         real = self.dt.datetime.now(self.dt.timezone.utc)
-        self.path.write_text(max(when, real).isoformat())
+        self._write(max(when, real))
+
+    def _write(self, when) -> None:
+        # Whole or not at all: the operator reads the file at any moment, and a read between
+        # write_text's truncate and its write found it empty and took the real time for now.
+        part = self.path.with_name(self.path.name + ".part")
+        part.write_text(when.isoformat())
+        os.replace(part, self.path)
 
     def reset(self) -> None:
         """Back to the real time, for a test that compares the clock with API timestamps."""
-        self.path.write_text(self.dt.datetime.now(self.dt.timezone.utc).isoformat())
+        self._write(self.dt.datetime.now(self.dt.timezone.utc))
 
     def advance(self, **delta) -> None:
         self.set(self.now() + self.dt.timedelta(**delta))
