@@ -517,7 +517,7 @@ class Controller:
         if not st.status_differs(old, new):
             self._transitional.pop(key, None)
             return None
-        if invalid is None:
+        if invalid is None and not st.records_a_decision(old, new):
             now = time.monotonic()
             since = self._transitional.setdefault(key, now) \
                 if new["phase"] in st.TRANSITIONAL else self._transitional.pop(key, None)

@@ -121,6 +121,24 @@ def settle_wait(phase: str, since: float | None, now: float) -> float | None:
     return left if left > 0 else None
 
 
+# What the uptime memory records of a session: a status that changes one of these carries a
+# decision (a stop, a start) and is written at once, whatever its phase.
+SESSION_MEMORY = ("running", "sessionEnd", "endReason")
+
+
+def records_a_decision(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Does `new` change the uptime decision `old` recorded? Such a status is not held back:
+    its uptime is the memory the next reconcile decides from. Held back, an idle stop was
+    forgotten by the look that followed (the pod going, its players unknown again, that look
+    found no reason to stop and started the server again: a stop and a start every few seconds).
+    A first decision (no uptime recorded yet) may wait with its phase, as a new server's does."""
+    was = old.get("uptime")
+    if not was:
+        return False
+    now = new.get("uptime") or {}
+    return any(_clean(was.get(k)) != _clean(now.get(k)) for k in SESSION_MEMORY)
+
+
 @dataclass(frozen=True)
 class Built:
     """What a reconcile that built the server knows, for its status."""

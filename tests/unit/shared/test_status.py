@@ -122,3 +122,17 @@ def test_a_failed_seed_is_the_ready_reason_and_a_warning_once_per_message():
     other = {**FAILED, "message": '{"error": "the store cannot be reached"}'}
     again, conds2 = st.built_status(2, BUILT, dep(ready=0), None, [seed_pod(other)])
     assert [e[1] for e in st.seed_events(new, {**again, "conditions": conds2})] == ["SeedFailed"]
+
+
+def test_a_status_that_records_a_stop_or_a_start_is_not_held_back_with_its_phase():
+    from peon.shared.status import records_a_decision
+    running = {"uptime": {"running": True, "reason": "InSession", "sessionStart": "2026-12-07T14:14:10Z"}}
+    stopped = {"uptime": {"running": False, "reason": "Idle", "sessionEnd": "2026-12-07T14:30:10Z",
+                          "endReason": "Idle"}}
+    assert records_a_decision(running, stopped)  # the idle stop: written at once (Stopping)
+    assert records_a_decision(stopped, running)  # a start after it
+    # The same decision, looked at again (a later nextChange, a new message): may wait.
+    assert not records_a_decision(running, {"uptime": {**running["uptime"], "nextChange": "x"}})
+    # A new server's first decision waits with its Pending phase (one status write, not two).
+    assert not records_a_decision({}, running)
+    assert not records_a_decision({"phase": "Pending"}, running)
