@@ -4,12 +4,13 @@
 
     floor up     the world as one tar stream PUT to the store (curl --aws-sigv4), no
                  encryption, no deduplication, into a bucket made (and written to) beforehand
-    peon up      `peon store backup` of the world into a new repository (a server's first
-                 backup: it creates the repository, restic's key calibration included) in
-                 a bucket made (and written to) beforehand, as the floor's is
+    peon up      `peon store backup` of the world into a new repository (it creates the
+                 repository, restic's key calibration included) in a bucket made (and written
+                 to) beforehand, as the floor's is: a first backup that comes before the
+                 server's first listing, which otherwise makes the repository
     peon up'     `peon store backup` of the world into a repository made beforehand (untimed,
-                 as the floor's bucket is): what every backup after the first costs when the
-                 whole world is new
+                 as the floor's bucket is): a server's first backup (its first listing made
+                 the repository), and every later one when the whole world is new
     floor down   the same object GET and unpacked into an empty folder
     peon down    `peon store restore --size` of the snapshot into an empty folder, as the
                  operator's restore Job runs it (staged, synced, swapped; the size is the

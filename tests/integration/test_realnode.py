@@ -271,10 +271,15 @@ def test_an_off_site_backup_is_encrypted_in_the_store_and_restores_the_world(
     wait_for("alice's file", lambda: (world / "players" / "alice.json").exists(), 20)
     world_id = report(kubectl, kube, rns, "offsite")["world"]["id"]
     alice = (world / "players" / "alice.json").read_bytes()
+    # The server's first listing made its repository, ahead of its first backup.
+    repository = f"s3:{node_s3.endpoint}/peon-backups/{rns}/offsite"
+    wait_event(kube, rns, "offsite", "StoreRepositoryCreated", repository, timeout=120)
+    wait_for("the repository's config in the bucket", lambda: any(
+        o.endswith(f"/{rns}/offsite/config") for o in node_s3.objects("peon-backups", f"{rns}/offsite")), 30)
 
     kube.create(backup("offsite-b1", rns, "offsite"))
     done = run_phase(kube, "GameServerBackup", rns, "offsite-b1", "Succeeded", timeout=180)
-    assert done["store"] == f"s3:{node_s3.endpoint}/peon-backups/{rns}/offsite"
+    assert done["store"] == repository
     assert done["snapshot"] and done["size"] > 0 and done["files"] >= 3
     assert kube.get("PersistentVolumeClaim", rns, "offsite-backups") is None  # off-site only
     # At rest the store holds no byte of the world in the clear, nor the password.

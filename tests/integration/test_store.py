@@ -306,3 +306,26 @@ def test_list_of_a_repository_that_is_not_there_is_no_word(repo, monkeypatch):
     monkeypatch.setenv("PEON_STORE_PROBE_SECONDS", "5")
     with pytest.raises(store.StoreError, match="cannot be reached"):
         store.list_snapshots("games/vikings")
+
+
+def test_list_with_create_makes_the_repository_and_the_first_backup_finds_it(repo, s3, tmp_path, monkeypatch):
+    got = store.list_snapshots("games/vikings", create=True)
+    assert got == {"host": "games/vikings", "snapshots": [], "complete": False, "created": True}
+    config = subprocess.run(["restic", "--no-cache", "cat", "config"], capture_output=True,
+                            text=True, check=True).stdout
+    # Made again by a backup that found it missing at the same moment: restic refuses, the
+    # repository is there, and it is the same one.
+    store._init()
+    assert subprocess.run(["restic", "--no-cache", "cat", "config"], capture_output=True,
+                          text=True, check=True).stdout == config
+    monkeypatch.setattr(store, "_init", lambda: pytest.fail("the first backup made the repository"))
+    world = tmp_path / "data"
+    make_world(world, files=5)
+    first = store.backup(str(world), "games/vikings", "b1")
+    got = store.list_snapshots("games/vikings", create=True)
+    assert [e["id"] for e in got["snapshots"]] == [first.snapshot] and "created" not in got
+    # Wrong keys are said at the listing, before any backup.
+    monkeypatch.setenv("RESTIC_REPOSITORY", store.repository(s3.endpoint, "peon-backups", f"{repo}-other"))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-key")
+    with pytest.raises(store.StoreError, match="refused the credentials"):
+        store.list_snapshots("games/vikings", create=True)

@@ -42,7 +42,7 @@ def cmd_store(args) -> int:
     from peon.jobs import archive, store
     try:
         if args.action == "list":
-            return _list(store.list_snapshots(args.host))
+            return _list(store.list_snapshots(args.host, create=args.create))
         if args.action == "backup":
             line = store.backup(args.source, args.host, args.name, args.reason, args.game,
                                 args.image).json()
@@ -113,6 +113,8 @@ def build_parser(prog: str = "peon") -> argparse.ArgumentParser:
     sl = ssub.add_parser("list", help="the server's snapshots, newest first, as one JSON line "
                          "(the termination message holds its length and SHA-256)")
     sl.add_argument("--host", required=True, help="the server, as namespace/name")
+    sl.add_argument("--create", action="store_true", help="create the repository when it is "
+                    "not there (it then holds no snapshot), ahead of the server's first backup")
     sr = ssub.add_parser("restore", help="verify, then replace TARGET_DIR's contents with PATH "
                          "as the snapshot holds it")
     sr.add_argument("snapshot")

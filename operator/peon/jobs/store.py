@@ -233,9 +233,18 @@ def ensure_repository() -> None:
 
 
 def _init() -> None:
+    """Create the repository. A listing and a first backup may both find it missing and both
+    create it: restic refuses the second ("already initialized"), and that one then finds the
+    repository the other made."""
     made = _restic("init", "--quiet", timeout=probe_seconds())
     if made.returncode != 0:
-        raise StoreError(explain(made.returncode, made.stderr, "cannot create the repository"))
+        error = StoreError(explain(made.returncode, made.stderr, "cannot create the repository"))
+        try:
+            there = _probe() == "ok"
+        except StoreError:
+            there = False
+        if not there:
+            raise error
 
 
 def tags(name: str, reason: str | None = None, game: str | None = None,
@@ -371,13 +380,20 @@ def seed(ref: str, target: str, host: str) -> dict[str, Any]:
 LIST_LIMIT = 5000  # the newest snapshots one listing gives (about 2 MB of JSON at most)
 
 
-def list_snapshots(host: str, limit: int = LIST_LIMIT) -> dict[str, Any]:
+def list_snapshots(host: str, limit: int = LIST_LIMIT, create: bool = False) -> dict[str, Any]:
     """HOST's snapshots that Peon made (tagged with a backup's name), newest first, as the
     operator lists them back: id, time, the backup's name, reason, Game and image from the
     tags, the world's size and files, the folder backed up. At most LIMIT ("complete": false
     when there were more). A repository that is not there holds none ("missing": true), and
-    the operator takes that for no word at all: it removes nothing on it."""
+    the operator takes that for no word at all: it removes nothing on it. With CREATE it is
+    made then ("created": true, still no word), so that the server's first backup finds it:
+    `init` and its key calibration cost seconds that backup would otherwise wait for, and bad
+    keys or an unreachable store are said at the server's first listing, not at its first
+    backup."""
     if _probe() != "ok":
+        if create:
+            _init()
+            return {"host": host, "snapshots": [], "complete": False, "created": True}
         return {"host": host, "snapshots": [], "complete": False, "missing": True}
     dated = []
     for snap in _snapshots(host):

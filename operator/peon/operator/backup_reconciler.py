@@ -11,8 +11,12 @@ from peon.shared import backup as bk
 from peon.shared.kube import refusal
 from peon.shared.model import BackupHooks, InvalidSpec, parse_backup_policy, parse_game
 from .runs import RunBase, api_reason, claim_refusal, data_claim, store_target
+from . import store_listing
 
 log = logging.getLogger(__name__)
+
+# Seconds before a store backup asks again while its server's listing runs.
+LISTING_WAIT = 5.0
 
 
 def namespace_ending(e: ApiException) -> bool:
@@ -24,7 +28,7 @@ def namespace_ending(e: ApiException) -> bool:
 class BackupReconciler(RunBase):
     # --- backups ---------------------------------------------------------------------------------
 
-    def reconcile(self, ns: str, name: str) -> None:
+    def reconcile(self, ns: str, name: str) -> float | None:
         run = self.cache.backups.get((ns, name))
         if run is None:
             return
@@ -51,6 +55,10 @@ class BackupReconciler(RunBase):
             refused = claim_refusal(self.cache, gs)
             if refused:
                 return self._finish(run, bk.FAILED, refused)
+            if policy.store is not None and store_listing.listing_running(self.cache, ns, gs_name):
+                # The listing may be making the repository: two restic inits at once on S3
+                # could each write its own config and key, and leave a repository neither opens.
+                return LISTING_WAIT
             failure = self._make_consistent(run, gs)
             if failure:
                 return self._finish(run, bk.FAILED, failure)

@@ -9,7 +9,10 @@ most `at_once` in the cluster. Its Job (`peon store list --host ns/name`, the op
 the store's Secret through envFrom, no capabilities, no token) prints the listing as one JSON
 line; a termination message holds only 4096 bytes, so that line is read from the pod's log
 (bounded), and the termination message gives its length and SHA-256: a log cut short or mixed
-is refused, never read as a shorter list.
+is refused, never read as a shorter list. A server that asks for no seed has its repository
+made by its listing when it is not there (`--create`; an Event says so): its first backup then
+does not wait for restic's `init` and key calibration, and a bad key or an unreachable store is
+said at the server's start, not at its first backup.
 
 An object made here carries the label `peon.dev/found-in-store` and its status says what the
 snapshot's tags and summary say (time, size, files, reason, Game, the image that wrote the
@@ -73,6 +76,7 @@ class Listing:
     snapshots: list[Snapshot] = field(default_factory=list)  # ones a backup object can name
     ids: set[str] = field(default_factory=set)  # every snapshot the repository holds
     complete: bool = False  # every snapshot of the server is listed (removals are safe)
+    created: bool = False  # the repository was not there, and the listing made it
 
 
 def job_name(server: str) -> str:
@@ -80,9 +84,10 @@ def job_name(server: str) -> str:
 
 
 def listing_job(gs: dict, target: bk.StoreTarget, image: str,
-                scheduling: dict[str, Any] | None = None) -> dict[str, Any]:
+                scheduling: dict[str, Any] | None = None, create: bool = True) -> dict[str, Any]:
     """The listing's Job: `peon store list`, owned by the server (it goes with it). Its pod is
-    not the server's (no gameserver label: it is no game pod, and nothing waits for it)."""
+    not the server's (no gameserver label: it is no game pod, and nothing waits for it). With
+    CREATE it makes a repository that is not there yet, ahead of the server's first backup."""
     meta = gs["metadata"]
     name = job_name(meta["name"])
     labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_STORE_LIST: meta["name"]}
@@ -90,7 +95,8 @@ def listing_job(gs: dict, target: bk.StoreTarget, image: str,
         "restartPolicy": "Never", "automountServiceAccountToken": False,
         "containers": [{
             "name": CONTAINER, "image": image,
-            "command": ["peon", "store", "list", "--host", f"{meta['namespace']}/{meta['name']}"],
+            "command": ["peon", "store", "list", "--host", f"{meta['namespace']}/{meta['name']}",
+                        *(["--create"] if create else [])],
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "env": [{"name": "RESTIC_REPOSITORY", "value": target.repository}] + (
                 [{"name": "AWS_DEFAULT_REGION", "value": target.region}] if target.region else []),
@@ -122,7 +128,8 @@ def parse_listing(line: bytes | str) -> Listing:
         raise ListingError("the listing is not JSON") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("snapshots"), list):
         raise ListingError("the listing holds no list of snapshots")
-    out = Listing(complete=doc.get("complete") is True and not doc.get("missing"))
+    out = Listing(complete=doc.get("complete") is True and not doc.get("missing"),
+                  created=doc.get("created") is True)
     for e in doc["snapshots"]:
         if not isinstance(e, dict) or not re.fullmatch(r"[0-9a-f]{64}", str(e.get("id", ""))):
             out.complete = False  # one that cannot be read: removals would be guesses
@@ -198,15 +205,20 @@ class StoreListing(RunBase):
                 return wait
             if self._running() >= self.at_once:
                 return WAIT_TURN
-            if any(r["metadata"].get("deletionTimestamp")
-                   for r in self.cache.runs_of(self.cache.backups, ns, name)):
+            runs = self.cache.runs_of(self.cache.backups, ns, name)
+            if any(r["metadata"].get("deletionTimestamp") for r in runs):
                 return WAIT_TURN  # a snapshot is being forgotten: list once it is gone
+            if any(_job_running(self.cache, ns, (r.get("status") or {}).get("job")) for r in runs):
+                return WAIT_TURN  # a backup may be making the repository (listing_running)
             view = self.cache.secrets.get((ns, store.secret))
             if view is None or not set(bk.STORE_SECRET_KEYS) <= set(view.keys):
                 return None  # the server says InvalidBackupStore; a fixed Secret queues it
             target = bk.StoreTarget(store.repository(ns, name), store.secret, store.region)
             try:
-                job = self.kube.create(listing_job(gs, target, self.job_image, self._scheduling(gs)))
+                # A server that asks for a seed is not given a repository: a seed from one
+                # that is not there says so (a wrong bucket or prefix), not "no snapshot".
+                job = self.kube.create(listing_job(gs, target, self.job_image,
+                                                   self._scheduling(gs), create=store.seed is None))
             except ApiException as e:
                 if e.status != 409:
                     raise
@@ -219,8 +231,13 @@ class StoreListing(RunBase):
         try:
             if phase != bk.SUCCEEDED:
                 raise ListingError(self._termination_message(ns, jname).get("error") or why)
-            made, gone = self.apply(gs, store, self.read(ns, jname))
+            listing = self.read(ns, jname)
+            made, gone = self.apply(gs, store, listing)
             self._said.pop(key, None)
+            if listing.created:
+                self.kube.event(gs, "Normal", "StoreRepositoryCreated",
+                                f"made the repository {store.repository(ns, name)} for the "
+                                "server's backups")
             if made:
                 self.kube.event(gs, "Normal", "BackupsFoundInStore",
                                 f"made {len(made)} backup objects for snapshots found in "
@@ -326,6 +343,17 @@ class StoreListing(RunBase):
             "foundInStore": clock.iso(clock.now()),
             "message": f"found in the store: snapshot {snap.id[:8]} of {snap.time}"}
         self._write(obj, {k: v for k, v in status.items() if v is not None})
+
+
+def listing_running(cache, ns: str, server: str) -> bool:
+    """Does a listing of the server run now (its Job made and not finished)? A store backup
+    waits for it, and a listing for a running backup: either may create the repository."""
+    return _job_running(cache, ns, job_name(server))
+
+
+def _job_running(cache, ns: str, name: str | None) -> bool:
+    job = cache.jobs.get((ns, name)) if name else None
+    return job is not None and bk.job_outcome(job)[0] not in bk.FINISHED
 
 
 def _store_of(gs: dict | None) -> bk.Store | None:

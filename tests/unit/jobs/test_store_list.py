@@ -83,3 +83,43 @@ def test_a_backup_is_tagged_with_what_a_listing_reads_back():
         "--tag", "peon.dev/game=valheim", "--tag", "peon.dev/image=reg.example/ab:1"]
     assert store.tags("b1") == ["--tag", "peon.dev/backup=b1"]
     assert len(store.tags("b1", image="x" * 2000)[-1]) == len("peon.dev/image=") + store.TAG_LIMIT
+
+
+def _restic_answers(monkeypatch, init_code: int, probes: list[str]):
+    """restic faked: `init` exits with INIT_CODE, each probe answers the next of PROBES."""
+    import subprocess
+    ran = []
+    monkeypatch.setattr(store, "_probe", lambda: probes.pop(0))
+    monkeypatch.setattr(store, "_restic", lambda *a, **k: ran.append(a) or subprocess.CompletedProcess(
+        a, init_code, "", "" if init_code == 0 else "Fatal: create key in repository at s3:x failed: "
+        "repository master key and config already initialized\n"))
+    return ran
+
+
+def test_a_missing_repository_is_made_when_asked_and_the_listing_still_says_nothing(monkeypatch):
+    ran = _restic_answers(monkeypatch, 0, ["missing"])
+    got = store.list_snapshots("games/odin", create=True)
+    assert ran == [("init", "--quiet")]
+    # No word on what the store holds: the operator removes nothing on this listing.
+    assert got == {"host": "games/odin", "snapshots": [], "complete": False, "created": True}
+
+
+def test_a_repository_another_run_made_meanwhile_is_taken(monkeypatch):
+    # The listing and the server's first backup both found it missing; the backup made it first.
+    _restic_answers(monkeypatch, 1, ["missing", "ok"])
+    assert store.list_snapshots("games/odin", create=True)["created"] is True
+
+
+def test_a_repository_that_cannot_be_made_is_said(monkeypatch):
+    import pytest
+    _restic_answers(monkeypatch, 1, ["missing", "missing"])
+    with pytest.raises(store.StoreError, match="cannot create the repository"):
+        store.list_snapshots("games/odin", create=True)
+
+
+def test_peon_store_list_create_makes_the_repository(monkeypatch, capsys):
+    ran = _restic_answers(monkeypatch, 0, ["missing"])
+    monkeypatch.setattr(jobs_main, "_termination_message", lambda line: None)
+    assert jobs_main.main(["store", "list", "--host", "games/odin", "--create"]) == 0
+    assert ran == [("init", "--quiet")]
+    assert json.loads(capsys.readouterr().out)["created"] is True

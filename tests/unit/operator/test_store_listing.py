@@ -47,12 +47,12 @@ def bed():
     return kube, cache, listing
 
 
-def run_listing(kube, cache, listing, snapshots, complete=True, log=None, summary=None):
+def run_listing(kube, cache, listing, snapshots, complete=True, log=None, summary=None, **more):
     """One listing: its Job made, run (as the kubelet would) and read. Returns the look's
     requeue."""
     assert listing.reconcile("games", "odin") == sl.POLL
     job = kube.objects[("Job", "games", "odin-store-list")]
-    line = json.dumps({"host": "games/odin", "snapshots": snapshots, "complete": complete},
+    line = json.dumps({"host": "games/odin", "snapshots": snapshots, "complete": complete, **more},
                       separators=(",", ":")).encode()
     summary = summary or {"count": len(snapshots), "bytes": len(line),
                           "sha256": hashlib.sha256(line).hexdigest()}
@@ -97,7 +97,8 @@ def test_the_listing_job_lists_with_the_stores_keys_and_nothing_else(bed):
     job = kube.objects[("Job", "games", "odin-store-list")]
     pod = job["spec"]["template"]["spec"]
     c = pod["containers"][0]
-    assert c["command"] == ["peon", "store", "list", "--host", "games/odin"]
+    # It makes the repository when it is not there, ahead of the server's first backup.
+    assert c["command"] == ["peon", "store", "list", "--host", "games/odin", "--create"]
     assert c["envFrom"] == [{"secretRef": {"name": "store-keys"}}]
     assert {"name": "RESTIC_REPOSITORY", "value": REPO} in c["env"]
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
@@ -304,3 +305,55 @@ def test_the_controller_lists_a_server_with_a_store_once_after_its_start():
     assert c.reconcile((sl.KIND, "games", "odin")) == sl.POLL
     assert ("Job", "games", "odin-store-list") in kube.objects
     assert c.listing.interval == 600
+
+
+def test_a_server_that_asks_for_a_seed_is_not_given_a_repository(bed):
+    # A seed from a repository that is not there must say so (a wrong bucket or prefix), not
+    # find one the listing made and say "no snapshot".
+    kube, cache, listing = bed
+    gs = kube.objects[("GameServer", "games", "odin")]
+    gs["spec"]["backup"]["store"] = {**STORE, "seed": "latest"}
+    cache.put(cache.gameservers, ("games", "odin"), {**gs, "metadata": {**gs["metadata"], "resourceVersion": "2"}}, False)
+    assert listing.reconcile("games", "odin") == sl.POLL
+    c = kube.objects[("Job", "games", "odin-store-list")]["spec"]["template"]["spec"]["containers"][0]
+    assert "--create" not in c["command"]
+
+
+def test_a_listing_that_made_the_repository_says_so_and_removes_nothing(bed):
+    kube, cache, listing = bed
+    run_listing(kube, cache, listing, [snap(1, "odin-20261201-0300")])
+    sync_backups(kube, cache)
+    kube.events.clear()
+    listing.clock.t += 3600
+    # The store was emptied (the repository gone) and the listing made it again: no word on
+    # what it held, so the listed-back object stays (a later, whole listing removes it).
+    run_listing(kube, cache, listing, [], complete=False, created=True)
+    assert ("GameServerBackup", "games", "odin-20261201-0300") in kube.objects
+    assert kube.events == [("Normal", "StoreRepositoryCreated",
+                            f"made the repository {REPO} for the server's backups")]
+
+
+def test_a_store_backup_and_a_listing_of_its_server_never_run_at_once(bed):
+    # Either may create the repository, and two restic inits at once on S3 could leave one
+    # that neither opens: each waits for the other's Job to end.
+    from peon.operator import backup_reconciler as br
+    kube, cache, listing = bed
+    backups = BackupReconciler(kube, cache, WorkQueue(), "peon:1")
+    assert listing.reconcile("games", "odin") == sl.POLL
+    cache.put(cache.jobs, ("games", "odin-store-list"), kube.objects[("Job", "games", "odin-store-list")], False)
+    backup(kube, cache, "b1")
+    assert backups.reconcile("games", "b1") == br.LISTING_WAIT
+    assert ("Job", "games", "b1-backup") not in kube.objects
+    # The listing ends: the backup starts, and the next listing waits for it.
+    run_listing_end = kube.objects[("Job", "games", "odin-store-list")]
+    run_listing_end["status"] = {"conditions": [{"type": "Failed", "status": "True"}]}
+    cache.put(cache.jobs, ("games", "odin-store-list"), run_listing_end, False)
+    listing.reconcile("games", "odin")  # read (it failed), deleted
+    sync_backups(kube, cache)
+    assert backups.reconcile("games", "b1") is None
+    job = kube.objects[("Job", "games", "b1-backup")]
+    cache.put(cache.jobs, ("games", "b1-backup"), job, False)
+    sync_backups(kube, cache)
+    listing.clock.t += 3600
+    assert listing.reconcile("games", "odin") == sl.WAIT_TURN
+    assert ("Job", "games", "odin-store-list") not in kube.objects
