@@ -39,14 +39,6 @@ def _version(obj: dict) -> str:
     return obj["metadata"].get("resourceVersion", "")
 
 
-def _is_kept(kept: dict | None, obj: dict) -> bool:
-    """Is `obj` the very version the store keeps (same resourceVersion: same contents)? Such
-    are the watch events of the operator's own writes (one per child it applies, the write's
-    result put first): slimming and sharing their strings again cost up to 80 us each."""
-    version = obj["metadata"].get("resourceVersion")
-    return kept is not None and bool(version) and _version(kept) == version
-
-
 def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -273,8 +265,6 @@ class Cache:
         """Keep `obj` unless the store holds a newer version. True when this is news: the
         object is new, newer or gone. The watch event of the operator's own write is not (the
         write's result was put first), and queues no reconcile: that reconcile already ran."""
-        if not deleted and _is_kept(store.get(key), obj):
-            return False  # the echo of a write already kept: not slimmed and shared again
         obj = _shared(store.keep(key, obj))
         with self._lock:
             old = store.get(key)

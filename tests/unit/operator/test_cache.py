@@ -230,19 +230,3 @@ def test_cached_objects_share_their_keys_and_short_strings():
     assert ca["terminationMessagePath"] is cb["terminationMessagePath"]
     assert a["metadata"]["name"] == "odin" and b["metadata"]["name"] == "thor"
     assert ca["args"] == cb["args"] == ["x" * 100]  # long strings are kept as they came
-
-
-def test_the_echo_of_a_kept_version_is_not_kept_again():
-    # A write's result is put first; its watch event (the same resourceVersion, the same
-    # contents) leaves the kept object as it is, not slimmed and shared a second time.
-    c = Cache()
-    written = {"apiVersion": "v1", "kind": "Service",
-               "metadata": {"name": "s", "namespace": "n", "resourceVersion": "7",
-                            "managedFields": [{"manager": "peon"}]}}
-    assert c.put(c.children, ("Service", "n", "s"), written, False)
-    kept = c.children[("Service", "n", "s")]
-    assert not c.put(c.children, ("Service", "n", "s"), dict(written), False)
-    assert c.children[("Service", "n", "s")] is kept and "managedFields" not in kept["metadata"]
-    # Its deletion at that same version is news.
-    assert c.put(c.children, ("Service", "n", "s"), written, True)
-    assert ("Service", "n", "s") not in c.children
