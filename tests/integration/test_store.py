@@ -324,7 +324,7 @@ def test_list_with_create_makes_the_repository_and_the_first_backup_finds_it(rep
     first = store.backup(str(world), "games/vikings", "b1")
     got = store.list_snapshots("games/vikings", create=True)
     assert [e["id"] for e in got["snapshots"]] == [first.snapshot] and "created" not in got
-    # Wrong keys are said at the listing, before any backup.
+    # Wrong keys are said by the listing, and nothing is made.
     monkeypatch.setenv("RESTIC_REPOSITORY", store.repository(s3.endpoint, "peon-backups", f"{repo}-other"))
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-key")
     with pytest.raises(store.StoreError, match="refused the credentials"):

@@ -241,8 +241,8 @@ def _init() -> None:
         error = StoreError(explain(made.returncode, made.stderr, "cannot create the repository"))
         try:
             there = _probe() == "ok"
-        except StoreError:
-            there = False
+        except StoreError as opening:  # what opening it says (a wrong password) comes along
+            raise error from opening
         if not there:
             raise error
 

@@ -26,6 +26,11 @@ def namespace_ending(e: ApiException) -> bool:
 
 
 class BackupReconciler(RunBase):
+    def __init__(self, kube, cache, queue, job_image: str,
+                 turns: store_listing.StoreTurns | None = None):
+        super().__init__(kube, cache, queue, job_image)
+        self.turns = turns or store_listing.StoreTurns()  # shared with the store listing
+
     # --- backups ---------------------------------------------------------------------------------
 
     def reconcile(self, ns: str, name: str) -> float | None:
@@ -55,15 +60,19 @@ class BackupReconciler(RunBase):
             refused = claim_refusal(self.cache, gs)
             if refused:
                 return self._finish(run, bk.FAILED, refused)
-            if policy.store is not None and store_listing.listing_running(self.cache, ns, gs_name):
-                # The listing may be making the repository: two restic inits at once on S3
-                # could each write its own config and key, and leave a repository neither opens.
-                return LISTING_WAIT
+            if policy.store is not None:
+                with self.turns.of(ns, gs_name):  # the listing may make the repository
+                    if store_listing.listing_running(self.cache, ns, gs_name):
+                        self._write(run, {"message": "waiting for the server's store listing "
+                                          f"({store_listing.job_name(gs_name)}) to end"})
+                        return LISTING_WAIT
+                    failure = self._make_consistent(run, gs)
+                    if failure:
+                        return self._finish(run, bk.FAILED, failure)
+                    return self._start_store_backup(run, gs, policy.store, job_name)
             failure = self._make_consistent(run, gs)
             if failure:
                 return self._finish(run, bk.FAILED, failure)
-            if policy.store is not None:
-                return self._start_store_backup(run, gs, policy.store, job_name)
             try:
                 self._ensure_backup_volume(gs, policy)
             except ApiException as e:

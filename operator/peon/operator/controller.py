@@ -44,7 +44,7 @@ from .secret_refs import SecretRefresher
 from .sessions import Sessions, transition_event
 from .maintenance import Maintenance
 from .lost_node import LostNodes, on_claim
-from .store_listing import KIND as STORE_LISTING, StoreListing
+from .store_listing import KIND as STORE_LISTING, StoreListing, StoreTurns
 from .workqueue import WorkQueue
 from .wake import Config as WakeConfig, Wake
 
@@ -100,10 +100,12 @@ class Controller:
         metrics.OFFSITE_AGES.watch(self.cache.gameservers, clock.now)
         self._transitional: dict[Key, float] = {}  # since when a server's phase is on its way
         self.runs = ServerRuns(kube, self.cache, self.queue, job_image)  # the GameServer's side
-        self.backups = BackupReconciler(kube, self.cache, self.queue, job_image)
+        turns = StoreTurns()  # a server's listing and store backups take turns
+        self.backups = BackupReconciler(kube, self.cache, self.queue, job_image, turns)
         self.restores = RestoreReconciler(kube, self.cache, self.queue, job_image)
         # snapshots in a server's store with no backup object (a former cluster's)
-        self.listing = StoreListing(kube, self.cache, self.queue, job_image, store_list_interval)
+        self.listing = StoreListing(kube, self.cache, self.queue, job_image, store_list_interval,
+                                    turns=turns)
         self.prober = Prober(lambda key: self.queue.add(("GameServer", *key)),
                              read_log=api_read_log(kube))  # a Game's log lines (query log)
         self.sessions = Sessions(self.cache, self.prober)

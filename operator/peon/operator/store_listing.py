@@ -11,8 +11,9 @@ line; a termination message holds only 4096 bytes, so that line is read from the
 (bounded), and the termination message gives its length and SHA-256: a log cut short or mixed
 is refused, never read as a shorter list. A server that asks for no seed has its repository
 made by its listing when it is not there (`--create`; an Event says so): its first backup then
-does not wait for restic's `init` and key calibration, and a bad key or an unreachable store is
-said at the server's start, not at its first backup.
+does not wait for restic's `init` and key calibration, and keys that may not write (or make the
+bucket) are said at the server's start, not at its first backup. A listing and a store backup
+of one server take turns (StoreTurns).
 
 An object made here carries the label `peon.dev/found-in-store` and its status says what the
 snapshot's tags and summary say (time, size, files, reason, Game, the image that wrote the
@@ -28,7 +29,9 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -128,8 +131,9 @@ def parse_listing(line: bytes | str) -> Listing:
         raise ListingError("the listing is not JSON") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("snapshots"), list):
         raise ListingError("the listing holds no list of snapshots")
-    out = Listing(complete=doc.get("complete") is True and not doc.get("missing"),
-                  created=doc.get("created") is True)
+    created = doc.get("created") is True  # an empty repository just made: no word either
+    out = Listing(complete=doc.get("complete") is True and not doc.get("missing") and not created,
+                  created=created)
     for e in doc["snapshots"]:
         if not isinstance(e, dict) or not re.fullmatch(r"[0-9a-f]{64}", str(e.get("id", ""))):
             out.complete = False  # one that cannot be read: removals would be guesses
@@ -163,9 +167,10 @@ def listed_line(log_text: bytes, summary: dict) -> bytes:
 
 class StoreListing(RunBase):
     def __init__(self, kube, cache, queue, job_image: str, interval: float = 3600.0,
-                 at_once: int = 4):
+                 at_once: int = 4, turns: StoreTurns | None = None):
         super().__init__(kube, cache, queue, job_image)
         self.interval, self.at_once = interval, at_once
+        self.turns = turns or StoreTurns()  # shared with the backup reconciler
         self.clock: Callable[[], float] = time.monotonic
         self._ended: dict[tuple[str, str], float] = {}  # server -> when its last listing ended
         self._said: dict[tuple[str, str], str] = {}     # server -> the failure last said
@@ -205,26 +210,21 @@ class StoreListing(RunBase):
                 return wait
             if self._running() >= self.at_once:
                 return WAIT_TURN
-            runs = self.cache.runs_of(self.cache.backups, ns, name)
-            if any(r["metadata"].get("deletionTimestamp") for r in runs):
+            if any(r["metadata"].get("deletionTimestamp")
+                   for r in self.cache.runs_of(self.cache.backups, ns, name)):
                 return WAIT_TURN  # a snapshot is being forgotten: list once it is gone
-            if any(_job_running(self.cache, ns, (r.get("status") or {}).get("job")) for r in runs):
-                return WAIT_TURN  # a backup may be making the repository (listing_running)
             view = self.cache.secrets.get((ns, store.secret))
             if view is None or not set(bk.STORE_SECRET_KEYS) <= set(view.keys):
                 return None  # the server says InvalidBackupStore; a fixed Secret queues it
-            target = bk.StoreTarget(store.repository(ns, name), store.secret, store.region)
+            turn = self.turns.of(ns, name)
+            if not turn.acquire(blocking=False):
+                return WAIT_TURN  # a store backup of the server is starting
             try:
-                # A server that asks for a seed is not given a repository: a seed from one
-                # that is not there says so (a wrong bucket or prefix), not "no snapshot".
-                job = self.kube.create(listing_job(gs, target, self.job_image,
-                                                   self._scheduling(gs), create=store.seed is None))
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-                return POLL  # made already; its event is on its way
-            self.cache.put(self.cache.jobs, (ns, jname), job, False)
-            return POLL
+                if backup_running(self.cache, ns, name):
+                    return WAIT_TURN  # it may be making the repository (StoreTurns)
+                return self._start(gs, store, jname)
+            finally:
+                turn.release()
         phase, why = bk.job_outcome(job)
         if phase not in bk.FINISHED:
             return POLL
@@ -256,6 +256,21 @@ class StoreListing(RunBase):
         self.cache.put(self.cache.jobs, (ns, jname), job, True)
         self._ended[key] = self.clock()
         return self.interval
+
+    def _start(self, gs: dict, store: bk.Store, jname: str) -> float:
+        ns, name = gs["metadata"]["namespace"], gs["metadata"]["name"]
+        target = bk.StoreTarget(store.repository(ns, name), store.secret, store.region)
+        try:
+            # A server that asks for a seed is not given a repository: a seed from one that is
+            # not there says so (a wrong bucket or prefix), not "no snapshot".
+            job = self.kube.create(listing_job(gs, target, self.job_image, self._scheduling(gs),
+                                               create=store.seed is None))
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            return POLL  # made already; its event is on its way
+        self.cache.put(self.cache.jobs, (ns, jname), job, False)
+        return POLL
 
     def read(self, ns: str, jname: str) -> Listing:
         """The listing the Job printed: its log (bounded), held to its termination message."""
@@ -345,15 +360,40 @@ class StoreListing(RunBase):
         self._write(obj, {k: v for k, v in status.items() if v is not None})
 
 
+class StoreTurns:
+    """A server's store Jobs that may create its repository, a listing and a backup, take
+    turns: two restic inits at once on S3 could each write a config and a key and leave a
+    repository neither opens (S3 has no create-if-absent that restic uses). Each side holds the
+    server's lock while it looks for the other's running Job and makes its own (and puts it in
+    the cache), so the other sees it: the backup through its hooks too (blocking: a listing
+    holds the lock only for a look and a create), the listing never waiting for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+
+    def of(self, ns: str, server: str) -> threading.Lock:
+        """The server's lock. Never dropped (a lock dropped while held would let a second
+        holder in): one small lock per server that ever had a store."""
+        with self._guard:
+            return self._locks[(ns, server)]
+
+
 def listing_running(cache, ns: str, server: str) -> bool:
-    """Does a listing of the server run now (its Job made and not finished)? A store backup
-    waits for it, and a listing for a running backup: either may create the repository."""
-    return _job_running(cache, ns, job_name(server))
-
-
-def _job_running(cache, ns: str, name: str | None) -> bool:
-    job = cache.jobs.get((ns, name)) if name else None
+    """Does a listing of the server run now (its Job made and not finished)?"""
+    job = cache.jobs.get((ns, job_name(server)))
     return job is not None and bk.job_outcome(job)[0] not in bk.FINISHED
+
+
+def backup_running(cache, ns: str, server: str) -> bool:
+    """Does a backup Job of the server run now (found by its labels, whatever its backup's
+    status says)?"""
+    for (job_ns, _), job in list(cache.jobs.items()):
+        labels = (job.get("metadata") or {}).get("labels") or {}
+        if (job_ns == ns and labels.get(LABEL_GAMESERVER) == server and bk.LABEL_BACKUP in labels
+                and bk.job_outcome(job)[0] not in bk.FINISHED):
+            return True
+    return False
 
 
 def _store_of(gs: dict | None) -> bk.Store | None:

@@ -327,7 +327,7 @@ def test_a_listing_that_made_the_repository_says_so_and_removes_nothing(bed):
     listing.clock.t += 3600
     # The store was emptied (the repository gone) and the listing made it again: no word on
     # what it held, so the listed-back object stays (a later, whole listing removes it).
-    run_listing(kube, cache, listing, [], complete=False, created=True)
+    run_listing(kube, cache, listing, [], complete=True, created=True)
     assert ("GameServerBackup", "games", "odin-20261201-0300") in kube.objects
     assert kube.events == [("Normal", "StoreRepositoryCreated",
                             f"made the repository {REPO} for the server's backups")]
@@ -344,6 +344,8 @@ def test_a_store_backup_and_a_listing_of_its_server_never_run_at_once(bed):
     backup(kube, cache, "b1")
     assert backups.reconcile("games", "b1") == br.LISTING_WAIT
     assert ("Job", "games", "b1-backup") not in kube.objects
+    said = kube.objects[("GameServerBackup", "games", "b1")]["status"]["message"]
+    assert said == "waiting for the server's store listing (odin-store-list) to end"
     # The listing ends: the backup starts, and the next listing waits for it.
     run_listing_end = kube.objects[("Job", "games", "odin-store-list")]
     run_listing_end["status"] = {"conditions": [{"type": "Failed", "status": "True"}]}
@@ -357,3 +359,25 @@ def test_a_store_backup_and_a_listing_of_its_server_never_run_at_once(bed):
     listing.clock.t += 3600
     assert listing.reconcile("games", "odin") == sl.WAIT_TURN
     assert ("Job", "games", "odin-store-list") not in kube.objects
+
+    # Its Job done, the next listing starts.
+    job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    cache.put(cache.jobs, ("games", "b1-backup"), {**job, "metadata": {**job["metadata"], "resourceVersion": "99"}}, False)
+    assert listing.reconcile("games", "odin") == sl.POLL
+    assert ("Job", "games", "odin-store-list") in kube.objects
+
+
+def test_a_listing_does_not_start_while_a_backup_of_its_server_is_starting(bed):
+    # The backup holds the server's turn from its look for a listing to its Job in the cache
+    # (its hooks included): a listing meanwhile asks again later, and makes no Job.
+    kube, cache, listing = bed
+    with listing.turns.of("games", "odin"):
+        assert listing.reconcile("games", "odin") == sl.WAIT_TURN
+    assert ("Job", "games", "odin-store-list") not in kube.objects
+    assert listing.reconcile("games", "odin") == sl.POLL
+
+
+def test_the_controllers_listing_and_backups_share_their_turns():
+    from peon.operator.controller import Controller
+    c = Controller(FakeKube(), workers=1, job_image="peon.invalid/job:1")
+    assert c.backups.turns is c.listing.turns
