@@ -70,7 +70,7 @@ def child_event(controller: Any, kind: str, type_: str | None, obj: dict) -> Non
     news = controller.cache.put(controller.cache.children, (kind, namespace, name), obj,
                                 type_ == "DELETED")
     if owner and news:
-        controller.queue.add(("GameServer", namespace, owner))
+        controller.queue.add_soon(("GameServer", namespace, owner))
 
 
 def pod_event(controller: Any, kind: str, type_: str | None, obj: dict) -> None:
@@ -79,7 +79,7 @@ def pod_event(controller: Any, kind: str, type_: str | None, obj: dict) -> None:
     if LABEL_GAMESERVER not in labels or not controller.cache.put(
             controller.cache.pods, (namespace, name), obj, type_ == "DELETED"):
         return
-    controller.queue.add(("GameServer", namespace, labels[LABEL_GAMESERVER]))
+    controller.queue.add_soon(("GameServer", namespace, labels[LABEL_GAMESERVER]))
     for label, run_kind in ((LABEL_RESTORE, "GameServerRestore"), (LABEL_BACKUP, "GameServerBackup")):
         if label in labels:  # a run waits for the server's pods to go
             controller.queue.add((run_kind, namespace, labels[label]))

@@ -1,12 +1,19 @@
 """Keys to reconcile, client-go's workqueue in miniature: a key is never worked on twice at
 once, adds while it is worked on coalesce into one more run, and delayed adds replace each
-other (the latest wins)."""
+other (the latest wins). News of a server's children and pods comes `soon` (SOON seconds),
+gathered: one change of a server makes a burst of events (its pod scheduled, running, ready;
+then its ReplicaSet's and Deployment's ready counts), each news for the cache, and each once
+woke a reconcile of its own."""
 from __future__ import annotations
 
 import asyncio
 import threading
 
 from .cache import Key
+
+# Seconds a child's or pod's news waits for the rest of its burst before its server is
+# reconciled.
+SOON = 0.5
 
 
 class WorkQueue:
@@ -19,6 +26,7 @@ class WorkQueue:
         self._active: set[Key] = set()
         self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._soon: dict[Key, asyncio.TimerHandle] = {}  # keys gathering news (add_soon)
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop its workers wait on
         self._loop_thread: int | None = None
 
@@ -36,7 +44,25 @@ class WorkQueue:
             return
         self._add(key)
 
+    def add_soon(self, key: Key, delay: float = SOON) -> None:
+        """Queue `key` in `delay` seconds, unless it is queued, or to be, already: news from
+        the same burst in the meantime adds nothing. Safe from any thread, as add."""
+        if self._loop is None or not self._loop.is_running():  # nothing to wait on: at once
+            self._add(key)
+        elif threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self._add_soon, key, delay)
+        else:
+            self._add_soon(key, delay)
+
+    def _add_soon(self, key: Key, delay: float) -> None:
+        if key in self._pending or key in self._soon or key in self._dirty:
+            return
+        self._soon[key] = self._loop.call_later(delay, self._add, key)
+
     def _add(self, key: Key) -> None:
+        soon = self._soon.pop(key, None)
+        if soon is not None:  # queued now: the gathering is over
+            soon.cancel()
         if key in self._active:
             self._dirty.add(key)
         elif key not in self._pending:
@@ -64,4 +90,4 @@ class WorkQueue:
             self._add(key)
 
     def idle(self) -> bool:
-        return not (self._pending or self._active or self._dirty)
+        return not (self._pending or self._active or self._dirty or self._soon)

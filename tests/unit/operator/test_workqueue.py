@@ -46,3 +46,27 @@ def test_an_add_from_a_reconcile_thread_wakes_a_waiting_worker():
             loop.call_soon_threadsafe(task.cancel)
         runner.join(10)
     assert woken and got == [("GameServer", "ns", "a")], "the waiting worker was never woken"
+
+
+def test_news_soon_is_gathered_into_one_run_and_an_add_now_takes_its_place():
+    async def scenario():
+        q = WorkQueue()
+        q.bind(asyncio.get_running_loop())
+        key = ("GameServer", "ns", "a")
+        q.add_soon(key, 0.05)  # a pod running
+        q.add_soon(key, 0.05)  # ... ready, its Deployment's ready count: the same burst
+        assert q._queue.qsize() == 0 and not q.idle()
+        await asyncio.sleep(0.1)
+        assert q._queue.qsize() == 1
+        assert await q.get() == key
+        q.done(key)
+        assert q.idle()
+        # An add now (a spec change) does not wait, and the gathering it overtakes adds no run.
+        q.add_soon(key, 0.05)
+        q.add(key)
+        assert q._queue.qsize() == 1
+        await q.get()
+        await asyncio.sleep(0.1)
+        q.done(key)
+        assert q._queue.qsize() == 0 and q.idle()
+    asyncio.run(scenario())
