@@ -224,16 +224,8 @@ def _judged(run: Watched, what: str, opening: str = "cannot open the repository"
     raise StoreError(explain(1, run.stderr, opening))
 
 
-def ensure_repository() -> None:
-    """The server's repository, created when it is not there yet (restic creates the bucket
-    too when the credentials may)."""
-    if _probe() == "ok":
-        return
-    _init()
-
-
 def _init() -> None:
-    """Create the repository. A listing and a first backup may both find it missing and both
+    """Create the repository (restic creates the bucket too when the keys may). A listing and a first backup may both find it missing and both
     create it: restic refuses the second ("already initialized"), and that one then finds the
     repository the other made."""
     made = _restic("init", "--quiet", timeout=probe_seconds())
@@ -387,8 +379,8 @@ def list_snapshots(host: str, limit: int = LIST_LIMIT, create: bool = False) -> 
     when there were more). A repository that is not there holds none ("missing": true), and
     the operator takes that for no word at all: it removes nothing on it. With CREATE it is
     made then ("created": true, still no word), so that the server's first backup finds it:
-    `init` and its key calibration cost seconds that backup would otherwise wait for, and bad
-    keys or an unreachable store are said at the server's first listing, not at its first
+    `init` and its key calibration cost seconds that backup would otherwise wait for, and keys
+    that may read but not write are said at the server's first listing, not at its first
     backup."""
     if _probe() != "ok":
         if create:
