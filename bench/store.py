@@ -253,8 +253,9 @@ def main() -> None:
         t_floor_down = statistics.median(r["down"][0] for r in rounds)
         t_peon_down = statistics.median(r["down"][1] for r in rounds)
         t_floor_sync = statistics.median(r["floor sync"] for r in rounds)
-        print(f"up: a new repository (restic init, its key calibration, at a server's first "
-              f"backup); up': one made beforehand (its init took {t_init:.1f} s untimed); down: "
+        print(f"up: into a new repository (restic init and its key calibration: a first backup "
+              f"before the server's first listing); up': into one made beforehand, as the "
+              f"server's first listing makes it (its init took {t_init:.1f} s untimed); down: "
               f"{'without' if args.no_size else 'with'} --size")
         print(f"a sync after the floor's unpack took {t_floor_sync:.1f} s more (the restore's "
               f"own sync is in its time); down / (floor + that sync): "
