@@ -50,12 +50,21 @@ class WorkQueue:
         if self._loop is None or not self._loop.is_running():  # nothing to wait on: at once
             self._add(key)
         elif threading.get_ident() != self._loop_thread:
-            self._loop.call_soon_threadsafe(self._add_soon, key, delay)
+            # Most of a burst's events find their server's key gathering already; they need
+            # not wake the loop. Read from this thread, a key seen queued or gathering is a
+            # reconcile that starts after this news was cached, so it reads it; one not seen
+            # is handed to the loop, which checks again.
+            if not self._waiting(key):
+                self._loop.call_soon_threadsafe(self._add_soon, key, delay)
         else:
             self._add_soon(key, delay)
 
+    def _waiting(self, key: Key) -> bool:
+        """Is a reconcile of `key` yet to start: queued, gathering, or to run again?"""
+        return key in self._pending or key in self._soon or key in self._dirty
+
     def _add_soon(self, key: Key, delay: float) -> None:
-        if key in self._pending or key in self._soon or key in self._dirty:
+        if self._waiting(key):
             return
         self._soon[key] = self._loop.call_later(delay, self._add, key)
 

@@ -70,3 +70,29 @@ def test_news_soon_is_gathered_into_one_run_and_an_add_now_takes_its_place():
         q.done(key)
         assert q._queue.qsize() == 0 and q.idle()
     asyncio.run(scenario())
+
+
+def test_news_from_a_stream_thread_while_its_server_is_reconciled_runs_it_again():
+    """A stream's thread skips handing news to the loop when the key waits already; news
+    during a reconcile (the key active, not waiting) must still bring one more run."""
+    async def scenario():
+        q = WorkQueue()
+        loop = asyncio.get_running_loop()
+        q.bind(loop)
+        key = ("GameServer", "ns", "a")
+
+        def from_stream():
+            q.add_soon(key, 0.05)
+
+        await loop.run_in_executor(None, from_stream)
+        await loop.run_in_executor(None, from_stream)  # the same burst: gathered
+        await asyncio.sleep(0.1)
+        assert await q.get() == key
+        await loop.run_in_executor(None, from_stream)  # news while it is reconciled
+        await asyncio.sleep(0.1)
+        q.done(key)
+        assert await asyncio.wait_for(q.get(), 1) == key
+        q.done(key)
+        await asyncio.sleep(0.1)
+        assert q.idle() and q._queue.qsize() == 0
+    asyncio.run(scenario())
