@@ -1,5 +1,6 @@
 """The API server's JSON through orjson reads and writes as the stdlib's would."""
 import json
+import re
 
 import pytest
 from hypothesis import given, strategies as hs
@@ -41,3 +42,8 @@ def test_lone_surrogate_is_read_as_the_stdlib_reads_it():
 def test_bad_json_raises_a_value_error():
     with pytest.raises(ValueError):
         wire.loads(b'{"a": ')
+
+
+@given(hs.text(alphabet="0123456789a\" ", max_size=60))
+def test_a_long_number_is_a_run_of_19_digits(text):
+    assert wire.has_long_number(text.encode()) == bool(re.search("[0-9]{19}", text))
