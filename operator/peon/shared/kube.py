@@ -29,7 +29,7 @@ from kubernetes.stream import stream as ws_stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL
 
 from peon import API_VERSION, FIELD_MANAGER, __version__
-from . import metrics, wire
+from . import metrics
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class Kube:
         headers = {**api.default_headers, "Accept": "application/json"}
         data = None
         if body is not None:
-            data = wire.dumps(body)
+            data = json.dumps(body, separators=(",", ":")).encode()
             headers["Content-Type"] = content_type
         # As ApiClient.update_params_for_auth: the bearer token, through the configuration's
         # refresh hook (a service account's token file is read again as it rotates).
@@ -184,7 +184,7 @@ class Kube:
         if not 200 <= resp.status <= 299:
             raise ApiException(http_resp=resp)
         raw = resp.data
-        return wire.loads(raw) if raw else None
+        return json.loads(raw) if raw else None
 
     field_manager = FIELD_MANAGER
 
@@ -251,7 +251,7 @@ class Kube:
                 *lines, rest = (rest + chunk).split(b"\n")
                 for line in lines:
                     if line.strip():
-                        yield wire.loads(line)
+                        yield json.loads(line)
         except BaseException:  # left early (GeneratorExit too): the connection is not reusable
             resp.close()
             raise
