@@ -225,9 +225,9 @@ def _judged(run: Watched, what: str, opening: str = "cannot open the repository"
 
 
 def _init() -> None:
-    """Create the repository (restic creates the bucket too when the keys may). A listing and a first backup may both find it missing and both
-    create it: restic refuses the second ("already initialized"), and that one then finds the
-    repository the other made."""
+    """Create the repository (restic creates the bucket too when the keys may). A listing and
+    a first backup may both find it missing and both create it: restic refuses the second
+    ("already initialized"), and that one then finds the repository the other made."""
     made = _restic("init", "--quiet", timeout=probe_seconds())
     if made.returncode != 0:
         error = StoreError(explain(made.returncode, made.stderr, "cannot create the repository"))
