@@ -74,6 +74,13 @@ class Unavailable(Exception):
     """This machine cannot run the real node; the message says why."""
 
 
+class StartFailed(Unavailable):
+    """A component exited or never came up. On a machine that cannot run a kubelet this is
+    how it shows, but one such failure can also be passing (a kubelet that exited while the
+    last bed's mounts and cgroups were still going): `tools/cluster` tries once more before
+    it calls the machine unable."""
+
+
 def missing_prerequisites() -> list[str]:
     out = []
     if os.geteuid() != 0:
@@ -551,9 +558,9 @@ class KubeProxy:
         while "KUBE-SERVICES" not in sh("iptables", "-t", "nat", "-S", "OUTPUT").stdout.decode():
             if not alive(p.pid):
                 tail = (self.state / "logs" / "kube-proxy.log").read_text(errors="replace")[-3000:]
-                raise Unavailable(f"kube-proxy: the process exited\n{tail}")
+                raise StartFailed(f"kube-proxy: the process exited\n{tail}")
             if time.monotonic() > deadline:
-                raise Unavailable("timed out after 60s waiting for kube-proxy's rules")
+                raise StartFailed("timed out after 60s waiting for kube-proxy's rules")
             time.sleep(0.2)
 
     def stop(self) -> None:
@@ -648,10 +655,10 @@ class RealNode:
                 pass
             if pid is not None and not alive(pid):
                 f = self.state / "logs" / f"{log}{self.suffix}.log"
-                raise Unavailable(f"{what}: the process exited\n"
+                raise StartFailed(f"{what}: the process exited\n"
                                   f"{f.read_text(errors='replace')[-3000:]}")
             time.sleep(0.2)
-        raise Unavailable(f"timed out after {timeout:.0f}s waiting for {what}; logs in "
+        raise StartFailed(f"timed out after {timeout:.0f}s waiting for {what}; logs in "
                           f"{self.state / 'logs'}")
 
     def owner(self) -> str | None:
