@@ -27,6 +27,7 @@ from typing import Callable
 
 from kubernetes.client.rest import ApiException
 
+from ..shared.kube import ListExpired
 from . import kinds
 from .health import Progress
 from .namespaces import Scope
@@ -121,14 +122,18 @@ class Reflector:
     def relist(self) -> None:
         """List the stream's objects: each is reported (the cache tells news from echoes), and
         each one the cache holds that the list lacks is reported deleted (it went while no
-        watch saw it). The watch resumes from the list's resourceVersion."""
+        watch saw it). The watch resumes from the list's resourceVersion. Each page goes into
+        the cache before the next is asked for, so only one page is held whole at a time."""
         s = self.stream
-        items, version = self.kube.list_page(s.kind, s.namespace, s.selector)
-        listed = set()
-        for obj in items:
-            if s.wants(obj):
-                listed.add(_key(obj))
-                self.tell("ADDED", obj)
+        listed, version = set(), ""
+        try:
+            for items, version in self.kube.pages(s.kind, s.namespace, s.selector):
+                for obj in items:
+                    if s.wants(obj):
+                        listed.add(_key(obj))
+                        self.tell("ADDED", obj)
+        except ListExpired as e:
+            raise Gone() from e  # from the start again, with a new set of what was listed
         for key, obj in self.cached().items():
             if key not in listed and s.holds(key) and not _after(obj, version):
                 self.tell("DELETED", obj)

@@ -6,7 +6,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from peon.operator import kinds, watches
-from peon.shared.kube import Kube
+from peon.shared.kube import Kube, ListExpired
 from peon.operator.namespaces import Scope
 from peon.operator.watches import Reflector, Stream, streams_for
 
@@ -17,16 +17,27 @@ def cm(name, rv, ns="games"):
                          "labels": {"peon.dev/gameserver": name}}, "data": {"rv": rv}}
 
 
+class Paged(list):
+    """A list's scripted pages, each (objects, version), or an exception to raise there."""
+
+
 class ScriptedKube:
     """Answers each list and each watch with the next of its scripted answers (a list of
-    objects and its version; a list of events, possibly ending in an exception to raise)."""
+    objects and its version, or Paged pages; a list of events, possibly ending in an exception
+    to raise)."""
 
     def __init__(self, lists, watches_):
         self.lists, self.watches = list(lists), list(watches_)
         self.watched_from: list[str] = []
+        self.on_page = lambda: None  # called as each page is asked for
 
-    def list_page(self, kind, namespace=None, selector=None):
-        return self.lists.pop(0)
+    def pages(self, kind, namespace=None, selector=None):
+        answer = self.lists.pop(0)
+        for page in answer if isinstance(answer, Paged) else [answer]:
+            self.on_page()
+            if isinstance(page, Exception):
+                raise page
+            yield page
 
     def watch(self, kind, namespace, selector, version, seconds):
         assert 300 <= seconds <= 600
@@ -112,6 +123,32 @@ def test_after_410_gone_in_the_stream_a_new_list_reports_what_went_meanwhile():
     reflector(kube, rec).run()
     assert rec.seen == [("ADDED", "a"), ("ADDED", "b"), ("ADDED", "b"), ("DELETED", "a")]
     assert kube.watched_from == ["11", "31"]
+
+
+def test_a_list_goes_into_the_cache_page_by_page():
+    rec = Recorder()
+    kube = ScriptedKube(lists=[Paged([([cm("a", "10")], "12"), ([cm("b", "11")], "12")])],
+                        watches_=[])
+    held_when_asked = []
+    kube.on_page = lambda: held_when_asked.append(sorted(n for _, n in rec.held))
+    reflector(kube, rec).run()
+    assert held_when_asked == [[], ["a"]]  # page one was in the cache before page two was asked
+    assert set(rec.held) == {("games", "a"), ("games", "b")}
+
+
+def test_a_list_whose_snapshot_expired_between_pages_is_made_again_from_the_start():
+    from peon.shared.kube import ListExpired
+    rec = Recorder()
+    rec.held = {("games", "c"): cm("c", "5")}
+    # The first list saw c, then expired; c was deleted before the second list: the second
+    # list's own keys decide what went, not the expired one's.
+    kube = ScriptedKube(lists=[Paged([([cm("c", "5")], "12"), ListExpired("expired")]),
+                               Paged([([cm("a", "10")], "40"), ([cm("b", "11")], "40")])],
+                        watches_=[])
+    r = reflector(kube, rec)
+    r.run()
+    assert rec.seen == [("ADDED", "c"), ("ADDED", "a"), ("ADDED", "b"), ("DELETED", "c")]
+    assert r.version == "40" and r.waits == []  # listed again at once, and resumes from there
 
 
 def test_a_watch_refused_with_410_lists_again_and_backs_off_if_it_repeats():
@@ -247,3 +284,9 @@ def test_a_list_is_asked_for_in_pages_and_restarts_when_its_token_expired():
     items, version = k._list("ConfigMap", "games", None, limit=1)
     assert [o["metadata"]["name"] for o in items] == ["a", "b"] and version == "9"
     assert asked == [None, "t1", None, "t1"]
+    # Page by page, an expired token is the reader's to handle.
+    asked.clear()
+    pages = k.pages("ConfigMap", "games", None, limit=1)
+    assert [o["metadata"]["name"] for o in next(pages)[0]] == ["a"]
+    with pytest.raises(ListExpired):
+        next(pages)
