@@ -137,7 +137,6 @@ def test_a_list_goes_into_the_cache_page_by_page():
 
 
 def test_a_list_whose_snapshot_expired_between_pages_is_made_again_from_the_start():
-    from peon.shared.kube import ListExpired
     rec = Recorder()
     rec.held = {("games", "c"): cm("c", "5")}
     # The first list saw c, then expired; c was deleted before the second list: the second
