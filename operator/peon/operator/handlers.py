@@ -5,6 +5,7 @@ operator's own streams (watches.py) do. The work is in controller.py."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -123,6 +124,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
                                  lambda kind: lambda: cached(controller, kind))
     await loop.run_in_executor(None, watches.wait_synced, memo.watches)
     await loop.run_in_executor(None, controller.prime, served)
+    # What the first lists put in the cache mostly stays; each full collection would walk it.
+    gc.freeze()
     memo.secret_refresher = controller.secret_refresher(config.secret_refresh)
     memo.secret_refresher.start()
     # A follower keeps its cache current from the watches and queues what they show; only the
