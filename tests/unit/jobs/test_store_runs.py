@@ -23,6 +23,8 @@ FAKE = textwrap.dedent("""\
     args = sys.argv[1:]
     with open(os.environ["FAKE_RESTIC_LOG"], "a") as log:
         log.write(json.dumps(args) + "\\n")
+    with open(os.environ["FAKE_RESTIC_LOG"] + ".env", "a") as log:
+        log.write(json.dumps({k: os.environ.get(k) for k in ("GOGC", "RESTIC_PROGRESS_FPS")}) + "\\n")
     scenario = json.load(open(os.environ["FAKE_RESTIC_SCENARIO"]))
     sub = next(a for a in args if not a.startswith("-"))
     counts = os.environ["FAKE_RESTIC_LOG"] + "." + sub
@@ -67,6 +69,10 @@ def restic(tmp_path, monkeypatch):
                 return []
             return [json.loads(line) for line in log.read_text().splitlines()]
 
+        @property
+        def environments(self):
+            return [json.loads(line) for line in (tmp_path / "restic.log.env").read_text().splitlines()]
+
         def commands(self):
             return [next(a for a in c if not a.startswith("-")) for c in self.calls]
     return Restic()
@@ -92,6 +98,21 @@ def test_a_backup_into_a_repository_that_is_there_runs_restic_once(restic, tmp_p
     assert (got.snapshot, got.size, got.added, got.files) == (SNAP, 3000, 1200, 3)
     assert restic.commands() == ["backup"]  # no `cat config` first: the key is derived once
     assert "--json" in restic.calls[0] and "peon.dev/reason=Scheduled" in restic.calls[0]
+
+
+def test_restic_runs_with_fewer_collections_and_status_lines_and_no_scanner(restic, tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.delenv("GOGC", raising=False)
+    monkeypatch.delenv("RESTIC_PROGRESS_FPS", raising=False)
+    restic.play(backup=[{"do": [["out", summary()]]}])
+    store.backup(str(world(tmp_path)), "games/odin", "b1")
+    assert restic.environments == [{"GOGC": "200", "RESTIC_PROGRESS_FPS": "1"}]
+    assert "--no-scan" in restic.calls[0]
+
+
+def test_what_the_environment_sets_for_restic_wins():
+    assert store.restic_env({"GOGC": "50", "PATH": "/bin"}) == {
+        "GOGC": "50", "RESTIC_PROGRESS_FPS": "1", "PATH": "/bin"}
 
 
 def test_a_servers_first_backup_creates_the_repository_then_backs_up(restic, tmp_path):
