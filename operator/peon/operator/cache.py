@@ -261,6 +261,11 @@ class Cache:
         self.secrets: dict[tuple[str, str], SecretView] = {}  # users' Secrets, as views
         self._lock = threading.Lock()
 
+    def size(self) -> int:
+        """How many objects it holds, of every kind."""
+        return sum(map(len, (self.gameservers, self.games, self.children, self.pods,
+                             self.backups, self.restores, self.jobs, self.secrets)))
+
     def put(self, store: ObjectStore, key, obj: dict, deleted: bool) -> bool:
         """Keep `obj` unless the store holds a newer version. True when this is news: the
         object is new, newer or gone. The watch event of the operator's own write is not (the

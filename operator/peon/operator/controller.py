@@ -44,6 +44,7 @@ from .secret_refs import SecretRefresher
 from .sessions import Sessions, transition_event
 from .maintenance import Maintenance
 from .lost_node import LostNodes, on_claim
+from .heap import Freezer
 from .store_listing import KIND as STORE_LISTING, StoreListing, StoreTurns
 from .workqueue import WorkQueue
 from .wake import Config as WakeConfig, Wake
@@ -86,6 +87,7 @@ class Controller:
                  store_list_interval: float = 3600.0, gate: WakeConfig | None = None):
         self.kube = kube
         self.cache = Cache()
+        self.freezer = Freezer()  # the cache out of the garbage collector's walks (heap.py)
         self.queue = WorkQueue()
         self.workers = workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
@@ -169,6 +171,7 @@ class Controller:
             self.reconciling[worker] = (key, started)
             try:
                 requeue = await loop.run_in_executor(self._executor, self.reconcile, key)
+                self.freezer.note(self.cache.size())
                 metrics.RECONCILES.labels("ok").inc()
                 self._failures.pop(key, None)
                 if requeue:

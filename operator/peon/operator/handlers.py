@@ -5,7 +5,6 @@ operator's own streams (watches.py) do. The work is in controller.py."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import time
@@ -125,9 +124,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     await loop.run_in_executor(None, watches.wait_synced, memo.watches)
     await loop.run_in_executor(None, controller.prime, served)
     # What the first lists put in the cache mostly stays; each full collection would walk it.
-    # (The cache's objects hold no cycles and are freed by reference counting when replaced;
-    # what dies in a cycle after this is never collected: a few of the start's own objects.)
-    gc.freeze()
+    controller.freezer.freeze(controller.cache.size())
     memo.secret_refresher = controller.secret_refresher(config.secret_refresh)
     memo.secret_refresher.start()
     # A follower keeps its cache current from the watches and queues what they show; only the

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import sys
@@ -11,21 +10,6 @@ import sys
 import kopf
 
 from peon import __version__
-
-
-def collect_less() -> None:
-    """Spare the cyclic garbage collector what lives as long as the process. The modules just
-    imported (kopf, the kubernetes client's hundreds of models) are most of the heap at first,
-    and each full collection walked all of them again; they are frozen (never collected, and
-    never freed anyway). The youngest generation is collected after 10,000 allocations, not
-    700: the operator's garbage is JSON decoded into dicts and lists, freed by reference
-    counting, and a collection every 700 of them promoted short-lived ones to the older
-    generations, whose collections walk the cache. bench/converge.py --n 1000 --no-floor
-    --idle 5, two runs each: 20.6 and 18.9 ms of CPU per server before, 17.4 and 18.0 after,
-    a restart's first look at every server 4.8 and 3.2 s before, 3.2 and 3.2 s after; peak
-    RSS 101 MiB before, 103 after."""
-    gc.set_threshold(10_000, 20, 10)
-    gc.freeze()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -94,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         notify_allowed=notify_allowed, gate=gate))
     if args.metrics_port:
         metrics.serve(args.metrics_port)
+    from .heap import collect_less
     collect_less()
     asyncio.run(kopf.operator(
         clusterwide=not args.namespace,
